@@ -1,0 +1,105 @@
+"""Log sinks for operators: console, a rotating debug file, and a JSON-lines trade record.
+
+Every record passes one redaction step before any sink sees it, exception text included (the
+traceback is rendered, redacted and folded into the message), so an API key or a request
+signature cannot reach a terminal, a file or a shipped log by any path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from loguru import logger
+
+from core.config import LoggingConfig
+
+TRADE_EVENT_KEY = "trade_event"
+_MASK = "***"
+# Things that are secret whatever their value: request signatures and key headers.
+_GENERIC_SECRETS = [
+    re.compile(r"(signature=)[0-9a-fA-F]{16,}"),
+    re.compile(r"(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]{8,}"),
+    re.compile(r"((?:api_?key|api_?secret|secret)['\"]?\s*[:=]\s*['\"])[^'\"]{6,}", re.IGNORECASE),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LogPaths:
+    """Where this run's files are, for the banner and for tests."""
+
+    directory: Path
+    main_log: Path
+    trades_log: Path
+
+
+class Redactor:
+    """Replaces every known secret, and anything shaped like one, with ``***``."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first so a secret containing another is masked whole.
+        self._literals = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for literal in self._literals:
+            if literal in text:
+                text = text.replace(literal, _MASK)
+        for pattern in _GENERIC_SECRETS:
+            text = pattern.sub(lambda m: m.group(1) + _MASK, text)
+        return text
+
+    def patch(self, record: Any) -> None:
+        """loguru patcher: redact the message, the extras, and the exception text."""
+        record["message"] = self(record["message"])
+        exc = record["exception"]
+        if exc is not None and exc.type is not None:
+            rendered = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+            record["message"] = record["message"] + "\n" + self(rendered.rstrip())
+            record["exception"] = None
+        for key, value in list(record["extra"].items()):
+            if isinstance(value, str):
+                record["extra"][key] = self(value)
+
+
+def setup_logging(config: LoggingConfig, *, secrets: Iterable[str], console_level: str | None = None,
+                  console: Any = None) -> LogPaths:
+    """Replace loguru's default sink with the three sinks of DESIGN.md section 9.
+
+    Called only after the configuration is valid, so a bad config writes nothing.
+    """
+    directory = Path(config.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = LogPaths(directory, directory / "trading_bot.log", directory / "trades.jsonl")
+    redactor = Redactor(secrets)
+    compression = None if config.compression == "none" else config.compression
+    rotation = f"{config.rotation_mb} MB"
+    logger.remove()
+    logger.configure(patcher=redactor.patch)
+    logger.add(console if console is not None else sys.stderr, level=console_level or config.level,
+               format="<green>{time:HH:mm:ss.SSS}</green> | <level>{level:<8}</level> | {message}",
+               filter=lambda r: TRADE_EVENT_KEY not in r["extra"], colorize=None, backtrace=False,
+               diagnose=False)
+    logger.add(paths.main_log, level="DEBUG", rotation=rotation, retention=config.retention_files,
+               compression=compression, enqueue=False, backtrace=False, diagnose=False,
+               format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<8} | {name}:{line} | {message}",
+               filter=lambda r: TRADE_EVENT_KEY not in r["extra"])
+    logger.add(paths.trades_log, level="DEBUG", rotation=rotation, retention=config.retention_files,
+               compression=compression, format="{message}", filter=lambda r: TRADE_EVENT_KEY in r["extra"])
+    return paths
+
+
+def log_trade_event(event: str, **fields: Any) -> None:
+    """Write one structured event (order, fill, trade) as a line of ``trades.jsonl``."""
+    payload = {"event": event, **fields}
+    logger.bind(**{TRADE_EVENT_KEY: event}).info(json.dumps(payload, default=str, sort_keys=True))
+
+
+def reset_logging() -> None:
+    """Drop every sink and the redaction patcher (tests; and before a process exits)."""
+    logger.remove()
+    logger.configure(patcher=None)

@@ -1,0 +1,333 @@
+"""pairs-bot: multi-pair statistical arbitrage on crypto perpetual futures.
+
+``python main.py`` paper-trades the pairs of ``pairs_config.json`` on live market data;
+``python main.py demo`` runs the whole bot offline against the bundled simulator;
+``python main.py check-config`` validates both configuration files and prints the pairs.
+Exit codes: 0 clean stop, 1 fatal runtime error, 2 invalid usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from core.component import Component
+from core.config import AppConfig, PairConfig, Secrets, load_app_config, load_pairs_config, signal_params
+from core.errors import ConfigurationError, PairsBotError, UsageError
+from core.launch import RunMode, load_secrets, resolve_run_mode
+from core.log_setup import LogPaths, reset_logging, setup_logging
+from core.stats import SessionStats, final_statistics_text, render_tables
+
+PROJECT_DIR = Path(__file__).resolve().parent
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
+SHUTDOWN_TIMEOUT_SECONDS = 4.0  # DESIGN.md section 9: stopped, stats printed, within 5 s
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True, slots=True)
+class CliOptions:
+    command: str
+    config_path: Path
+    pairs_path: Path
+    live: bool
+    duration_seconds: float | None
+    log_level: str | None
+
+
+class TradingBot:
+    """Orchestrates one run as a list of named steps; the components do the work."""
+
+    def __init__(self, options: CliOptions, *, console: Console | None = None) -> None:
+        self.options = options
+        self.console = console or Console()
+        self.config: AppConfig | None = None
+        self.pairs: list[PairConfig] = []
+        self.secrets: Secrets | None = None
+        self.mode: RunMode | None = None
+        self.stats: SessionStats | None = None
+        self.log_paths: LogPaths | None = None
+        self.components: list[Component] = []
+        self._started: list[Component] = []
+        self._stop_event = asyncio.Event()
+        self._stop_reason = ""
+        self._shutdown_done = False
+        self._config_warnings: list[str] = []
+        self._handled_signals: list[int] = []
+
+    # -- step 1 ---------------------------------------------------------------------------------
+    def load_configuration(self) -> None:
+        """Validate everything before anything is started or written; raises on bad input."""
+        self.config = load_app_config(self.options.config_path)
+        self.pairs = load_pairs_config(self.options.pairs_path, self.config.signal)
+        self.secrets, self._config_warnings = load_secrets(self.config)
+        self.mode = resolve_run_mode(self.config, live_flag=self.options.live, secrets=self.secrets,
+                                     demo=self.options.command == "demo")
+
+    # -- step 2 ---------------------------------------------------------------------------------
+    async def initialize_components(self) -> None:
+        """Set up logging and statistics, then build the components this mode needs."""
+        assert_loaded(self.config, self.mode, self.secrets)
+        config, mode, secrets = self.config, self.mode, self.secrets
+        log_config = config.logging.model_copy(update={"dir": str(self._resolve(config.logging.dir))})
+        self.log_paths = setup_logging(log_config, secrets=secrets.values(), console_level=self.options.log_level)
+        for warning in self._config_warnings:
+            logger.warning(warning)
+        self.stats = SessionStats(mode=mode.value)
+        self.stats.register_section("pairs", self._pairs_section)
+        self._log_banner()
+        if not self.components:
+            logger.warning("no market-data component is built yet: no quotes feed the generators and "
+                           "nothing will trade in this run")
+        for component in self.components:
+            self.stats.register_section(component.name, component.stats)
+
+    # -- step 3 ---------------------------------------------------------------------------------
+    async def start_monitoring(self) -> None:
+        """Start the components in order, then wait for a stop request or the duration."""
+        for component in self.components:
+            await component.start()
+            self._started.append(component)
+        logger.info("running: {} pair(s) enabled; Ctrl+C stops gracefully",
+                    sum(p.enabled for p in self.pairs))
+        duration = self.options.duration_seconds
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=duration)
+        except TimeoutError:
+            self.request_stop(f"duration {duration:g}s reached")
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the bot to stop; safe to call from signal handlers and more than once."""
+        if not self._stop_event.is_set():
+            self._stop_reason = reason
+            logger.info("stop requested: {}", reason)
+            self._stop_event.set()
+
+    # -- step 4 ---------------------------------------------------------------------------------
+    async def shutdown_gracefully(self) -> None:
+        """Stop components in reverse order (bounded), then print and save the statistics.
+
+        Idempotent: a second call returns at once.
+        """
+        if self._shutdown_done:
+            return
+        self._shutdown_done = True
+        logger.info("initiating graceful shutdown")
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_SECONDS):
+                for component in reversed(self._started):
+                    try:
+                        await component.stop()
+                    except Exception:
+                        logger.exception("component {} failed to stop cleanly", component.name)
+        except TimeoutError:
+            logger.error("shutdown took longer than {}s; remaining components abandoned",
+                         SHUTDOWN_TIMEOUT_SECONDS)
+        if self.stats is not None:
+            self.stats.mark_stopped(self._stop_reason or "stopped")
+            self._report_statistics()
+        logger.info("graceful shutdown complete")
+
+    # -- the whole run --------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Load, build, run, stop. Returns the process exit code."""
+        self.load_configuration()
+        await self.initialize_components()
+        self._install_signal_handlers()
+        exit_code = EXIT_OK
+        try:
+            await self.start_monitoring()
+        except PairsBotError as exc:
+            logger.opt(exception=exc).debug("fatal error detail")
+            logger.error("fatal: {}", exc)
+            self._stop_reason = f"fatal: {exc}"
+            exit_code = EXIT_FATAL
+        except Exception as exc:
+            logger.opt(exception=exc).debug("fatal error detail")
+            logger.error("fatal: {}: {} (traceback in {})", type(exc).__name__, exc,
+                         self.log_paths.main_log if self.log_paths else "the log file")
+            self._stop_reason = f"fatal: {type(exc).__name__}"
+            exit_code = EXIT_FATAL
+        try:
+            await self.shutdown_gracefully()
+        finally:
+            self._remove_signal_handlers()
+        return exit_code
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        presses = {"n": 0}
+
+        def on_signal(signum: int) -> None:
+            presses["n"] += 1
+            name = signal.Signals(signum).name
+            if presses["n"] == 1:
+                self.request_stop(f"signal {name}")
+            else:
+                logger.warning("second {}: forcing exit without waiting", name)
+                if main_task is not None:
+                    main_task.cancel(msg="forced")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+            self._handled_signals.append(signum)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self._handled_signals:
+            loop.remove_signal_handler(signum)
+        self._handled_signals.clear()
+
+    def _resolve(self, path: str) -> Path:
+        """Relative paths in config.json are relative to that file, not to the shell's cwd."""
+        p = Path(path)
+        return p if p.is_absolute() else self.options.config_path.resolve().parent / p
+
+    def _log_banner(self) -> None:
+        config, mode = self.config, self.mode
+        assert_loaded(config, mode, self.secrets)
+        enabled = [p for p in self.pairs if p.enabled]
+        venue = config.exchange.base_url or ("testnet" if config.exchange.use_testnet else "production")
+        logger.info("pairs-bot starting | mode {} | exchange {} ({}) | {} pair(s), {} enabled",
+                    mode.value, config.exchange.id, venue, len(self.pairs), len(enabled))
+        logger.info("signal: bar {}s, lookback {} bars, entry |z|>={}, exit {}, stop {} | "
+                    "notional {} USDT per pair | max open pairs {} | keys {}",
+                    config.signal.bar_seconds, config.signal.lookback_bars, config.signal.entry_threshold,
+                    config.signal.exit_threshold, config.signal.stop_loss_threshold,
+                    config.execution.notional_per_pair_usdt, config.risk.max_open_pairs,
+                    "present" if self.secrets.present else "absent")
+        logger.info("logs: {}", self.log_paths.directory if self.log_paths else "?")
+
+    def _pairs_section(self) -> dict[str, object]:
+        return {"configured": len(self.pairs), "enabled": sum(p.enabled for p in self.pairs)}
+
+    def _report_statistics(self) -> None:
+        stats = self.stats
+        if stats is None:
+            return
+        snapshot = stats.snapshot()
+        text = final_statistics_text(snapshot)
+        logger.debug("\n" + text)
+        self.console.print(text, highlight=False)
+        render_tables(snapshot, self.console)
+        if self.log_paths is not None:
+            path = stats.write_json(self.log_paths.directory)
+            logger.info("statistics saved to {}", path)
+
+
+def assert_loaded(config: AppConfig | None, mode: RunMode | None, secrets: Secrets | None) -> None:
+    """Steps must run in order; calling one early is a programming error, said plainly."""
+    if config is None or mode is None or secrets is None:
+        raise RuntimeError("load_configuration() must run before this step")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                        help="bot settings (default: config.json next to main.py)")
+    common.add_argument("--pairs", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                        help="the pairs to trade (default: pairs_config.json next to main.py)")
+    common.add_argument("--live", action="store_true", default=argparse.SUPPRESS,
+                        help="send real orders; also needs \"dry_run\": false and API keys")
+    common.add_argument("--duration", type=_positive_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="stop by itself after this many seconds, as gracefully as Ctrl+C")
+    common.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                        metavar="LEVEL", help=f"console log level, one of {', '.join(LOG_LEVELS)} "
+                                              "(default: config.json logging.level)")
+    parser = argparse.ArgumentParser(
+        prog="main.py", parents=[common],
+        description="Multi-pair statistical arbitrage bot for crypto perpetual futures.",
+        epilog="Exit codes: 0 clean stop, 1 fatal runtime error, 2 invalid usage or configuration. "
+               "Ctrl+C stops gracefully; a second Ctrl+C forces an exit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="trade (paper unless --live) on live market data (default)")
+    sub.add_parser("demo", parents=[common], help="run offline against the bundled exchange simulator")
+    sub.add_parser("check-config", parents=[common], help="validate both files, print the pairs, exit")
+    return parser
+
+
+def parse_options(argv: list[str] | None) -> CliOptions:
+    args = vars(build_parser().parse_args(argv))
+    return CliOptions(
+        command=args.get("command") or "run",
+        config_path=args.get("config", PROJECT_DIR / "config.json"),
+        pairs_path=args.get("pairs", PROJECT_DIR / "pairs_config.json"),
+        live=bool(args.get("live", False)),
+        duration_seconds=args.get("duration"),
+        log_level=args.get("log_level"),
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and value < 1e9):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
+
+
+def check_config(options: CliOptions, console: Console) -> int:
+    """Validate both files and print the effective per-pair settings."""
+    config = load_app_config(options.config_path)
+    pairs = load_pairs_config(options.pairs_path, config.signal)
+    table = Table(title=f"{len(pairs)} pairs from {options.pairs_path} (X = leg_a, Y = leg_b)",
+                  title_justify="left")
+    for column in ("pair_id", "leg_a (X)", "leg_b (Y)", "hedge_ratio", "entry_z", "exit_z", "stop_z",
+                   "half_life", "max_hold_bars", "notional_usdt", "enabled"):
+        table.add_column(column)
+    for pair in pairs:
+        params = signal_params(config.signal, pair)
+        notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
+        table.add_row(pair.pair_id, pair.leg_a, pair.leg_b, f"{pair.hedge_ratio:g}", f"{params.entry_z:g}",
+                      f"{params.exit_z:g}", f"{params.stop_z:g}",
+                      "" if pair.half_life_candles is None else f"{pair.half_life_candles:g}",
+                      "" if params.max_holding_bars is None else str(params.max_holding_bars),
+                      f"{notional:g}", "yes" if pair.enabled else "no")
+    console.print(table)
+    mode = "paper (dry_run)" if config.dry_run else "live (needs --live and API keys)"
+    console.print(f"config OK: {options.config_path} | exchange {config.exchange.id} | {mode}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse_options(argv)
+    except SystemExit as exc:  # argparse already printed usage or help
+        return int(exc.code or 0)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        if options.command == "check-config":
+            return check_config(options, console)
+        if options.command == "demo":
+            raise UsageError("the demo is not built yet: the offline exchange simulator does not exist "
+                             "in this version (see issue 4); use check-config or run")
+        bot = TradingBot(options, console=console)
+        try:
+            return asyncio.run(bot.run())
+        except asyncio.CancelledError:
+            print("forced exit: shutdown was interrupted", file=sys.stderr)
+            return EXIT_FORCED
+    except (ConfigurationError, UsageError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        reset_logging()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
