@@ -1,0 +1,599 @@
+"""SignalGenerator: one pair's quotes in, trading signals out (DESIGN.md section 4).
+
+One generator per pair. The hub calls :meth:`SignalGenerator.on_quote` with every quote of
+either leg; the generator validates it, keeps each leg's latest mid, updates the spread and
+its live Z (``signals.spread``) and runs the state machine. A signal goes to the registered
+async callbacks (the execution engine, wired in ``main.py``: ``signals`` never imports
+``execution``), and the pair's state only moves when a callback reports the trade done.
+
+Decision path, in order (the first that applies wins):
+
+1. bad input is rejected at the door (:class:`RejectReason`), counted, logged at DEBUG, and
+   never raises or moves any state;
+2. the spread is updated (every accepted quote, so the window stays right even while no
+   signal may fire);
+3. gates (:class:`Gate`): the other leg never quoted, a signal in flight, HALTED, window not
+   full, ``std <= min_std``, or the other leg's last quote older than ``max_quote_age_ms``
+   of exchange time at this quote;
+4. rules: FLAT & z <= -entry -> ENTER_LONG_SPREAD, FLAT & z >= entry -> ENTER_SHORT_SPREAD;
+   LONG: z <= -stop -> STOP_LOSS, else z >= -exit -> EXIT, else held longer than
+   ``max_holding_bars * bar_seconds`` -> TIME_STOP (SHORT mirrored). Stop before exit before
+   time stop: a stop is the most urgent, and a position that has reverted is an EXIT even if
+   it is also old;
+5. suppression (:class:`Suppression`): an entry within ``stop_loss_cooldown_seconds`` of a
+   stop-loss, or a signal of the same kind within ``cooldown_seconds`` (at least 1 ms, which
+   also makes ``signal_id`` unique) of the last one.
+
+All times are exchange times (quote ``ts_ms``), never the wall clock, so a replay decides
+exactly as live did. Holding time is measured from the entry signal's timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from loguru import logger
+
+from core.config import SignalParams
+from core.types import PairState, Quote, SignalType, TradingSignal
+from signals.spread import SpreadCalculator
+
+SignalCallback = Callable[[TradingSignal], Awaitable[bool]]
+
+_INF = math.inf
+_NAN = math.nan
+_FLAT = PairState.FLAT
+_LONG = PairState.LONG_SPREAD
+_SHORT = PairState.SHORT_SPREAD
+_HALTED = PairState.HALTED
+_EL = SignalType.ENTER_LONG_SPREAD
+_ES = SignalType.ENTER_SHORT_SPREAD
+_EXIT = SignalType.EXIT
+_STOP = SignalType.STOP_LOSS
+_TSTOP = SignalType.TIME_STOP
+
+_TYPE_CODES: dict[SignalType, str] = {_EL: "EL", _ES: "ES", _EXIT: "X", _STOP: "SL", _TSTOP: "TS"}
+SIGNAL_ID_MAX_LEN = 26
+
+
+class RejectReason(str, Enum):
+    """Why a quote was refused at the door."""
+
+    UNKNOWN_SYMBOL = "unknown_symbol"  # neither leg of this pair
+    MALFORMED = "malformed"  # not quote-shaped: missing attributes or non-numeric fields
+    NON_FINITE = "non_finite"  # NaN or +-inf bid/ask
+    NON_POSITIVE = "non_positive"  # bid or ask <= 0
+    CROSSED_BOOK = "crossed_book"  # bid > ask (bid == ask, a locked book, is accepted)
+    BAD_TIMESTAMP = "bad_timestamp"  # negative or NaN exchange time
+    OUT_OF_ORDER = "out_of_order"  # older than this leg's last accepted quote
+    # Same exchange ms *and* same mid as this leg's last accepted quote: a resent message or a
+    # size-only update, nothing new for a mid-based signal. Real Binance bookTicker streams send
+    # ~50% of messages in the same ms as the previous one, ~2% of them with a new price; those
+    # are accepted (they are newer book states, and dropping them would freeze a stale mid).
+    DUPLICATE = "duplicate"
+
+
+class Gate(str, Enum):
+    """Why an accepted quote could not produce a decision."""
+
+    NO_QUOTE = "no_quote"  # the other leg has not quoted yet
+    IN_FLIGHT = "in_flight"  # a signal of this pair is being executed
+    HALTED = "halted"
+    WINDOW_NOT_FULL = "window_not_full"
+    LOW_STD = "low_std"  # std <= min_std (or a flat window)
+    STALE_LEG = "stale_leg"  # the other leg's quote is older than max_quote_age_ms
+
+
+class Suppression(str, Enum):
+    """Why a rule that fired did not emit."""
+
+    STOP_COOLDOWN = "stop_cooldown"
+    DUPLICATE = "duplicate"
+
+
+_R = {reason: i for i, reason in enumerate(RejectReason)}
+_G = {gate: i for i, gate in enumerate(Gate)}
+_G_NO_QUOTE, _G_IN_FLIGHT, _G_HALTED, _G_NOT_FULL, _G_LOW_STD, _G_STALE = range(len(Gate))
+
+
+def pair_tag(pair_id: str) -> str:
+    """8 hex chars of BLAKE2b(pair_id): stable across processes (unlike ``hash()``)."""
+    return hashlib.blake2b(pair_id.encode("utf-8"), digest_size=4).hexdigest()
+
+
+def make_signal_id(pair_id: str, ts_ms: int, signal_type: SignalType) -> str:
+    """``<pair tag>-<ts_ms>-<type code>``: 25 characters for a 13-digit timestamp.
+
+    Why this shape: the engine derives Binance clientOrderIds (<= 36 chars of
+    ``[.A-Z:/a-z0-9_-]``) from it plus a short leg/attempt suffix, and pair_ids run to 40 chars,
+    so the pair becomes a 32-bit tag. The id is stable (a replay of the same decision gets the
+    same id, so the journal recognises it) and unique: a generator emits at most one signal of
+    a kind per pair per millisecond. Two pairs collide only with equal tags *and* equal ts and
+    type (~n^2 / 2^33 for n pairs). The exchange timestamp stays readable for audits.
+
+    >>> make_signal_id("ETH_BTC", 1688474400000, SignalType.ENTER_LONG_SPREAD)
+    '8696c9ce-1688474400000-EL'
+    """
+    return f"{pair_tag(pair_id)}-{int(ts_ms)}-{_TYPE_CODES[signal_type]}"
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorSnapshot:
+    """Status of one generator, for the status line and for persistence.
+
+    Quote ages are in exchange time: the pair's latest event time minus each leg's last quote
+    time (the generator never reads the wall clock). ``bars_in_window`` counts completed bars
+    (at most ``lookback_bars - 1``; the current bar makes the N-th).
+    """
+
+    pair_id: str
+    state: PairState
+    z: float
+    spread: float
+    mean: float
+    std: float
+    bars_in_window: int
+    lookback_bars: int
+    window_full: bool
+    last_ts_ms: int | None
+    quote_age_a_ms: int | None
+    quote_age_b_ms: int | None
+    entry_ts_ms: int | None
+    stop_cooldown_until_ms: int | None
+    in_flight_signal_id: str | None
+    halt_reason: str | None
+    quotes_accepted: int
+    rejects: dict[str, int] = field(default_factory=dict)
+    gated: dict[str, int] = field(default_factory=dict)
+    suppressed: dict[str, int] = field(default_factory=dict)
+    signals_emitted: dict[str, int] = field(default_factory=dict)
+    signals_executed: int = 0
+    signals_failed: int = 0
+    callback_errors: int = 0
+    bars_closed: int = 0
+    bars_carried: int = 0
+    gap_resets: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: enums as their values, NaN as None."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            out[name] = value
+        return out
+
+
+class SignalGenerator:
+    """Per-pair state machine over the live Z of the pair's spread.
+
+    Build it from a ``core.config.SignalParams``. Quotes arrive with the resolved unified symbol
+    (``'BTC/USDT:USDT'``); pass ``symbol_a``/``symbol_b`` or call :meth:`bind_symbols` when it
+    differs from ``params.leg_a``/``leg_b``.
+
+    Entry points: ``update(quote)`` is the synchronous decision (returns the signal or None,
+    marks it in flight), ``await dispatch(signal)`` runs the callbacks and applies the outcome
+    (``complete(signal, done)`` applies one directly), ``await on_quote(quote)`` does it all. A callback is
+    ``async def cb(signal) -> bool``: only a real ``True`` means "executed" (a truthy result
+    object does not), and the state moves if any callback says so -- observers that only log
+    should return False. Callbacks run one after the other, in registration order.
+    """
+
+    __slots__ = (
+        "params", "pair_id", "symbol_a", "symbol_b", "_calc", "_tag",
+        "_entry", "_exit", "_stop", "_min_std", "_max_age", "_dup_ms", "_stop_cd_ms", "_max_hold_ms",
+        "_state", "_entry_ts", "_stop_until", "_halt_reason",
+        "_mid_a", "_mid_b", "_ts_a", "_ts_b", "_clock", "_live",
+        "_busy", "_busy_from", "_last_emit",
+        "_callbacks", "_accepted", "_rejects", "_gated", "_suppressed", "_emitted",
+        "_executed", "_failed", "_cb_errors",
+    )
+
+    def __init__(self, params: SignalParams, *, symbol_a: str | None = None,
+                 symbol_b: str | None = None) -> None:
+        _validate_params(params)
+        self.params = params
+        self.pair_id = params.pair_id
+        self._tag = pair_tag(params.pair_id)
+        self._calc = SpreadCalculator(hedge_ratio=params.hedge_ratio, lookback_bars=params.lookback_bars,
+                                      bar_seconds=params.bar_seconds, price_transform=params.price_transform,
+                                      name=params.pair_id)
+        self._entry, self._exit, self._stop = float(params.entry_z), float(params.exit_z), float(params.stop_z)
+        self._min_std = float(params.min_std)
+        self._max_age = int(params.max_quote_age_ms)
+        self._dup_ms = max(1.0, float(params.cooldown_seconds) * 1000.0)
+        self._stop_cd_ms = float(params.stop_loss_cooldown_seconds) * 1000.0
+        hold = params.max_holding_bars
+        self._max_hold_ms = _INF if hold is None else float(hold) * params.bar_seconds * 1000.0
+        self.bind_symbols(symbol_a or params.leg_a, symbol_b or params.leg_b)
+        self._state = _FLAT
+        self._entry_ts: float | None = None
+        self._stop_until = -_INF
+        self._halt_reason: str | None = None
+        self._mid_a = self._mid_b = _NAN
+        self._ts_a = self._ts_b = -1
+        self._clock = -1
+        self._live = False
+        self._busy: TradingSignal | None = None
+        self._busy_from = _FLAT
+        self._last_emit: dict[SignalType, float] = {t: -_INF for t in SignalType}
+        self._callbacks: list[SignalCallback] = []
+        self._accepted = 0
+        self._rejects = [0] * len(RejectReason)
+        self._gated = [0] * len(Gate)
+        self._suppressed = {s: 0 for s in Suppression}
+        self._emitted = {t: 0 for t in SignalType}
+        self._executed = self._failed = self._cb_errors = 0
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def bind_symbols(self, symbol_a: str, symbol_b: str) -> None:
+        """Set the symbols quotes will carry for leg_a (X) and leg_b (Y)."""
+        if not symbol_a or not symbol_b or symbol_a == symbol_b:
+            raise ValueError(f"{self.pair_id}: two different leg symbols needed, got {symbol_a!r}, {symbol_b!r}")
+        self.symbol_a = symbol_a
+        self.symbol_b = symbol_b
+
+    def register_signal_callback(self, callback: SignalCallback) -> None:
+        """Add ``async def callback(signal) -> bool`` (True: the trade was executed)."""
+        if not callable(callback):
+            raise TypeError("callback must be an async callable taking a TradingSignal")
+        self._callbacks.append(callback)
+
+    # -- hot path -----------------------------------------------------------------------------
+
+    def update(self, quote: Quote) -> TradingSignal | None:
+        """Validate one quote, update the spread, decide. Never raises for bad input.
+
+        Returns the emitted signal (now in flight: call :meth:`complete` with the outcome) or
+        None. Creates no objects but floats when no signal fires: this is the per-quote cost
+        ``bench/bench_signals.py`` measures.
+        """
+        try:
+            sym = quote.symbol
+            bid = quote.bid
+            ask = quote.ask
+            ts = quote.ts_ms
+            if sym == self.symbol_a:
+                is_a = True
+                last_ts = self._ts_a
+            elif sym == self.symbol_b:
+                is_a = False
+                last_ts = self._ts_b
+            else:
+                return self._reject(RejectReason.UNKNOWN_SYMBOL, quote)
+            if not 0.0 < bid <= ask < _INF:
+                return self._reject(_price_reason(bid, ask), quote)
+            mid = (bid + ask) * 0.5
+            if not ts > last_ts:
+                reason = self._ts_reason(ts, last_ts, mid, is_a)
+                if reason is not None:
+                    return self._reject(reason, quote)
+        except (AttributeError, TypeError, ValueError):
+            return self._reject(RejectReason.MALFORMED, quote)
+        if is_a:
+            self._mid_a = mid
+            self._ts_a = ts
+            other_ts = self._ts_b
+        else:
+            self._mid_b = mid
+            self._ts_b = ts
+            other_ts = self._ts_a
+        self._accepted += 1
+        if ts > self._clock:
+            self._clock = ts
+        if other_ts < 0:
+            self._gated[_G_NO_QUOTE] += 1
+            return None
+        calc = self._calc
+        z = calc.update(ts, self._mid_a, self._mid_b)
+        self._live = True
+        if self._busy is not None:
+            self._gated[_G_IN_FLIGHT] += 1
+            return None
+        state = self._state
+        if state is _HALTED:
+            self._gated[_G_HALTED] += 1
+            return None
+        if not calc.std > self._min_std:  # NaN while the window fills, 0 when flat
+            self._gated[_G_LOW_STD if calc.is_ready else _G_NOT_FULL] += 1
+            return None
+        if ts - other_ts > self._max_age:
+            self._gated[_G_STALE] += 1
+            return None
+        if state is _FLAT:
+            if z <= -self._entry:
+                kind = _EL
+            elif z >= self._entry:
+                kind = _ES
+            else:
+                return None
+            if ts < self._stop_until:
+                self._suppressed[Suppression.STOP_COOLDOWN] += 1
+                return None
+        elif state is _LONG:
+            if z <= -self._stop:
+                kind = _STOP
+            elif z >= -self._exit:
+                kind = _EXIT
+            elif self._held_too_long(ts):
+                kind = _TSTOP
+            else:
+                return None
+        else:  # SHORT_SPREAD
+            if z >= self._stop:
+                kind = _STOP
+            elif z <= self._exit:
+                kind = _EXIT
+            elif self._held_too_long(ts):
+                kind = _TSTOP
+            else:
+                return None
+        if ts - self._last_emit[kind] < self._dup_ms:
+            self._suppressed[Suppression.DUPLICATE] += 1
+            return None
+        return self._emit(kind, ts, z)
+
+    def _held_too_long(self, ts: int) -> bool:
+        if self._entry_ts is None:  # restored without an entry time: the clock starts now
+            self._entry_ts = ts
+        return ts - self._entry_ts > self._max_hold_ms
+
+    def _emit(self, kind: SignalType, ts: int, z: float) -> TradingSignal:
+        calc = self._calc
+        ts_ms = int(ts)
+        signal = TradingSignal(
+            signal_id=f"{self._tag}-{ts_ms}-{_TYPE_CODES[kind]}", pair_id=self.pair_id,
+            signal_type=kind, z=z, spread=calc.spread, mean=calc.mean, std=calc.std,
+            mid_a=self._mid_a, mid_b=self._mid_b, hedge_ratio=calc.hedge_ratio, ts_ms=ts_ms,
+        )
+        self._busy = signal
+        self._busy_from = self._state
+        self._last_emit[kind] = ts
+        self._emitted[kind] += 1
+        logger.debug("{} signal {} z={:.4f} in {}", self.pair_id, signal.signal_id, z, self._state.value)
+        return signal
+
+    # -- outcome ------------------------------------------------------------------------------
+
+    def complete(self, signal: TradingSignal, done: bool) -> None:
+        """Apply the outcome of the in-flight ``signal``: the state moves only if ``done``.
+
+        A failed entry leaves FLAT; a failed exit stays in position (the rule fires again after
+        ``cooldown_seconds``). If the engine changed the state meanwhile (``set_state``/
+        ``halt``), its word wins and the transition is skipped.
+        """
+        if self._busy is not signal:
+            logger.warning("{}: completion for {} which is not in flight; ignored", self.pair_id,
+                           getattr(signal, "signal_id", signal))
+            return
+        self._busy = None
+        if not done:
+            self._failed += 1
+            logger.info("{}: {} not executed; state stays {}", self.pair_id, signal.signal_id, self._state.value)
+            return
+        self._executed += 1
+        if self._state is not self._busy_from:
+            logger.warning("{}: state set to {} while {} was in flight; keeping it", self.pair_id,
+                           self._state.value, signal.signal_id)
+            return
+        kind = signal.signal_type
+        if kind is _EL or kind is _ES:
+            self._state = _LONG if kind is _EL else _SHORT
+            self._entry_ts = signal.ts_ms
+        else:
+            self._state = _FLAT
+            self._entry_ts = None
+            if kind is _STOP:
+                self._stop_until = signal.ts_ms + self._stop_cd_ms
+
+    async def on_quote(self, quote: Quote) -> TradingSignal | None:
+        """Feed one quote; if a signal fires, :meth:`dispatch` it. Returns the signal or None.
+
+        This awaits the execution. A hub that must not stall market data meanwhile calls
+        ``update`` inline and runs ``dispatch(signal)`` in a task it owns instead.
+        """
+        signal = self.update(quote)
+        if signal is not None:
+            await self.dispatch(signal)
+        return signal
+
+    async def dispatch(self, signal: TradingSignal) -> bool:
+        """Run the callbacks for the in-flight ``signal`` and apply the outcome; True if done.
+
+        A callback that raises is logged and counts as not done; on cancellation the signal is
+        released (not done) and ``CancelledError`` propagates.
+        """
+        done = False
+        try:
+            for callback in tuple(self._callbacks):
+                try:
+                    result = await callback(signal)
+                except Exception:  # noqa: BLE001 - a callback bug must not kill the market-data loop
+                    self._cb_errors += 1
+                    logger.exception("{}: signal callback failed for {}", self.pair_id, signal.signal_id)
+                    continue
+                done = done or result is True
+        finally:
+            self.complete(signal, done)
+        return done
+
+    # -- state for the engine and restarts ------------------------------------------------------
+
+    def set_state(self, state: PairState | str) -> None:
+        """Engine override (after reconciliation, rollback...). FLAT clears the entry time;
+        entering a position this way starts the holding clock at the next quote."""
+        new = PairState(state)
+        if new is _FLAT or (new is not self._state and new in (_LONG, _SHORT)):
+            self._entry_ts = None
+        if new is not _HALTED:
+            self._halt_reason = None
+        logger.info("{}: state {} -> {} (set)", self.pair_id, self._state.value, new.value)
+        self._state = new
+
+    def halt(self, reason: str) -> None:
+        """No more signals for this pair until ``set_state`` says otherwise."""
+        logger.warning("{}: HALTED: {}", self.pair_id, reason)
+        self._state = _HALTED
+        self._halt_reason = reason
+
+    def restore_state(self, state: PairState | str, entry_ts_ms: int | None = None, *,
+                      stop_cooldown_until_ms: int | None = None) -> None:
+        """Restart reconciliation: the journal's state, entry time and stop cooldown.
+
+        ``entry_ts_ms`` None for a position means unknown: the holding clock starts at the next
+        quote rather than guessing.
+        """
+        new = PairState(state)
+        self._state = new
+        self._entry_ts = entry_ts_ms if new in (_LONG, _SHORT) else None
+        self._stop_until = -_INF if stop_cooldown_until_ms is None else float(stop_cooldown_until_ms)
+        self._halt_reason = "restored as HALTED" if new is _HALTED else None
+        logger.info("{}: state restored to {} (entry {})", self.pair_id, new.value, entry_ts_ms)
+
+    @property
+    def state(self) -> PairState:
+        """The pair's position state as the generator believes it (the engine can override)."""
+        return self._state
+
+    @property
+    def quotes_accepted(self) -> int:
+        """Quotes that passed validation (a cheap counter, for callers that sample it often)."""
+        return self._accepted
+
+    @property
+    def calculator(self) -> SpreadCalculator:
+        """The pair's spread calculator (read it, don't feed it: quotes go through update)."""
+        return self._calc
+
+    # -- warm-up --------------------------------------------------------------------------------
+
+    def warm_up(self, bars_a: Sequence[Sequence[float]], bars_b: Sequence[Sequence[float]]) -> int:
+        """Fill the window from historical OHLCV rows ``[open_ts_ms, o, h, l, c, v]`` per leg.
+
+        Rows are inner-joined on timestamp; closes stand in for mids. A candle stamped ``T`` (its
+        OPEN time) covers ``[T, T + bar_ms)`` and closes at ``T + bar_ms``: it is live bucket
+        ``T // bar_ms``, see :meth:`SpreadCalculator.seed_bar`. The last candle becomes the open
+        bar (it is usually still forming): a live quote in the same bucket overwrites its close,
+        a later one closes it into the window. If live quotes already arrived, the window is
+        rebuilt from the candles before the live bar and the live bar is kept. Missing candles
+        are carried forward like empty live bars. Rows with a non-positive or non-finite close
+        are skipped. Returns the number of candles used.
+        """
+        bar_ms = self._calc.bar_ms
+        rows = _join_closes(bars_a, bars_b, bar_ms)
+        calc = self._calc
+        live_bucket = calc.open_bucket if self._live else -1
+        live_value = calc.open_value
+        calc.reset()
+        used = 0
+        for ts, close_a, close_b in rows:
+            if live_bucket >= 0 and ts // bar_ms >= live_bucket:
+                break
+            if not (0.0 < close_a < _INF and 0.0 < close_b < _INF):
+                continue
+            used += calc.seed_bar(ts, calc.spread_of(close_a, close_b))
+        if live_bucket >= 0:
+            calc.seed_bar(live_bucket * bar_ms, live_value)
+        logger.info("{}: warm-up used {} of {} joined bars; {} of {} bars in window", self.pair_id, used,
+                    len(rows), calc.bars_in_window, self.params.lookback_bars - 1)
+        return used
+
+    def _ts_reason(self, ts: Any, last_ts: int, mid: float, is_a: bool) -> RejectReason | None:
+        if ts != ts or ts < 0:
+            return RejectReason.BAD_TIMESTAMP
+        if ts < last_ts:
+            return RejectReason.OUT_OF_ORDER
+        if mid == (self._mid_a if is_a else self._mid_b):
+            return RejectReason.DUPLICATE
+        return None  # same ms, new price: a newer book state
+
+    def _reject(self, reason: RejectReason, quote: object) -> None:
+        """Count; log at DEBUG on the 1st, 2nd, 4th, 8th... of each reason (bounded log volume)."""
+        index = _R[reason]
+        count = self._rejects[index] + 1
+        self._rejects[index] = count
+        if count & (count - 1) == 0:
+            logger.debug("{}: quote rejected ({}, #{}): {!r}", self.pair_id, reason.value, count, quote)
+        return None
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> GeneratorSnapshot:
+        """Everything worth showing or persisting about this pair's signal side."""
+        calc = self._calc
+        clock = self._clock if self._clock >= 0 else None
+        return GeneratorSnapshot(
+            pair_id=self.pair_id, state=self._state, z=calc.z, spread=calc.spread,
+            mean=calc.mean if calc.is_ready else _NAN, std=calc.std,
+            bars_in_window=calc.bars_in_window, lookback_bars=self.params.lookback_bars,
+            window_full=calc.is_ready, last_ts_ms=clock,
+            quote_age_a_ms=None if clock is None or self._ts_a < 0 else int(clock - self._ts_a),
+            quote_age_b_ms=None if clock is None or self._ts_b < 0 else int(clock - self._ts_b),
+            entry_ts_ms=None if self._entry_ts is None else int(self._entry_ts),
+            stop_cooldown_until_ms=None if self._stop_until == -_INF else int(self._stop_until),
+            in_flight_signal_id=None if self._busy is None else self._busy.signal_id,
+            halt_reason=self._halt_reason, quotes_accepted=self._accepted,
+            rejects={r.value: self._rejects[i] for r, i in _R.items()},
+            gated={g.value: self._gated[i] for g, i in _G.items()},
+            suppressed={s.value: n for s, n in self._suppressed.items()},
+            signals_emitted={t.value: n for t, n in self._emitted.items()},
+            signals_executed=self._executed, signals_failed=self._failed, callback_errors=self._cb_errors,
+            bars_closed=calc.bars_closed, bars_carried=calc.bars_carried, gap_resets=calc.gap_resets,
+        )
+
+
+def _price_reason(bid: Any, ask: Any) -> RejectReason:
+    """Classify a bid/ask that failed ``0 < bid <= ask < inf`` (NaN fails every comparison)."""
+    if not (math.isfinite(bid) and math.isfinite(ask)):
+        return RejectReason.NON_FINITE
+    if bid <= 0.0 or ask <= 0.0:
+        return RejectReason.NON_POSITIVE
+    return RejectReason.CROSSED_BOOK
+
+
+def _join_closes(bars_a: Sequence[Sequence[float]], bars_b: Sequence[Sequence[float]],
+                 bar_ms: int) -> list[tuple[int, float, float]]:
+    """Inner join of two OHLCV row lists on open time -> sorted ``(ts, close_a, close_b)``."""
+    closes_a, closes_b = _closes_by_ts(bars_a, bar_ms, "bars_a"), _closes_by_ts(bars_b, bar_ms, "bars_b")
+    return [(ts, closes_a[ts], closes_b[ts]) for ts in sorted(closes_a.keys() & closes_b.keys())]
+
+
+def _closes_by_ts(bars: Sequence[Sequence[float]], bar_ms: int, name: str) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for index, row in enumerate(bars):
+        if len(row) < 5:
+            raise ValueError(f"{name}[{index}]: an OHLCV row [ts, open, high, low, close, volume] expected")
+        ts_raw = float(row[0])
+        if not math.isfinite(ts_raw) or ts_raw < 0 or ts_raw != int(ts_raw):
+            raise ValueError(f"{name}[{index}]: timestamp {row[0]!r} is not a whole number of ms")
+        ts = int(ts_raw)
+        if ts % bar_ms:
+            raise ValueError(f"{name}[{index}]: open time {ts} is not on a {bar_ms} ms bar boundary "
+                             "(candles of a different timeframe?)")
+        out[ts] = float(row[4])
+    return out
+
+
+def _validate_params(p: SignalParams) -> None:
+    """The generator can be built without the config loader (tests, bench): check the rules."""
+    checks = [
+        (p.exit_z < p.entry_z < p.stop_z, f"thresholds need exit_z < entry_z < stop_z, got "
+                                          f"{p.exit_z}, {p.entry_z}, {p.stop_z}"),
+        (p.bar_seconds > 0, f"bar_seconds must be > 0, got {p.bar_seconds}"),
+        (p.max_quote_age_ms > 0, f"max_quote_age_ms must be > 0, got {p.max_quote_age_ms}"),
+        (min(p.cooldown_seconds, p.stop_loss_cooldown_seconds, p.min_std) >= 0, "cooldowns and min_std must be >= 0"),
+        (p.max_holding_bars is None or p.max_holding_bars >= 1, f"max_holding_bars must be >= 1 or None, "
+                                                                 f"got {p.max_holding_bars}"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ValueError(f"{p.pair_id}: " + "; ".join(problems))

@@ -1,0 +1,222 @@
+"""Spread of one pair, sampled into bars, with the live rolling Z of DESIGN.md section 4.
+
+``SpreadCalculator`` owns four things for one pair: the hedge ratio, the price transform
+(``log`` or ``raw``), the bar sampler, and the streaming window of ``signals.kernels``. It knows
+nothing about quotes, symbols or signals: ``signals.generator`` validates quotes and keeps the
+latest mid of each leg, then calls :meth:`SpreadCalculator.update` with both mids.
+
+Conventions (and why)
+---------------------
+* Spread ``s = f(Y) - beta * f(X)``, X = leg_a, Y = leg_b, ``f`` = ``math.log`` or identity.
+* Bars are buckets of ``bar_seconds`` of *exchange* time: bucket ``k`` covers
+  ``[k * bar_ms, (k + 1) * bar_ms)``, the same interval as the exchange's OHLCV candle whose
+  open time is ``k * bar_ms`` -- which is what lets warm-up candles and live bars share one
+  window (see :meth:`SpreadCalculator.seed_bar`). A bar's value is the last spread seen in it.
+* A quote in a later bucket closes the open bar: its last spread is pushed into the window.
+  Buckets in between that saw no quote carry that spread forward (pushed again, and counted in
+  ``bars_carried``), exactly what ``resample(...).last().ffill()`` does to a bar series.
+* A gap of ``lookback_bars - 1`` or more empty buckets would leave only carried copies in the
+  live window, i.e. nothing real: the gap is "longer than the window", the window is emptied
+  (``gap_resets``) and must be refilled, by a new warm-up or by live bars.
+* A quote whose bucket is *older* than the open bar (the other leg's clock ran slightly ahead)
+  is counted in the open bar: bars never reopen, so history is never rewritten.
+* Live Z on every update: over the last ``lookback_bars - 1`` completed bars plus the current
+  spread, ``z = (s - mean) / std``, sample std. At a bar close this is, to ~1e-12, pandas
+  ``(s - s.rolling(N).mean()) / s.rolling(N).std()`` on the bar-close series (pandas' own
+  add/remove update drifts by up to ~1e-7; the tests compare with an exact reference too).
+
+The O(1) query runs in plain Python floats, not through a numba call: the arithmetic is ten
+float operations, and a numba dispatch with three array arguments costs more than that (the
+benchmark measures both). Pushes (once per bar) go through the numba kernels, which keep the
+state in numpy arrays and recompute it exactly every ``lookback_bars - 1`` pushes.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+from loguru import logger
+
+from signals import kernels as kn
+
+_NAN = math.nan
+
+
+class PriceTransform(str, Enum):
+    """``f`` of the spread: ``log`` (the default: a spread in returns) or ``raw`` prices."""
+
+    LOG = "log"
+    RAW = "raw"
+
+
+class SpreadCalculator:
+    """Bar sampler + streaming rolling window of one pair's spread.
+
+    ``update(ts_ms, mid_a, mid_b)`` returns the live Z (NaN while the window is not full, or
+    when the window is flat). After a call, ``z``, ``std`` and ``spread`` describe that update
+    (``mean`` too, derived on read); they are plain attributes, read-only by convention, because
+    the generator reads them on every quote and a property costs as much as the arithmetic.
+
+    >>> calc = SpreadCalculator(hedge_ratio=1.0, lookback_bars=3, bar_seconds=60,
+    ...                         price_transform="raw")
+    >>> [round(calc.update(t * 60_000, 1.0, 1.0 + v), 6) for t, v in enumerate([1, 2, 4])]
+    [nan, nan, 1.091089]
+    """
+
+    __slots__ = (
+        "name", "hedge_ratio", "lookback_bars", "bar_ms", "transform",
+        "z", "std", "spread", "_md",
+        "_log", "_bucket", "_cur",
+        "_buf", "_fstate", "_istate", "_cap", "_n", "_nm1",
+        "_ready", "_ref", "_s1", "_s2", "_const",
+        "bars_closed", "bars_carried", "gap_resets",
+    )
+
+    def __init__(self, *, hedge_ratio: float, lookback_bars: int, bar_seconds: int,
+                 price_transform: str | PriceTransform = PriceTransform.LOG, name: str = "spread") -> None:
+        if not (math.isfinite(hedge_ratio) and hedge_ratio > 0.0):
+            raise ValueError(f"hedge_ratio must be a finite number > 0, got {hedge_ratio!r}")
+        if lookback_bars < 3:
+            raise ValueError(f"lookback_bars must be >= 3, got {lookback_bars!r}")
+        if bar_seconds <= 0:
+            raise ValueError(f"bar_seconds must be > 0, got {bar_seconds!r}")
+        self.name = name  # for log lines: the pair id
+        self.hedge_ratio = float(hedge_ratio)
+        self.lookback_bars = int(lookback_bars)
+        self.bar_ms = int(bar_seconds) * 1000
+        self.transform = PriceTransform(price_transform)
+        self._log = self.transform is PriceTransform.LOG
+        self._buf, self._fstate, self._istate = kn.window_new(self.lookback_bars)
+        self._cap = self.lookback_bars - 1
+        self._n = float(self.lookback_bars)
+        self._nm1 = float(self._cap)
+        self.bars_closed = 0
+        self.bars_carried = 0
+        self.gap_resets = 0
+        self.reset()
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def update(self, ts_ms: int, mid_a: float, mid_b: float) -> float:
+        """Record the spread of these mids at exchange time ``ts_ms``; return the live Z. O(1).
+
+        Mids must be finite and > 0 (the generator validates quotes before calling).
+        """
+        if self._log:
+            s = math.log(mid_b) - self.hedge_ratio * math.log(mid_a)
+        else:
+            s = mid_b - self.hedge_ratio * mid_a
+        bucket = ts_ms // self.bar_ms
+        if bucket > self._bucket:
+            self._roll(bucket)
+        self._cur = s
+        self.spread = s
+        if not self._ready:
+            self.z = self.std = self._md = _NAN
+            return _NAN
+        d = s - self._ref
+        s1 = self._s1 + d
+        md = s1 / self._n
+        ssq = self._s2 + d * d - s1 * md
+        self._md = md
+        if ssq > 0.0 and s != self._const:
+            std = math.sqrt(ssq / self._nm1)
+            z = (d - md) / std
+        else:  # flat window: no information (pandas: 0/0)
+            std = 0.0
+            z = _NAN
+        self.std = std
+        self.z = z
+        return z
+
+    # -- bars -------------------------------------------------------------------------------
+
+    def _roll(self, bucket: int) -> None:
+        """Close the open bar (and carry it over empty buckets) before opening ``bucket``."""
+        prev = self._bucket
+        if prev >= 0:
+            empty = bucket - prev - 1
+            if empty >= self._cap:
+                kn.window_reset(self._buf, self._fstate, self._istate)
+                self.gap_resets += 1
+                logger.warning("{}: {} bars without a quote (window {}): window emptied, needs a new warm-up",
+                               self.name, empty, self.lookback_bars)
+            else:
+                kn.window_push(self._buf, self._fstate, self._istate, self._cur)
+                self.bars_closed += 1
+                if empty > 0:
+                    kn.window_push_n(self._buf, self._fstate, self._istate, self._cur, empty)
+                    self.bars_carried += empty
+            self._sync()
+        self._bucket = bucket
+
+    def _sync(self) -> None:
+        """Copy the kernel state into Python floats for the O(1) query."""
+        fs = self._fstate.tolist()
+        self._ref = fs[kn.F_REF]
+        self._s1 = fs[kn.F_S1]
+        self._s2 = fs[kn.F_S2]
+        self._const = fs[kn.F_CONST]
+        self._ready = int(self._istate[kn.I_COUNT]) == self._cap
+
+    def seed_bar(self, open_ts_ms: int, spread: float) -> bool:
+        """Feed one historical bar (warm-up): the candle that opened at ``open_ts_ms``.
+
+        Why open time: an OHLCV candle is stamped with its open time and covers
+        ``[open, open + bar_ms)``, which is live bucket ``open_ts_ms // bar_ms``; its close is
+        the last value of that bucket, exactly what live sampling records. So the candle becomes
+        the *open* bar: the next later bar (seeded or live) closes it into the window. The last
+        candle a venue returns is usually still forming; treating it as open lets live quotes
+        of the same bucket overwrite its close, and a later bucket close it -- correct either
+        way. Returns False (and ignores the bar) if it is older than the open bar.
+        """
+        bucket = int(open_ts_ms) // self.bar_ms
+        if bucket < self._bucket:
+            return False
+        if bucket > self._bucket:
+            self._roll(bucket)
+        self._cur = float(spread)
+        return True
+
+    def spread_of(self, mid_a: float, mid_b: float) -> float:
+        """The spread of two prices with this pair's transform and hedge ratio."""
+        if self._log:
+            return math.log(mid_b) - self.hedge_ratio * math.log(mid_a)
+        return mid_b - self.hedge_ratio * mid_a
+
+    def reset(self) -> None:
+        """Forget every bar (the counters stay): the window needs a new warm-up."""
+        kn.window_reset(self._buf, self._fstate, self._istate)
+        self._bucket = -1
+        self._cur = _NAN
+        self.spread = _NAN
+        self.z = self.std = self._md = _NAN
+        self._sync()
+
+    # -- status -------------------------------------------------------------------------------
+
+    @property
+    def mean(self) -> float:
+        """Window mean (N-1 completed bars + the current spread) at the last update."""
+        return self._ref + self._md
+
+    @property
+    def is_ready(self) -> bool:
+        """True once N-1 completed bars are held: the next update yields a Z."""
+        return self._ready
+
+    @property
+    def bars_in_window(self) -> int:
+        """Completed bars held, 0..lookback_bars-1 (the current bar makes the N-th)."""
+        return int(self._istate[kn.I_COUNT])
+
+    @property
+    def open_bucket(self) -> int:
+        """Index (``ts_ms // bar_ms``) of the open bar, -1 if none."""
+        return self._bucket
+
+    @property
+    def open_value(self) -> float:
+        """Last spread recorded in the open bar (NaN if none)."""
+        return self._cur
