@@ -1,0 +1,286 @@
+"""Accounts, positions and margin: the bookkeeping half of the simulated venue.
+
+One-way position mode (``positionSide`` BOTH): each symbol has one signed position amount.
+Accounting rules, plainly:
+
+- Increasing a position moves the entry price to the quantity-weighted average (kept to
+  10 decimals); reducing it keeps the entry price and realizes
+  ``(fill - entry) * closed qty * sign`` (8 decimals); flipping through zero closes the old
+  side and opens the rest at the fill price.
+- The wallet balance (USDT) changes by realized PnL minus fees. Funding is not simulated.
+- Margin: position initial margin = |amount| * mark / leverage; open-order initial margin =
+  the position-increasing part of each open order's remainder * its price / leverage;
+  available = wallet + unrealized PnL - position margin - open-order margin. Cross and
+  isolated are computed alike (isolated wallets are not separated) and nothing is ever
+  liquidated; both are documented gaps of the simulator.
+
+Payload builders render ``GET /fapi/v3/account``, ``GET /fapi/v3/positionRisk`` and the
+user-stream ``ACCOUNT_UPDATE`` event as Binance shapes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from simulator.config import AccountConfig
+from simulator.orders import Order, _text
+
+_ENTRY = Decimal("1E-10")
+_MONEY = Decimal("1E-8")
+ZERO = Decimal(0)
+MarkFn = Callable[[str], Decimal | None]
+
+
+@dataclass(slots=True)
+class Position:
+    """A signed position amount with its entry price and cumulative realized PnL."""
+
+    symbol: str
+    amount: Decimal = ZERO
+    entry_price: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    update_ms: int = 0
+
+    def apply_fill(self, side: str, qty: Decimal, price: Decimal, now_ms: int) -> Decimal:
+        """Book a fill; returns the PnL it realized (0 when it only adds to the position)."""
+        signed = qty if side == "BUY" else -qty
+        realized = ZERO
+        if self.amount == 0 or (self.amount > 0) == (signed > 0):
+            new_amount = self.amount + signed
+            cost = abs(self.amount) * self.entry_price + qty * price
+            self.entry_price = (cost / abs(new_amount)).quantize(_ENTRY, ROUND_HALF_EVEN)
+            self.amount = new_amount
+        else:
+            closing = min(qty, abs(self.amount))
+            direction = Decimal(1) if self.amount > 0 else Decimal(-1)
+            realized = ((price - self.entry_price) * closing * direction).quantize(_MONEY)
+            self.amount += signed
+            if self.amount == 0:
+                self.entry_price = ZERO
+            elif (self.amount > 0) != (direction > 0):
+                self.entry_price = price  # flipped: the rest opened at this fill
+        self.realized_pnl += realized
+        self.update_ms = now_ms
+        return realized
+
+    def unrealized(self, mark: Decimal | None) -> Decimal:
+        if self.amount == 0 or mark is None:
+            return ZERO
+        return ((mark - self.entry_price) * self.amount).quantize(_MONEY)
+
+
+@dataclass(slots=True)
+class Account:
+    """One simulated futures account: USDT wallet, positions, per-symbol settings."""
+
+    name: str
+    api_key: str = field(repr=False)
+    secret: str = field(repr=False)
+    wallet: Decimal
+    default_leverage: int
+    default_margin_type: str
+    positions: dict[str, Position] = field(default_factory=dict)
+    leverage: dict[str, int] = field(default_factory=dict)
+    margin_type: dict[str, str] = field(default_factory=dict)
+    fees_paid: Decimal = ZERO
+    update_ms: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: AccountConfig) -> Account:
+        return cls(name=cfg.name, api_key=cfg.api_key, secret=cfg.secret,
+                   wallet=cfg.starting_balance_usdt, default_leverage=cfg.default_leverage,
+                   default_margin_type=cfg.default_margin_type)
+
+    def position(self, symbol: str) -> Position:
+        pos = self.positions.get(symbol)
+        if pos is None:
+            pos = self.positions[symbol] = Position(symbol)
+        return pos
+
+    def leverage_of(self, symbol: str) -> int:
+        return self.leverage.get(symbol, self.default_leverage)
+
+    def margin_type_of(self, symbol: str) -> str:
+        return self.margin_type.get(symbol, self.default_margin_type)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "wallet": str(self.wallet), "fees_paid": str(self.fees_paid),
+            "update_ms": self.update_ms, "leverage": dict(self.leverage),
+            "margin_type": dict(self.margin_type),
+            "positions": {s: [str(p.amount), str(p.entry_price), str(p.realized_pnl),
+                              p.update_ms] for s, p in self.positions.items()},
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        self.wallet = Decimal(data["wallet"])
+        self.fees_paid = Decimal(data["fees_paid"])
+        self.update_ms = int(data["update_ms"])
+        self.leverage = {k: int(v) for k, v in data["leverage"].items()}
+        self.margin_type = dict(data["margin_type"])
+        self.positions = {
+            s: Position(s, Decimal(v[0]), Decimal(v[1]), Decimal(v[2]), int(v[3]))
+            for s, v in data["positions"].items()
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MarginSummary:
+    """Account-level margin figures in USDT."""
+
+    wallet: Decimal
+    unrealized: Decimal
+    position_margin: Decimal
+    order_margin: Decimal
+
+    @property
+    def margin_balance(self) -> Decimal:
+        return self.wallet + self.unrealized
+
+    @property
+    def available(self) -> Decimal:
+        return self.margin_balance - self.position_margin - self.order_margin
+
+
+def increasing_qty(position_amount: Decimal, side: str, qty: Decimal) -> Decimal:
+    """The part of an order of ``qty`` on ``side`` that would increase |position|."""
+    reducing = (side == "SELL" and position_amount > 0) or (side == "BUY" and position_amount < 0)
+    if not reducing:
+        return qty
+    return max(ZERO, qty - abs(position_amount))
+
+
+def margin_summary(account: Account, open_orders: Iterable[Order], mark: MarkFn) -> MarginSummary:
+    """Margin figures of ``account`` given its open orders and a mark-price lookup."""
+    unrealized = ZERO
+    position_margin = ZERO
+    for symbol, pos in account.positions.items():
+        if pos.amount == 0:
+            continue
+        price = mark(symbol) or pos.entry_price
+        unrealized += pos.unrealized(price)
+        position_margin += abs(pos.amount) * price / account.leverage_of(symbol)
+    order_margin = ZERO
+    for order in open_orders:
+        if order.reduce_only:
+            continue
+        held = account.positions.get(order.symbol)
+        amount = held.amount if held is not None else ZERO
+        inc = increasing_qty(amount, order.side, order.remaining)
+        if inc > 0:
+            order_margin += inc * order.price / account.leverage_of(order.symbol)
+    return MarginSummary(account.wallet, unrealized, position_margin.quantize(_MONEY),
+                         order_margin.quantize(_MONEY))
+
+
+def position_risk_payload(account: Account, symbol: str, mark: Decimal | None,
+                          maint_ratio: Decimal, order_margin: Decimal) -> dict[str, Any]:
+    """One ``GET /fapi/v3/positionRisk`` row (v3 shape: no leverage / marginType fields)."""
+    pos = account.position(symbol)
+    price = mark if mark is not None else pos.entry_price
+    notional = (pos.amount * price).quantize(_MONEY)
+    leverage = account.leverage_of(symbol)
+    initial = (abs(notional) / leverage).quantize(_MONEY)
+    isolated = account.margin_type_of(symbol) == "ISOLATED"
+    isolated_margin = initial if isolated and pos.amount != 0 else ZERO
+    return {
+        "symbol": symbol,
+        "positionSide": "BOTH",
+        "positionAmt": _text(pos.amount),
+        "entryPrice": _text(pos.entry_price),
+        "breakEvenPrice": _text(pos.entry_price),
+        "markPrice": _text(price),
+        "unRealizedProfit": _text(pos.unrealized(price)),
+        "liquidationPrice": "0",
+        "isolatedMargin": _text(isolated_margin),
+        "notional": _text(notional),
+        "marginAsset": "USDT",
+        "isolatedWallet": _text(isolated_margin),
+        "initialMargin": _text(initial + order_margin),
+        "maintMargin": _text((abs(notional) * maint_ratio).quantize(_MONEY)),
+        "positionInitialMargin": _text(initial),
+        "openOrderInitialMargin": _text(order_margin),
+        "adl": 0,
+        "bidNotional": "0",
+        "askNotional": "0",
+        "updateTime": pos.update_ms,
+    }
+
+
+def account_v3_payload(account: Account, summary: MarginSummary,
+                       positions: list[dict[str, Any]], now_ms: int) -> dict[str, Any]:
+    """``GET /fapi/v3/account``: totals, the USDT asset row and the non-zero positions.
+
+    The asset row's ``updateTime`` is never 0 (ccxt drops rows with 0 as uninitialised).
+    """
+    wallet, unrealized = _text(account.wallet), _text(summary.unrealized)
+    margin_balance = _text(summary.margin_balance)
+    initial = _text(summary.position_margin + summary.order_margin)
+    available = _text(summary.available)
+    asset = {
+        "asset": "USDT",
+        "walletBalance": wallet,
+        "unrealizedProfit": unrealized,
+        "marginBalance": margin_balance,
+        "maintMargin": "0",
+        "initialMargin": initial,
+        "positionInitialMargin": _text(summary.position_margin),
+        "openOrderInitialMargin": _text(summary.order_margin),
+        "crossWalletBalance": wallet,
+        "crossUnPnl": unrealized,
+        "availableBalance": available,
+        "maxWithdrawAmount": available,
+        "updateTime": account.update_ms or now_ms,
+    }
+    return {
+        "totalInitialMargin": initial,
+        "totalMaintMargin": "0",
+        "totalWalletBalance": wallet,
+        "totalUnrealizedProfit": unrealized,
+        "totalMarginBalance": margin_balance,
+        "totalPositionInitialMargin": _text(summary.position_margin),
+        "totalOpenOrderInitialMargin": _text(summary.order_margin),
+        "totalCrossWalletBalance": wallet,
+        "totalCrossUnPnl": unrealized,
+        "availableBalance": available,
+        "maxWithdrawAmount": available,
+        "assets": [asset],
+        "positions": [
+            {"symbol": p["symbol"], "positionSide": "BOTH", "positionAmt": p["positionAmt"],
+             "unrealizedProfit": p["unRealizedProfit"], "isolatedMargin": p["isolatedMargin"],
+             "notional": p["notional"], "isolatedWallet": p["isolatedWallet"],
+             "initialMargin": p["initialMargin"], "maintMargin": p["maintMargin"],
+             "updateTime": p["updateTime"]}
+            for p in positions
+        ],
+    }
+
+
+def account_update_event(account: Account, symbol: str, mark: Decimal | None,
+                         event_ms: int, reason: str = "ORDER") -> dict[str, Any]:
+    """The user-stream ``ACCOUNT_UPDATE`` after a fill on ``symbol``."""
+    pos = account.position(symbol)
+    wallet = _text(account.wallet)
+    return {
+        "e": "ACCOUNT_UPDATE",
+        "E": event_ms,
+        "T": event_ms,
+        "a": {
+            "m": reason,
+            "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": "0"}],
+            "P": [{
+                "s": symbol,
+                "pa": _text(pos.amount),
+                "ep": _text(pos.entry_price),
+                "bep": _text(pos.entry_price),
+                "cr": _text(pos.realized_pnl),
+                "up": _text(pos.unrealized(mark)),
+                "mt": "isolated" if account.margin_type_of(symbol) == "ISOLATED" else "cross",
+                "iw": "0",
+                "ps": "BOTH",
+            }],
+        },
+    }

@@ -1,0 +1,157 @@
+"""Configuration of a simulator run: typed, frozen, with units in the field names.
+
+``SimulatorConfig`` is what both the CLI (``python -m simulator``) and the in-process handle
+(``SimulatorServer``) are built from. Nothing here reads files or the environment.
+
+The default account is ``DEFAULT_API_KEY`` / ``DEFAULT_API_SECRET``: test credentials for a
+local fake exchange, not secrets. Configure more accounts with ``accounts=(AccountConfig(...),)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from simulator.faults import FaultConfig
+
+DEFAULT_API_KEY = "sim-api-key-0000000000000000000000000000000000000000000000000000000"
+DEFAULT_API_SECRET = "sim-api-secret-000000000000000000000000000000000000000000000000000"
+LOOPBACK_HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """How recorded data become a live-looking market (see ``simulator/replay.py``).
+
+    ``speed``: replay milliseconds per wall millisecond; 0 = as fast as the server loop runs.
+    Quote rate of the candle source = symbols x ``steps_per_bar`` x speed / bar seconds
+    (20 symbols, 300 s bars, 60 steps, speed 1000 -> 4,000 quotes/s).
+    """
+
+    source: Literal["candles", "ticks"] = "candles"
+    speed: float = 1.0
+    steps_per_bar: int = 60
+    warmup_bars: int = 1000
+    spread_ticks: int = 1
+    path_order: Literal["nearest", "random"] = "nearest"
+    top_qty_volume_fraction: float = 0.02
+    seed: int = 7
+    tick_dates: tuple[str, ...] | None = None
+    max_gap_ms: int = 60_000
+    max_steps_per_advance: int = 250
+
+    def __post_init__(self) -> None:
+        if self.source not in ("candles", "ticks"):
+            raise ValueError("source must be 'candles' or 'ticks'")
+        if not (self.speed >= 0 and math.isfinite(self.speed)):
+            raise ValueError("speed must be a finite number >= 0 (0 = as fast as possible)")
+        if self.steps_per_bar < 1:
+            raise ValueError("steps_per_bar must be >= 1")
+        if self.warmup_bars < 0:
+            raise ValueError("warmup_bars must be >= 0")
+        if self.spread_ticks < 1:
+            raise ValueError("spread_ticks must be >= 1")
+        if self.path_order not in ("nearest", "random"):
+            raise ValueError("path_order must be 'nearest' or 'random'")
+        if not 0 < self.top_qty_volume_fraction <= 1:
+            raise ValueError("top_qty_volume_fraction must be within (0, 1]")
+        if self.max_gap_ms < 1 or self.max_steps_per_advance < 1:
+            raise ValueError("max_gap_ms and max_steps_per_advance must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class FillConfig:
+    """Trading costs of the simulated venue (fractions of notional; slippage in bps)."""
+
+    taker_fee_rate: Decimal = Decimal("0.0004")
+    maker_fee_rate: Decimal = Decimal("0.0002")
+    slippage_bps: Decimal = Decimal("0")
+    depth_levels: int = 5
+
+    def __post_init__(self) -> None:
+        if not (Decimal("-0.01") <= self.maker_fee_rate <= Decimal("0.01")):
+            raise ValueError("maker_fee_rate must be within [-0.01, 0.01]")
+        if not (0 <= self.taker_fee_rate <= Decimal("0.01")):
+            raise ValueError("taker_fee_rate must be within [0, 0.01]")
+        if self.slippage_bps < 0 or self.depth_levels < 0:
+            raise ValueError("slippage_bps and depth_levels must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One simulated futures account (USDT-margined, one-way position mode)."""
+
+    name: str = "default"
+    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    secret: str = field(default=DEFAULT_API_SECRET, repr=False)
+    starting_balance_usdt: Decimal = Decimal("10000")
+    default_leverage: int = 20
+    default_margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.secret:
+            raise ValueError(f"account {self.name!r}: api_key and secret must be non-empty")
+        if self.starting_balance_usdt < 0:
+            raise ValueError(f"account {self.name!r}: starting_balance_usdt must be >= 0")
+        if not 1 <= self.default_leverage <= 125:
+            raise ValueError(f"account {self.name!r}: default_leverage must be within 1..125")
+        if self.default_margin_type not in ("CROSSED", "ISOLATED"):
+            raise ValueError(f"account {self.name!r}: default_margin_type CROSSED or ISOLATED")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Everything one simulator run needs.
+
+    ``data_dir`` holds ``binance-usdm-perp-5m-2023-07/``, ``binance-usdm-ticks-2024/`` and
+    ``exchange-info/``. ``symbols`` None serves every symbol with data. ``port`` 0 picks a free
+    port. The host is always 127.0.0.1: the simulator never listens on another interface.
+    ``state_file``: where engine state and the replay position are saved (on stop and every
+    ``state_save_interval_seconds``) and restored from at start.
+    """
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    symbols: tuple[str, ...] | None = None
+    port: int = 0
+    replay: ReplayConfig = ReplayConfig()
+    fills: FillConfig = FillConfig()
+    faults: FaultConfig = FaultConfig()
+    accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
+    recv_window_max_ms: int = 60_000
+    ws_ticker_interval_ms: int = 1_000
+    ws_max_buffer_bytes: int = 8 * 1024 * 1024
+    loop_interval_ms: float = 1.0
+    state_file: Path | None = None
+    state_save_interval_seconds: float = 30.0
+    first_order_id: int = 8_389_765_000_000_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65_535:
+            raise ValueError("port must be within 0..65535 (0 = any free port)")
+        if not self.accounts:
+            raise ValueError("at least one account is needed")
+        keys = [a.api_key for a in self.accounts]
+        names = [a.name for a in self.accounts]
+        if len(set(keys)) != len(keys) or len(set(names)) != len(names):
+            raise ValueError("account names and api keys must be unique")
+        if self.loop_interval_ms <= 0 or self.ws_ticker_interval_ms <= 0:
+            raise ValueError("loop_interval_ms and ws_ticker_interval_ms must be positive")
+        if self.ws_max_buffer_bytes < 64 * 1024:
+            raise ValueError("ws_max_buffer_bytes must be >= 65536")
+
+    @property
+    def candles_dir(self) -> Path:
+        return self.data_dir / "binance-usdm-perp-5m-2023-07"
+
+    @property
+    def ticks_dir(self) -> Path:
+        return self.data_dir / "binance-usdm-ticks-2024"
+
+    @property
+    def exchange_info_file(self) -> Path:
+        return self.data_dir / "exchange-info" / "binance_usdm_fapi_v1_exchangeInfo_2021-07-21.json"

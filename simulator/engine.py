@@ -1,0 +1,441 @@
+"""The matching and accounting engine of the simulated venue. No HTTP, no clock of its own.
+
+``TradingEngine`` takes typed requests (``simulator/requests.py``), checks them the way
+Binance does (filters, reduce-only, margin, client order ids), fills them through the shared
+fill model (``simulator/fill_model.py``) against the replay's current book, and keeps orders,
+positions and balances per account. Every change is also pushed to ``sink`` as the Binance
+user-stream event (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) for the WebSocket layer.
+
+Semantics worth knowing (and where they differ from Binance, why):
+
+- Market orders take liquidity at once (NEW, then TRADE events); what the book cannot fill,
+  or what the partial-fill fault cuts, EXPIRES (executedQty < origQty, status EXPIRED).
+- LIMIT GTC crossing the book takes liquidity first, then rests; resting orders fill as maker
+  when a later quote reaches their price (``on_quotes``). IOC expires the rest, FOK is
+  refused with -5021 unless it can fill completely, GTX (post-only) with -5022 if it would take.
+- Client order ids are unique among the account's OPEN orders of a symbol, as on Binance
+  (-4116 otherwise); a query by ``origClientOrderId`` finds the newest order with that id.
+- reduceOnly is refused (-2022) with no position, on the increasing side, or for more than
+  the position (Binance may instead shrink such an order; refusing is stricter on purpose).
+- A random reject (fault injection) happens after parameter and filter checks, before the
+  order exists, so a valid order can be refused but an invalid one keeps its real error.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from simulator import errors
+from simulator.accounts import (
+    Account,
+    account_update_event,
+    account_v3_payload,
+    increasing_qty,
+    margin_summary,
+    position_risk_payload,
+)
+from simulator.config import AccountConfig, FillConfig
+from simulator.faults import FaultInjector
+from simulator.fill_model import (
+    BookTop,
+    FillResult,
+    FillRules,
+    InvalidBookError,
+    OrderSpec,
+    fill_resting,
+    is_marketable,
+    take_liquidity,
+)
+from simulator.filters import check_notional, check_price, check_quantity
+from simulator.markets import SymbolRules
+from simulator.orders import CANCELED, EXPIRED, Order, TradeRecord
+from simulator.requests import NewOrder, OrderRef
+
+EventSink = Callable[[str, dict[str, Any]], None]
+MAX_OPEN_ORDERS_PER_SYMBOL = 200
+
+
+class MarketView(Protocol):
+    """What the engine needs from the market: the replay time, books and marks."""
+
+    now_ms: int
+
+    def book(self, symbol: str) -> BookTop | None: ...
+
+    def mark_price(self, symbol: str) -> Decimal | None: ...
+
+
+class TradingEngine:
+    """Orders, positions and balances of every simulated account."""
+
+    def __init__(
+        self,
+        *,
+        rules: Mapping[str, SymbolRules],
+        market: MarketView,
+        fills: FillConfig,
+        faults: FaultInjector,
+        accounts: Iterable[AccountConfig],
+        first_order_id: int,
+        sink: EventSink | None = None,
+    ) -> None:
+        self.rules = dict(rules)
+        self.market = market
+        self.fills = fills
+        self.faults = faults
+        self.sink = sink
+        self._account_configs = tuple(accounts)
+        self._first_order_id = first_order_id
+        self._fill_rules = {
+            s: FillRules(tick_size=r.tick_size, step_size=r.step_size,
+                         taker_fee_rate=fills.taker_fee_rate, maker_fee_rate=fills.maker_fee_rate,
+                         slippage_bps=fills.slippage_bps, depth_levels=fills.depth_levels)
+            for s, r in self.rules.items()
+        }
+        self.reset()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every order and position; balances back to the configured start."""
+        self.accounts: dict[str, Account] = {
+            c.name: Account.from_config(c) for c in self._account_configs
+        }
+        self._by_key = {a.api_key: a for a in self.accounts.values()}
+        self.orders: dict[int, Order] = {}
+        self._open: dict[str, dict[int, Order]] = {s: {} for s in self.rules}
+        self._by_client: dict[tuple[str, str, str], list[int]] = {}
+        self._next_order_id = self._first_order_id
+        self._next_trade_id = 1
+
+    def account_by_key(self, api_key: str) -> Account | None:
+        return self._by_key.get(api_key)
+
+    @property
+    def symbols_with_open_orders(self) -> list[str]:
+        return [s for s, book in self._open.items() if book]
+
+    # --- orders ----------------------------------------------------------------------------
+
+    def place_order(self, account: Account, req: NewOrder) -> Order:
+        """Check, accept and (if it can) fill a new order. Raises ``BinanceError``."""
+        rules = self._rules(req.symbol)
+        market_order = req.order_type == "MARKET"
+        check_quantity(rules, req.quantity, market_order=market_order)
+        if req.price is not None:
+            check_price(rules, req.price)
+        book = self._book(req.symbol)
+        reference = (book.ask if req.side == "BUY" else book.bid) if market_order else req.price
+        if reference is None:
+            raise errors.mandatory_param("price")
+        check_notional(rules, req.quantity * reference, reduce_only=req.reduce_only)
+        if req.client_order_id is not None and self._open_by_client(account, req.symbol,
+                                                                    req.client_order_id):
+            raise errors.duplicate_client_order_id()
+        if len(self._open[req.symbol]) >= MAX_OPEN_ORDERS_PER_SYMBOL:
+            raise errors.BinanceError(-2025, "Reach max open order limit.")
+        code = self.faults.reject_order()
+        if code is not None:
+            raise errors.error_for_code(code)
+        position = account.position(req.symbol).amount
+        if req.reduce_only:
+            reducing = (req.side == "SELL" and position > 0) or (req.side == "BUY" and position < 0)
+            if not reducing or req.quantity > abs(position):
+                raise errors.reduce_only_rejected()
+        else:
+            self._check_margin(account, req, reference, position)
+        if req.order_type == "LIMIT":
+            marketable = is_marketable(req.side, req.price, book)  # type: ignore[arg-type]
+            if req.time_in_force == "GTX" and marketable:
+                raise errors.post_only_would_take()
+            if req.time_in_force == "FOK" and not self._fok_fillable(req, book):
+                raise errors.fok_not_filled()
+        order = self._register(account, req)
+        self._emit(account, order.ws_event("NEW", order.time_ms))
+        self._take(account, order, book)
+        return order
+
+    def cancel_order(self, account: Account, ref: OrderRef) -> Order:
+        """Cancel an open order; -2011 if it is unknown or no longer open."""
+        order = self._find(account, ref)
+        if order is None or not order.is_open:
+            raise errors.unknown_order_cancel()
+        self._close(order, CANCELED)
+        return order
+
+    def cancel_all(self, account: Account, symbol: str) -> None:
+        self._rules(symbol)
+        for order in [o for o in self._open[symbol].values() if o.account == account.name]:
+            self._close(order, CANCELED)
+
+    def query_order(self, account: Account, ref: OrderRef) -> Order:
+        """The order by id or client id; -2013 if this account has no such order."""
+        order = self._find(account, ref)
+        if order is None:
+            raise errors.order_does_not_exist()
+        return order
+
+    def open_orders(self, account: Account, symbol: str | None = None) -> list[Order]:
+        if symbol is not None:
+            self._rules(symbol)
+        books = [self._open[symbol]] if symbol is not None else list(self._open.values())
+        found = [o for book in books for o in book.values() if o.account == account.name]
+        return sorted(found, key=lambda o: o.order_id)
+
+    def all_orders(self, account: Account, symbol: str, *, start_ms: int | None = None,
+                   end_ms: int | None = None, limit: int = 500) -> list[Order]:
+        self._rules(symbol)
+        found = [o for o in self.orders.values() if o.account == account.name
+                 and o.symbol == symbol and (start_ms is None or o.time_ms >= start_ms)
+                 and (end_ms is None or o.time_ms <= end_ms)]
+        return found[-limit:]
+
+    def user_trades(self, account: Account, symbol: str, *, order_id: int | None = None,
+                    limit: int = 500) -> list[dict[str, Any]]:
+        rows = [row for o in self.all_orders(account, symbol, limit=10**9)
+                if order_id is None or o.order_id == order_id for row in o.trade_payloads()]
+        return sorted(rows, key=lambda r: r["id"])[-limit:]
+
+    def has_open_orders(self, symbol: str) -> bool:
+        return bool(self._open.get(symbol))
+
+    def on_quote(self, symbol: str, book: BookTop, now_ms: int) -> None:
+        """Fill resting orders of ``symbol`` that this quote (stamped ``now_ms``) reaches.
+
+        The server calls it for every quote of a symbol with open orders, in time order, so a
+        price that touches a limit and comes back within one loop iteration still fills it.
+        """
+        resting = self._open.get(symbol)
+        if not resting:
+            return
+        for order in sorted(resting.values(), key=lambda o: o.order_id):
+            self._fill_resting(order, book, now_ms)
+
+    # --- account settings and reports ------------------------------------------------------
+
+    def set_leverage(self, account: Account, symbol: str, leverage: int) -> dict[str, Any]:
+        rules = self._rules(symbol)
+        if not 1 <= leverage <= rules.max_leverage:
+            raise errors.invalid_leverage(str(leverage))
+        account.leverage[symbol] = leverage
+        return {"leverage": leverage, "maxNotionalValue": "50000000", "symbol": symbol}
+
+    def set_margin_type(self, account: Account, symbol: str, margin_type: str) -> dict[str, Any]:
+        self._rules(symbol)
+        wanted = margin_type.upper()
+        if wanted not in ("ISOLATED", "CROSSED"):
+            raise errors.invalid_margin_type()
+        if account.margin_type_of(symbol) == wanted:
+            raise errors.no_need_to_change_margin_type()
+        if account.position(symbol).amount != 0:
+            raise errors.margin_type_locked_by_position()
+        if self.open_orders(account, symbol):
+            raise errors.margin_type_locked_by_orders()
+        account.margin_type[symbol] = wanted
+        return {"code": 200, "msg": "success"}
+
+    def account_payload(self, account: Account) -> dict[str, Any]:
+        """``GET /fapi/v3/account``."""
+        summary = margin_summary(account, self.open_orders(account), self.market.mark_price)
+        return account_v3_payload(account, summary, self.position_risk(account),
+                                  self.market.now_ms)
+
+    def position_risk(self, account: Account, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v3/positionRisk``: positions that are open or have open orders."""
+        if symbol is not None:
+            self._rules(symbol)
+        rows = []
+        for sym in [symbol] if symbol else list(self.rules):
+            pos = account.positions.get(sym)
+            orders = self.open_orders(account, sym)
+            if (pos is None or pos.amount == 0) and not orders:
+                continue
+            order_margin = margin_summary(_only(account, sym), orders,
+                                          self.market.mark_price).order_margin
+            rows.append(position_risk_payload(account, sym, self.market.mark_price(sym),
+                                              self.rules[sym].maint_margin_ratio, order_margin))
+        return rows
+
+    def order_log(self) -> list[dict[str, Any]]:
+        """Every order the venue has seen, all accounts, oldest first (admin view)."""
+        return [dict(o.rest_payload(), account=o.account) for o in self.orders.values()]
+
+    def positions_report(self) -> dict[str, Any]:
+        """Wallets and non-zero positions of every account (admin view)."""
+        report: dict[str, Any] = {}
+        for account in self.accounts.values():
+            report[account.name] = {
+                "wallet_usdt": str(account.wallet),
+                "fees_paid_usdt": str(account.fees_paid),
+                "positions": {s: {"amount": str(p.amount), "entry_price": str(p.entry_price),
+                                  "realized_pnl": str(p.realized_pnl)}
+                              for s, p in account.positions.items() if p.amount != 0},
+            }
+        return report
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "accounts": {n: a.to_state() for n, a in self.accounts.items()},
+            "orders": [o.to_state() for o in self.orders.values()],
+            "next_order_id": self._next_order_id,
+            "next_trade_id": self._next_trade_id,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.reset()
+        for name, data in state["accounts"].items():
+            if name in self.accounts:
+                self.accounts[name].load_state(data)
+        for data in state["orders"]:
+            order = Order.from_state(data)
+            if order.symbol not in self.rules or order.account not in self.accounts:
+                continue
+            self.orders[order.order_id] = order
+            key = (order.account, order.symbol, order.client_order_id)
+            self._by_client.setdefault(key, []).append(order.order_id)
+            if order.is_open:
+                self._open[order.symbol][order.order_id] = order
+        self._next_order_id = int(state["next_order_id"])
+        self._next_trade_id = int(state["next_trade_id"])
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _rules(self, symbol: str) -> SymbolRules:
+        rules = self.rules.get(symbol)
+        if rules is None:
+            raise errors.invalid_symbol()
+        return rules
+
+    def _book(self, symbol: str) -> BookTop:
+        book = self.market.book(symbol)
+        if book is None:
+            raise errors.server_busy()  # no quote yet: the venue is not ready for this market
+        return book
+
+    def _check_margin(self, account: Account, req: NewOrder, reference: Decimal,
+                      position: Decimal) -> None:
+        increase = increasing_qty(position, req.side, req.quantity)
+        if increase <= 0:
+            return
+        required = increase * reference / account.leverage_of(req.symbol)
+        summary = margin_summary(account, self.open_orders(account), self.market.mark_price)
+        if required > summary.available:
+            raise errors.margin_insufficient()
+
+    def _fok_fillable(self, req: NewOrder, book: BookTop) -> bool:
+        rules = replace(self._fill_rules[req.symbol], partial_fill_probability=0.0)
+        spec = OrderSpec(req.side, req.quantity, "LIMIT", req.price)  # type: ignore[arg-type]
+        return take_liquidity(spec, book, rules, random.Random(0)).remaining_qty == 0
+
+    def _register(self, account: Account, req: NewOrder) -> Order:
+        order_id = self._next_order_id
+        self._next_order_id += 1
+        now = self.market.now_ms
+        order = Order(
+            order_id=order_id,
+            client_order_id=req.client_order_id or f"autoclientid-{order_id}",
+            account=account.name, symbol=req.symbol, side=req.side, order_type=req.order_type,
+            time_in_force=req.time_in_force, orig_qty=req.quantity,
+            price=req.price if req.price is not None else Decimal(0),
+            reduce_only=req.reduce_only, time_ms=now, update_ms=now,
+        )
+        self.orders[order_id] = order
+        key = (account.name, req.symbol, order.client_order_id)
+        self._by_client.setdefault(key, []).append(order_id)
+        return order
+
+    def _open_by_client(self, account: Account, symbol: str, client_id: str) -> bool:
+        ids = self._by_client.get((account.name, symbol, client_id), [])
+        return any(self.orders[i].is_open for i in ids)
+
+    def _find(self, account: Account, ref: OrderRef) -> Order | None:
+        self._rules(ref.symbol)
+        if ref.order_id is not None:
+            order = self.orders.get(ref.order_id)
+            if order is None or order.account != account.name or order.symbol != ref.symbol:
+                return None
+            if ref.client_order_id is not None and order.client_order_id != ref.client_order_id:
+                return None
+            return order
+        ids = self._by_client.get((account.name, ref.symbol, ref.client_order_id or ""), [])
+        return self.orders[ids[-1]] if ids else None
+
+    def _take(self, account: Account, order: Order, book: BookTop) -> None:
+        """Immediate matching of a just-accepted order, then rest or expire the remainder."""
+        rules = replace(self._fill_rules[order.symbol],
+                        partial_fill_probability=(0.0 if order.time_in_force == "FOK"
+                                                  else self.faults.partial_fill_probability))
+        if order.order_type == "MARKET" or is_marketable(order.side, order.price, book):
+            spec = OrderSpec(order.side, order.orig_qty, order.order_type,  # type: ignore[arg-type]
+                             order.price if order.order_type == "LIMIT" else None)
+            self._apply(account, order, take_liquidity(spec, book, rules, self.faults.fill_rng()),
+                        order.time_ms)
+        if not order.is_open:
+            return
+        if order.order_type == "MARKET" or order.time_in_force in ("IOC", "FOK"):
+            self._close(order, EXPIRED)
+        else:
+            self._open[order.symbol][order.order_id] = order
+
+    def _fill_resting(self, order: Order, book: BookTop, now_ms: int) -> None:
+        account = self.accounts[order.account]
+        qty = order.remaining
+        if order.reduce_only:
+            position = account.position(order.symbol).amount
+            if increasing_qty(position, order.side, order.remaining) == order.remaining:
+                self._close(order, EXPIRED, now_ms)
+                return
+            qty = min(qty, abs(position))
+        rules = replace(self._fill_rules[order.symbol],
+                        partial_fill_probability=self.faults.partial_fill_probability)
+        spec = OrderSpec(order.side, qty, "LIMIT", order.price)  # type: ignore[arg-type]
+        try:
+            result = fill_resting(spec, book, rules, self.faults.fill_rng())
+        except InvalidBookError:
+            return  # an untradeable quote: wait for the next one
+        if result.fills:
+            self._apply(account, order, result, now_ms)
+            if not order.is_open:
+                self._open[order.symbol].pop(order.order_id, None)
+
+    def _apply(self, account: Account, order: Order, result: FillResult, now: int) -> None:
+        position = account.position(order.symbol)
+        for fill in result.fills:
+            realized = position.apply_fill(order.side, fill.qty, fill.price, now)
+            account.wallet += realized - fill.fee
+            account.fees_paid += fill.fee
+            account.update_ms = now
+            trade = TradeRecord(self._next_trade_id, fill.price, fill.qty, fill.fee,
+                                fill.is_maker, realized, now)
+            self._next_trade_id += 1
+            order.add_trade(trade)
+            self._emit(account, order.ws_event("TRADE", now, trade))
+            self._emit(account, account_update_event(account, order.symbol,
+                                                     self.market.mark_price(order.symbol), now))
+
+    def _close(self, order: Order, status: str, now_ms: int | None = None) -> None:
+        now = self.market.now_ms if now_ms is None else now_ms
+        order.apply_status(status, now)
+        self._open[order.symbol].pop(order.order_id, None)
+        self._emit(self.accounts[order.account], order.ws_event(status, now))
+
+    def _emit(self, account: Account, event: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.sink(account.name, event)
+
+
+def _only(account: Account, symbol: str) -> Account:
+    """A view of ``account`` with only ``symbol``'s position (for per-symbol order margin)."""
+    view = Account(name=account.name, api_key=account.api_key, secret=account.secret,
+                   wallet=account.wallet, default_leverage=account.default_leverage,
+                   default_margin_type=account.default_margin_type,
+                   leverage=account.leverage, margin_type=account.margin_type)
+    if symbol in account.positions:
+        view.positions[symbol] = account.positions[symbol]
+    return view

@@ -1,0 +1,228 @@
+"""Fault injection: what can go wrong between the bot and the exchange, on purpose and seeded.
+
+``FaultConfig`` is the knob set (per run, changeable at run time through
+``SimulatorServer.set_faults`` or ``POST /sim/faults``). ``FaultInjector`` makes the yes/no
+decisions. Each kind of fault draws from its own ``random.Random(f"{seed}:{kind}")``, so turning
+one knob does not shift the random sequence of another, and a run with the same seed and the
+same request sequence injects the same faults. Changing the config reseeds every stream.
+
+Knobs (probabilities are per event, in [0, 1]):
+
+- ``partial_fill_probability``: a fill is cut to a random number of lot steps (fill model).
+- ``reject_probability`` / ``reject_code``: a new order is refused before it is placed, with
+  one of ``simulator.errors.REJECT_CODES``.
+- ``lost_response_probability``: the order IS placed, then the connection is dropped before
+  the reply (the client sees a network error; the order exists).
+- ``latency_ms`` + ``latency_jitter_ms``: added before every REST request is processed.
+- ``http_error_probability`` / ``http_error_status``: a REST request fails with that status
+  (429/418: Binance's -1003 body; 500: -1001 JSON; 502/503/504: a gateway's plain-text page).
+  ``inject_http_errors(status, count)`` queues a burst of the next ``count`` requests.
+- ``ws_disconnect_every_seconds``: every WebSocket connection is closed that often (wall time).
+- ``malformed_frame_probability`` / ``malformed_kinds``: a market frame is replaced by a broken
+  one: ``nan_price``, ``zero_price``, ``crossed_book``, ``missing_fields`` (no bid fields),
+  ``garbage_json`` (truncated JSON), ``not_json`` (plain text), ``stale`` (an old quote with
+  an old event time re-sent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.errors import REJECT_CODES
+
+MALFORMED_KINDS: tuple[str, ...] = (
+    "nan_price",
+    "zero_price",
+    "crossed_book",
+    "missing_fields",
+    "garbage_json",
+    "not_json",
+    "stale",
+)
+HTTP_ERROR_STATUSES: tuple[int, ...] = (418, 429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """Every fault knob; the defaults inject nothing."""
+
+    seed: int = 0
+    partial_fill_probability: float = 0.0
+    reject_probability: float = 0.0
+    reject_code: int = -1008
+    lost_response_probability: float = 0.0
+    latency_ms: int = 0
+    latency_jitter_ms: int = 0
+    http_error_probability: float = 0.0
+    http_error_status: int = 429
+    ws_disconnect_every_seconds: float = 0.0
+    malformed_frame_probability: float = 0.0
+    malformed_kinds: tuple[str, ...] = MALFORMED_KINDS
+
+    def __post_init__(self) -> None:
+        for name in ("partial_fill_probability", "reject_probability",
+                     "lost_response_probability", "http_error_probability",
+                     "malformed_frame_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} = {value!r}: expected a probability within [0, 1]")
+        if self.reject_code not in REJECT_CODES:
+            raise ValueError(f"reject_code = {self.reject_code}: expected one of {REJECT_CODES}")
+        if self.http_error_status not in HTTP_ERROR_STATUSES:
+            raise ValueError(
+                f"http_error_status = {self.http_error_status}: expected one of "
+                f"{HTTP_ERROR_STATUSES}"
+            )
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0:
+            raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
+        if self.ws_disconnect_every_seconds < 0:
+            raise ValueError("ws_disconnect_every_seconds must be >= 0 (0 = never)")
+        unknown = set(self.malformed_kinds) - set(MALFORMED_KINDS)
+        if unknown or not self.malformed_kinds:
+            raise ValueError(
+                f"malformed_kinds = {self.malformed_kinds!r}: expected a non-empty subset of "
+                f"{MALFORMED_KINDS}"
+            )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], base: FaultConfig | None = None) -> FaultConfig:
+        """``base`` (default: no faults) with the keys of ``data`` changed.
+
+        Raises ``ValueError`` naming an unknown key or a bad value, so the admin endpoint and
+        the CLI can report it in one line.
+        """
+        start = base or cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown fault setting(s) {unknown}; known: {sorted(names)}")
+        changes: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "malformed_kinds":
+                if isinstance(value, str):
+                    value = tuple(v.strip() for v in value.split(",") if v.strip())
+                changes[key] = tuple(value)
+            elif key in ("seed", "reject_code", "latency_ms", "latency_jitter_ms",
+                         "http_error_status"):
+                changes[key] = _as_int(key, value)
+            else:
+                changes[key] = _as_float(key, value)
+        return dataclasses.replace(start, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["malformed_kinds"] = list(self.malformed_kinds)
+        return data
+
+
+class FaultInjector:
+    """Seeded decisions for every fault kind, plus counters of what was injected."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self._config = config or FaultConfig()
+        self._streams: dict[str, random.Random] = {}
+        self._burst: list[int] = []
+        self.injected: Counter[str] = Counter()
+        self._reseed()
+
+    @property
+    def config(self) -> FaultConfig:
+        return self._config
+
+    def update(self, config: FaultConfig) -> None:
+        """Switch to ``config`` and reseed every stream from its seed."""
+        self._config = config
+        self._reseed()
+
+    def inject_http_errors(self, status: int, count: int) -> None:
+        """Make the next ``count`` REST requests fail with ``status`` (a burst)."""
+        if status not in HTTP_ERROR_STATUSES:
+            raise ValueError(f"status {status}: expected one of {HTTP_ERROR_STATUSES}")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        self._burst.extend([status] * count)
+
+    def http_error(self) -> int | None:
+        """The status to fail this REST request with, or None."""
+        if self._burst:
+            self.injected[f"http_{self._burst[0]}"] += 1
+            return self._burst.pop(0)
+        if self._chance("http", self._config.http_error_probability):
+            self.injected[f"http_{self._config.http_error_status}"] += 1
+            return self._config.http_error_status
+        return None
+
+    def latency_seconds(self) -> float:
+        base, jitter = self._config.latency_ms, self._config.latency_jitter_ms
+        if base == 0 and jitter == 0:
+            return 0.0
+        extra = self._streams["latency"].random() * jitter if jitter else 0.0
+        return (base + extra) / 1000.0
+
+    def reject_order(self) -> int | None:
+        """The Binance error code to refuse this new order with, or None."""
+        if self._chance("reject", self._config.reject_probability):
+            self.injected["order_rejected"] += 1
+            return self._config.reject_code
+        return None
+
+    def lose_response(self) -> bool:
+        if self._chance("lost", self._config.lost_response_probability):
+            self.injected["response_lost"] += 1
+            return True
+        return False
+
+    @property
+    def partial_fill_probability(self) -> float:
+        return self._config.partial_fill_probability
+
+    def malformed_kind(self) -> str | None:
+        """Which broken frame to send instead of the next market frame, or None."""
+        probability = self._config.malformed_frame_probability
+        if probability <= 0.0:
+            return None
+        stream = self._streams["frames"]
+        if stream.random() >= probability:
+            return None
+        kind = self._config.malformed_kinds[stream.randrange(len(self._config.malformed_kinds))]
+        self.injected[f"frame_{kind}"] += 1
+        return kind
+
+    def fill_rng(self) -> random.Random:
+        """The stream the fill model draws partial-fill decisions from."""
+        return self._streams["fills"]
+
+    def _chance(self, kind: str, probability: float) -> bool:
+        if probability <= 0.0:
+            return False
+        return self._streams[kind].random() < probability
+
+    def _reseed(self) -> None:
+        seed = self._config.seed
+        self._streams = {
+            kind: random.Random(f"{seed}:{kind}")
+            for kind in ("http", "latency", "reject", "lost", "frames", "fills")
+        }
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{key} = {value!r}: expected an integer")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} = {value!r}: expected an integer") from None
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{key} = {value!r}: expected a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{key} = {value!r}: expected a number") from None

@@ -1,0 +1,358 @@
+"""Binance USD-M REST endpoints of the simulator (the subset ccxt's binanceusdm calls).
+
+Public: ping, time, exchangeInfo, klines, depth, ticker/24hr, ticker/bookTicker, ticker/price,
+premiumIndex. Signed (API key + timestamp + HMAC, ``simulator/auth.py``): account (v2, v3),
+positionRisk (v2, v3), leverageBracket, leverage, marginType, positionSide/dual (GET), order
+(POST/GET/DELETE), openOrders, allOpenOrders (DELETE), allOrders, userTrades. API-key only:
+listenKey (POST/PUT/DELETE).
+
+Times: ``/fapi/v1/time`` and ``exchangeInfo.serverTime`` are WALL time (what ccxt signs
+with); everything about the market (klines, tickers, order and trade times) is REPLAY time.
+
+Fault hooks here: a placed order's response can be "lost" (the connection is aborted after
+the order exists). Latency and HTTP error bursts are applied by the server's middleware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulator import auth, errors
+from simulator.accounts import Account
+from simulator.engine import TradingEngine
+from simulator.faults import FaultInjector
+from simulator.markets import exchange_info_payload, leverage_bracket_payload
+from simulator.orders import _text
+from simulator.replay import MarketReplay
+from simulator.requests import (
+    int_param,
+    optional_int,
+    optional_text,
+    parse_new_order,
+    parse_order_ref,
+    text,
+)
+
+INTERVALS_MS: dict[str, int] = {
+    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
+}
+MAX_KLINES = 1500
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ListenKeys:
+    """listenKey <-> account. One key per account, as Binance: POST returns the live key."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._counter = 0
+        self.by_key: dict[str, str] = {}
+        self.by_account: dict[str, str] = {}
+
+    def create(self, account: str) -> str:
+        existing = self.by_account.get(account)
+        if existing is not None:
+            return existing
+        self._counter += 1
+        digest = hashlib.sha256(f"{self._seed}:{account}:{self._counter}".encode()).hexdigest()
+        key = (digest * 2)[:64]
+        self.by_key[key] = account
+        self.by_account[account] = key
+        return key
+
+    def account_of(self, key: str) -> str | None:
+        return self.by_key.get(key)
+
+    def delete(self, key: str) -> str | None:
+        account = self.by_key.pop(key, None)
+        if account is not None:
+            self.by_account.pop(account, None)
+        return account
+
+
+class RestApi:
+    """Route table and handlers; all state lives in the engine, replay and listen keys."""
+
+    def __init__(self, *, engine: TradingEngine, replay: MarketReplay,
+                 recorded_info: dict[str, Any],
+                 faults: FaultInjector, listen_keys: ListenKeys, max_recv_window_ms: int,
+                 on_listen_key_deleted: Callable[[str], Awaitable[None]]) -> None:
+        self.engine = engine
+        self.replay = replay
+        self.recorded_info = recorded_info
+        self.faults = faults
+        self.listen_keys = listen_keys
+        self.max_recv_window_ms = max_recv_window_ms
+        self._on_listen_key_deleted = on_listen_key_deleted
+
+    def register(self, app: web.Application) -> None:
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/fapi/v1/ping", self.ping),
+            ("GET", "/fapi/v1/time", self.server_time),
+            ("GET", "/fapi/v1/exchangeInfo", self.exchange_info),
+            ("GET", "/fapi/v1/klines", self.klines),
+            ("GET", "/fapi/v1/depth", self.depth),
+            ("GET", "/fapi/v1/ticker/24hr", self.ticker_24h),
+            ("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker),
+            ("GET", "/fapi/v1/ticker/price", self.ticker_price),
+            ("GET", "/fapi/v2/ticker/price", self.ticker_price),
+            ("GET", "/fapi/v1/premiumIndex", self.premium_index),
+            ("GET", "/fapi/v2/account", self.account),
+            ("GET", "/fapi/v3/account", self.account),
+            ("GET", "/fapi/v2/positionRisk", self.position_risk),
+            ("GET", "/fapi/v3/positionRisk", self.position_risk),
+            ("GET", "/fapi/v1/leverageBracket", self.leverage_bracket),
+            ("POST", "/fapi/v1/leverage", self.set_leverage),
+            ("POST", "/fapi/v1/marginType", self.set_margin_type),
+            ("GET", "/fapi/v1/positionSide/dual", self.position_mode),
+            ("POST", "/fapi/v1/order", self.new_order),
+            ("GET", "/fapi/v1/order", self.get_order),
+            ("DELETE", "/fapi/v1/order", self.cancel_order),
+            ("GET", "/fapi/v1/openOrders", self.open_orders),
+            ("DELETE", "/fapi/v1/allOpenOrders", self.cancel_all),
+            ("GET", "/fapi/v1/allOrders", self.all_orders),
+            ("GET", "/fapi/v1/userTrades", self.user_trades),
+            ("POST", "/fapi/v1/listenKey", self.listen_key_create),
+            ("PUT", "/fapi/v1/listenKey", self.listen_key_keepalive),
+            ("DELETE", "/fapi/v1/listenKey", self.listen_key_delete),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+
+    # --- public ----------------------------------------------------------------------------
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return json_response({})
+
+    async def server_time(self, request: web.Request) -> web.Response:
+        return json_response({"serverTime": wall_ms()})
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        return json_response(exchange_info_payload(self.recorded_info, self.engine.rules.values(),
+                                                   wall_ms()))
+
+    async def klines(self, request: web.Request) -> web.Response:
+        q = request.query
+        symbol = self._symbol(text(q, "symbol"))
+        interval = INTERVALS_MS.get(text(q, "interval"))
+        if interval is None or interval % self.replay.base_interval_ms != 0:
+            raise errors.invalid_interval()
+        limit = max(1, min(int_param(q, "limit", 500), MAX_KLINES))
+        rows = self.replay.klines(symbol, interval, start_ms=optional_int(q, "startTime"),
+                                  end_ms=optional_int(q, "endTime"), limit=limit)
+        return json_response(rows)
+
+    async def depth(self, request: web.Request) -> web.Response:
+        """Top of book plus the fill model's synthetic levels (``FillConfig.depth_levels``)."""
+        q = request.query
+        symbol = self._symbol(text(q, "symbol"))
+        limit = max(1, min(int_param(q, "limit", 20), 1000))
+        book = self.replay.book(symbol)
+        i = self.replay.index[symbol]
+        bids: list[list[str]] = []
+        asks: list[list[str]] = []
+        if book is not None:
+            rules = self.engine.rules[symbol]
+            step = max(rules.tick_size, book.ask - book.bid)
+            levels = min(limit, self.engine.fills.depth_levels + 1)
+            bids = [[_text(book.bid - step * n), _text(book.bid_qty)] for n in range(levels)
+                    if book.bid - step * n > 0]
+            asks = [[_text(book.ask + step * n), _text(book.ask_qty)] for n in range(levels)]
+        now = self.replay.now_ms
+        return json_response({"lastUpdateId": self.replay.uid[i], "E": now, "T": now,
+                              "bids": bids, "asks": asks})
+
+    async def ticker_24h(self, request: web.Request) -> web.Response:
+        symbol = optional_text(request.query, "symbol")
+        if symbol is not None:
+            return json_response(self.replay.ticker_24h(self._symbol(symbol)))
+        return json_response([self.replay.ticker_24h(s) for s in self.replay.symbols])
+
+    async def book_ticker(self, request: web.Request) -> web.Response:
+        symbol = optional_text(request.query, "symbol")
+        if symbol is not None:
+            return json_response(self._book_row(self._symbol(symbol)))
+        return json_response([self._book_row(s) for s in self.replay.symbols
+                              if self.replay.book(s) is not None])
+
+    async def ticker_price(self, request: web.Request) -> web.Response:
+        symbol = optional_text(request.query, "symbol")
+        names = [self._symbol(symbol)] if symbol else self.replay.symbols
+        rows = [{"symbol": s, "price": _text(self.replay.last_price(s) or Decimal(0)),
+                 "time": self.replay.now_ms} for s in names]
+        return json_response(rows[0] if symbol else rows)
+
+    async def premium_index(self, request: web.Request) -> web.Response:
+        """Mark = index = mid; funding is not simulated (rate 0)."""
+        symbol = optional_text(request.query, "symbol")
+        names = [self._symbol(symbol)] if symbol else self.replay.symbols
+        now = self.replay.now_ms
+        rows = []
+        for s in names:
+            mark = _text(self.replay.mark_price(s) or Decimal(0))
+            rows.append({"symbol": s, "markPrice": mark, "indexPrice": mark,
+                         "estimatedSettlePrice": mark, "lastFundingRate": "0",
+                         "interestRate": "0",
+                         "nextFundingTime": now - now % 28_800_000 + 28_800_000,
+                         "time": now})
+        return json_response(rows[0] if symbol else rows)
+
+    # --- signed ----------------------------------------------------------------------------
+
+    async def account(self, request: web.Request) -> web.Response:
+        account, _ = await self._signed(request)
+        return json_response(self.engine.account_payload(account))
+
+    async def position_risk(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = optional_text(params, "symbol")
+        return json_response(self.engine.position_risk(account, self._symbol(symbol)
+                                                       if symbol else None))
+
+    async def leverage_bracket(self, request: web.Request) -> web.Response:
+        _, params = await self._signed(request)
+        symbol = optional_text(params, "symbol")
+        rules = self.engine.rules.values()
+        if symbol is not None:
+            rules = [self.engine.rules[self._symbol(symbol)]]  # type: ignore[assignment]
+        rows = leverage_bracket_payload(rules)
+        return json_response(rows[0] if symbol else rows)
+
+    async def set_leverage(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return json_response(self.engine.set_leverage(account, self._symbol(text(params, "symbol")),
+                                                      int_param(params, "leverage")))
+
+    async def set_margin_type(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return json_response(self.engine.set_margin_type(
+            account, self._symbol(text(params, "symbol")), text(params, "marginType")))
+
+    async def position_mode(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        return json_response({"dualSidePosition": False})
+
+    async def new_order(self, request: web.Request) -> web.StreamResponse:
+        account, params = await self._signed(request)
+        req = parse_new_order(params)
+        order = self.engine.place_order(account, req)
+        if self.faults.lose_response():
+            return _abort_connection(request)
+        payload = order.ack_payload() if req.response_type == "ACK" else order.rest_payload(
+            with_time=False)
+        return json_response(payload)
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        order = self.engine.query_order(account, parse_order_ref(params))
+        return json_response(order.rest_payload())
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        order = self.engine.cancel_order(account, parse_order_ref(params))
+        return json_response(order.rest_payload(with_time=False))
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = optional_text(params, "symbol")
+        orders = self.engine.open_orders(account, symbol.upper() if symbol else None)
+        return json_response([o.rest_payload() for o in orders])
+
+    async def cancel_all(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        self.engine.cancel_all(account, text(params, "symbol").upper())
+        return json_response({"code": 200,
+                              "msg": "The operation of cancel all open order is done."})
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        orders = self.engine.all_orders(
+            account, text(params, "symbol").upper(), start_ms=optional_int(params, "startTime"),
+            end_ms=optional_int(params, "endTime"),
+            limit=max(1, min(int_param(params, "limit", 500), 1000)))
+        return json_response([o.rest_payload() for o in orders])
+
+    async def user_trades(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return json_response(self.engine.user_trades(
+            account, text(params, "symbol").upper(), order_id=optional_int(params, "orderId"),
+            limit=max(1, min(int_param(params, "limit", 500), 1000))))
+
+    # --- user data stream keys (API key header only, no signature) -------------------------
+
+    async def listen_key_create(self, request: web.Request) -> web.Response:
+        account = self._keyed(request)
+        return json_response({"listenKey": self.listen_keys.create(account.name)})
+
+    async def listen_key_keepalive(self, request: web.Request) -> web.Response:
+        account = self._keyed(request)
+        key = self.listen_keys.by_account.get(account.name)
+        if key is None:
+            raise errors.invalid_listen_key()
+        return json_response({"listenKey": key})
+
+    async def listen_key_delete(self, request: web.Request) -> web.Response:
+        account = self._keyed(request)
+        key = self.listen_keys.by_account.get(account.name)
+        if key is not None:
+            self.listen_keys.delete(key)
+            await self._on_listen_key_deleted(account.name)
+        return json_response({})
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _symbol(self, symbol: str) -> str:
+        upper = symbol.upper()
+        if upper not in self.engine.rules:
+            raise errors.invalid_symbol()
+        return upper
+
+    def _book_row(self, symbol: str) -> dict[str, Any]:
+        book = self.replay.book(symbol)
+        i = self.replay.index[symbol]
+        zero = Decimal(0)
+        return {"symbol": symbol, "bidPrice": _text(book.bid if book else zero),
+                "bidQty": _text(book.bid_qty if book else zero),
+                "askPrice": _text(book.ask if book else zero),
+                "askQty": _text(book.ask_qty if book else zero),
+                "time": self.replay.ts[i], "lastUpdateId": self.replay.uid[i]}
+
+    def _keyed(self, request: web.Request) -> Account:
+        account = self.engine.account_by_key(auth.require_api_key(request.headers))
+        if account is None:
+            raise errors.invalid_api_key()
+        return account
+
+    async def _signed(self, request: web.Request) -> tuple[Account, dict[str, str]]:
+        account = self._keyed(request)
+        body = await request.text() if request.can_read_body else ""
+        query = request.rel_url.raw_query_string
+        params = auth.parse_params(query, body)
+        auth.check_timestamp(params, wall_ms(), self.max_recv_window_ms)
+        auth.check_signature(query, body, account.secret)
+        return account, params
+
+
+def _abort_connection(request: web.Request) -> web.StreamResponse:
+    """Drop the TCP connection without answering: the client sees a network error."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=204)
