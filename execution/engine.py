@@ -1,0 +1,470 @@
+"""ExecutionEngine: trades both legs of a pair as one unit, with the five safety protocols.
+
+P1 lock: one ``asyncio.Lock`` serialises executions; a signal id seen before (in memory or in
+   the journal, so across restarts) is refused, and so is a second signal for a pair inside
+   the duplicate window.
+P2 partial fills: after both legs are final, the short leg is topped up, then the long leg is
+   trimmed, so the book never keeps more than one lot step of hedge imbalance.
+P3 ghost orders: every order goes through ``OrderPlacer`` (journal first, lookup by
+   clientOrderId before any retry); reconciliation runs at start and periodically.
+P4 precision: both legs are sized, rounded and checked before either is sent (``sizing``).
+P5 rollback: a filled leg whose partner failed for good is closed with a reduce-only market
+   order, retried with backoff; if that fails too the pair goes HALTED with a CRITICAL line.
+
+``execute_signal`` never raises for market or exchange trouble; its result says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from loguru import logger
+
+from core.config import ExecutionConfig, RiskConfig
+from core.errors import PairsBotError, PermanentError, RetryableError
+from core.log_setup import log_trade_event
+from core.types import PairState, SignalType, TradingSignal
+from execution.exchange import ExchangeAdapter
+from execution.journal import Journal
+from execution.journal_models import JournalError, OrderPurpose, PairPosition
+from execution.orders import OrderPlacer, OrderRequest, PlacedOrder, ProtocolCounters
+from execution.results import ExecutionResult, ExecutionStatus, PairSpec, Reason
+from execution.reconcile import ReconcileReport, Reconciler
+from execution.risk import RiskSnapshot, check_entry
+from execution.sizing import SizingRefused, check_order_limits, plan_entry
+
+MidSource = Callable[[str], Decimal | None]
+ZERO = Decimal(0)
+
+
+class ExecutionEngine:
+    """One engine for every pair; see the module docstring for the protocols."""
+
+    name = "execution"
+
+    def __init__(self, *, adapter: ExchangeAdapter, journal: Journal, pairs: list[PairSpec],
+                 execution: ExecutionConfig, risk: RiskConfig, leverage: int, margin_mode: str,
+                 mids: MidSource, external_positions_path: Path, adopt: bool = False,
+                 seed: int | None = None) -> None:
+        self.adapter = adapter
+        self.journal = journal
+        self.pairs = {p.pair_id: p for p in pairs}
+        self._exec = execution
+        self._risk = risk
+        self._leverage = leverage
+        self._margin_mode = margin_mode
+        self._mids = mids
+        self.counters = ProtocolCounters()
+        self.placer = OrderPlacer(adapter, journal, self.counters, max_retries=execution.max_order_retries,
+                                  backoff_ms=execution.retry_backoff_ms,
+                                  final_wait_seconds=min(execution.order_timeout_seconds, 10.0), seed=seed)
+        self._lock = asyncio.Lock()
+        self._seen: set[str] = set()
+        self._last_signal_ts: dict[str, int] = {}
+        self.positions: dict[str, PairPosition] = {}
+        self.blocked: dict[str, str] = {}
+        self._free_margin = ZERO
+        self._stopping = False
+        self._refusals: dict[str, int] = {}
+        self._outcomes: dict[str, int] = {}
+        self._ack_ms: list[float] = []
+        self._fill_ms: list[float] = []
+        self._overhead_ms: list[float] = []
+        self._periodic: asyncio.Task[None] | None = None
+        self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)
+        self.last_reconcile: ReconcileReport | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Markets, leverage and margin mode per leg, balance, and the journal's positions."""
+        await self.adapter.load_markets()
+        for symbol in sorted({s for p in self.pairs.values() for s in (p.symbol_a, p.symbol_b)}):
+            await self.adapter.set_leverage(symbol, self._leverage)
+            await self.adapter.set_margin_mode(symbol, self._margin_mode)
+        await self.refresh_balance()
+        for pair_id, spec in self.pairs.items():
+            stored = self.journal.get_position(pair_id)
+            self.positions[pair_id] = stored or PairPosition(pair_id, PairState.FLAT, ZERO, ZERO,
+                                                             spec.symbol_a, spec.symbol_b)
+
+    async def start(self) -> None:
+        """Prepare, reconcile with the exchange, then reconcile periodically (P3)."""
+        await self.prepare()
+        async with self._lock:
+            self.last_reconcile = await self.reconciler.run(startup=True)
+        self._periodic = asyncio.create_task(self._reconcile_periodically(), name="execution.reconcile")
+
+    async def _reconcile_periodically(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._exec.reconcile_interval_seconds)
+            async with self._lock:
+                if self._stopping:
+                    return
+                try:
+                    self.last_reconcile = await self.reconciler.run(startup=False)
+                except (PairsBotError, JournalError) as exc:
+                    logger.error("periodic reconciliation failed: {}", exc)
+
+    @staticmethod
+    def journal_now_ms() -> int:
+        return int(time.time() * 1000)
+
+    async def refresh_balance(self) -> None:
+        try:
+            self._free_margin = (await self.adapter.fetch_balance()).free
+        except (RetryableError, PermanentError) as exc:
+            logger.warning("balance refresh failed: {}", exc)
+
+    async def stop(self) -> None:
+        """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
+        self._stopping = True
+        if self._periodic is not None:
+            self._periodic.cancel()
+            await asyncio.gather(self._periodic, return_exceptions=True)
+            self._periodic = None
+        async with self._lock:
+            pass
+        await self.adapter.close()
+
+    def pair_state(self, pair_id: str) -> PairState:
+        position = self.positions.get(pair_id)
+        return position.state if position else PairState.FLAT
+
+    # -- the entry point ------------------------------------------------------------------------
+    async def execute_signal(self, signal: TradingSignal) -> ExecutionResult:
+        """Run one signal through the protocols. Never raises for exchange trouble."""
+        received = time.monotonic()
+        if self._stopping:
+            return self._refuse(signal, Reason.ENGINE_STOPPING, "the bot is stopping")
+        async with self._lock:
+            try:
+                result = await self._execute_locked(signal, received)
+            except JournalError as exc:
+                logger.critical("{} {}: journal failure, no further orders for this signal: {}",
+                                signal.pair_id, signal.signal_id, exc)
+                result = ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type,
+                                         ExecutionStatus.FAILED, Reason.JOURNAL_ERROR, str(exc),
+                                         state_after=self.pair_state(signal.pair_id))
+            if result.status is not ExecutionStatus.REFUSED:
+                await self.refresh_balance()
+        self._count_outcome(result)
+        try:
+            self.journal.set_signal_outcome(signal.signal_id, result.status.value, result.reason.value)
+        except JournalError as exc:
+            logger.error("{}: could not record the outcome of {}: {}", signal.pair_id, signal.signal_id, exc)
+        return result
+
+    async def _execute_locked(self, signal: TradingSignal, received: float) -> ExecutionResult:
+        spec = self.pairs.get(signal.pair_id)
+        if spec is None:
+            return self._refuse(signal, Reason.PAIR_UNKNOWN, "no such pair in this engine")
+        if signal.signal_id in self._seen:
+            return self._refuse(signal, Reason.DUPLICATE_SIGNAL, "signal id already handled")
+        last = self._last_signal_ts.get(signal.pair_id)
+        window_ms = int(self._exec.duplicate_window_seconds * 1000)
+        if last is not None and 0 <= signal.ts_ms - last < window_ms:
+            return self._refuse(signal, Reason.DUPLICATE_WINDOW,
+                                f"{signal.ts_ms - last} ms after the previous signal (window {window_ms} ms)")
+        if signal.pair_id in self.blocked:
+            return self._refuse(signal, Reason.PAIR_BLOCKED, self.blocked[signal.pair_id])
+        position = self.positions[signal.pair_id]
+        if position.state is PairState.HALTED:
+            return self._refuse(signal, Reason.PAIR_HALTED, position.halted_reason or "halted")
+        if signal.signal_type.is_entry and position.state is not PairState.FLAT:
+            return self._refuse(signal, Reason.ALREADY_IN_POSITION, position.state.value)
+        if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
+            return self._refuse(signal, Reason.NOT_IN_POSITION, position.state.value)
+        self._seen.add(signal.signal_id)
+        if not self.journal.record_signal(signal):
+            return self._refuse(signal, Reason.DUPLICATE_SIGNAL, "signal id already in the journal")
+        self._last_signal_ts[signal.pair_id] = signal.ts_ms
+        if signal.signal_type.is_entry:
+            return await self._enter(signal, spec, received)
+        return await self._exit(signal, spec, position, received)
+
+    # -- entries --------------------------------------------------------------------------------
+    async def _enter(self, signal: TradingSignal, spec: PairSpec, received: float) -> ExecutionResult:
+        mid_a, mid_b = _dec(signal.mid_a), _dec(signal.mid_b)
+        try:
+            plan = plan_entry(signal_type=signal.signal_type, symbol_a=spec.symbol_a, symbol_b=spec.symbol_b,
+                              gross_usdt=spec.notional_usdt, beta=spec.hedge_ratio, mid_a=mid_a, mid_b=mid_b,
+                              transform=spec.price_transform,
+                              max_hedge_error=Decimal(str(self._exec.max_hedge_error)), precision=self.adapter)
+        except SizingRefused as exc:
+            self.counters.precision_refusals += 1
+            return self._refuse(signal, Reason(exc.reason.value), str(exc))
+        decision = check_entry(self._risk, self._risk_snapshot(), plan.gross_notional)
+        if decision.refusal is not None:
+            return self._refuse(signal, Reason(decision.refusal.value), decision.detail)
+        requests = [OrderRequest(signal.signal_id, spec.pair_id, "a", OrderPurpose.ENTRY, 0, spec.symbol_a,
+                                 plan.leg_a.side, plan.leg_a.qty),
+                    OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
+                                 plan.leg_b.side, plan.leg_b.qty)]
+        logger.info("{} {}: sending {} {} {} | {} {} {}", spec.pair_id, signal.signal_type.value,
+                    plan.leg_a.side, plan.leg_a.qty, spec.symbol_a, plan.leg_b.side, plan.leg_b.qty, spec.symbol_b)
+        sent = time.monotonic()
+        self._overhead_ms.append((sent - received) * 1000)
+        placed_a, placed_b = await asyncio.gather(*(self.placer.place(r) for r in requests))
+        ack_ms = self._latency(received, placed_a, placed_b)
+        fill_ms = (time.monotonic() - received) * 1000
+        fa, fb = placed_a.filled, placed_b.filled
+        sign_a = 1 if plan.leg_a.side == "buy" else -1
+        sign_b = 1 if plan.leg_b.side == "buy" else -1
+        if fa == 0 and fb == 0:
+            return self._result(signal, ExecutionStatus.FAILED, Reason.BOTH_LEGS_FAILED,
+                                "neither leg filled; nothing is open", ack_ms=ack_ms)
+        if fa == 0 or fb == 0:
+            return await self._rollback_single_leg(signal, spec, filled_leg="a" if fa > 0 else "b",
+                                                   qty=fa if fa > 0 else fb,
+                                                   side=plan.leg_a.side if fa > 0 else plan.leg_b.side,
+                                                   ack_ms=ack_ms)
+        if fa != plan.leg_a.qty or fb != plan.leg_b.qty:
+            fa, fb = await self._repair_partial(signal, spec, plan.ratio_a_per_b, plan.leg_a.qty, plan.leg_b.qty,
+                                                fa, fb, plan.leg_a.side, plan.leg_b.side)
+        if fa == 0 or fb == 0:  # a repair can only get here if a trim closed a whole leg
+            return await self._rollback_single_leg(signal, spec, filled_leg="a" if fa > 0 else "b",
+                                                   qty=fa if fa > 0 else fb,
+                                                   side=plan.leg_a.side if fa > 0 else plan.leg_b.side,
+                                                   ack_ms=ack_ms)
+        state = PairState.LONG_SPREAD if signal.signal_type is SignalType.ENTER_LONG_SPREAD else PairState.SHORT_SPREAD
+        round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
+                                                  opened_ts_ms=signal.ts_ms)
+        self._save_position(replace(self.positions[spec.pair_id], state=state, qty_a=sign_a * fa, qty_b=sign_b * fb,
+                                    entry_signal_id=signal.signal_id, entry_ts_ms=signal.ts_ms,
+                                    round_trip_id=round_trip, halted_reason=None))
+        self._fill_ms.append(fill_ms)
+        return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, f"holding {spec.symbol_a} {sign_a * fa}, "
+                            f"{spec.symbol_b} {sign_b * fb}", fa, fb, ack_ms=ack_ms, fill_ms=fill_ms)
+
+    async def _repair_partial(self, signal: TradingSignal, spec: PairSpec, ratio: Decimal, want_a: Decimal,
+                              want_b: Decimal, fa: Decimal, fb: Decimal, side_a: str,
+                              side_b: str) -> tuple[Decimal, Decimal]:
+        """P2: top up the leg that is short of the hedge, then trim whatever still overshoots."""
+        self.counters.partial_fills_repaired += 1
+        logger.warning("{} {}: partial fill a={}/{} b={}/{}; repairing the hedge", spec.pair_id,
+                       signal.signal_id, fa, want_a, fb, want_b)
+        # Which leg is short relative to the other, measured through the planned ratio?
+        if fa < fb * ratio:
+            fa = await self._top_up(signal, spec, "a", spec.symbol_a, side_a, want_a - fa, fa, _dec(signal.mid_a))
+        elif fb * ratio < fa:
+            fb = await self._top_up(signal, spec, "b", spec.symbol_b, side_b, want_b - fb, fb, _dec(signal.mid_b))
+        step_a = self.adapter.rules(spec.symbol_a).step_size
+        step_b = self.adapter.rules(spec.symbol_b).step_size
+        hedge_b = _floor(fa / ratio, step_b)
+        if fb - hedge_b >= step_b:
+            fb -= await self._trim(signal, spec, "b", spec.symbol_b, side_b, fb - hedge_b)
+        hedge_a = _floor(fb * ratio, step_a)
+        if fa - hedge_a >= step_a:
+            fa -= await self._trim(signal, spec, "a", spec.symbol_a, side_a, fa - hedge_a)
+        log_trade_event("partial_fill_repaired", pair_id=spec.pair_id, signal_id=signal.signal_id,
+                        filled_a=str(fa), filled_b=str(fb))
+        return fa, fb
+
+    async def _top_up(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, side: str,
+                      missing: Decimal, have: Decimal, mid: Decimal) -> Decimal:
+        try:
+            qty = check_order_limits(self.adapter, symbol, missing, mid, reduce_only=False)
+        except SizingRefused as exc:
+            logger.info("{}: no top-up of {} ({}); trimming the other leg instead", spec.pair_id, symbol, exc)
+            return have
+        self.counters.top_ups += 1
+        placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.TOP_UP, 0,
+                                                      symbol, side, qty))
+        return have + placed.filled
+
+    async def _trim(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, entry_side: str,
+                    excess: Decimal) -> Decimal:
+        """Reduce an over-filled leg; returns what was actually taken off."""
+        self.counters.trims += 1
+        side = _opposite(entry_side)
+        removed = ZERO
+        for attempt in range(self._exec.max_order_retries + 1):
+            left = excess - removed
+            if left <= 0:
+                break
+            placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.TRIM,
+                                                          attempt, symbol, side, left,
+                                                          reduce_only=self._reduce_only_ok(symbol, side, left)))
+            removed += placed.filled
+        return removed
+
+    async def _rollback_single_leg(self, signal: TradingSignal, spec: PairSpec, *, filled_leg: str, qty: Decimal,
+                                   side: str, ack_ms: float | None) -> ExecutionResult:
+        """P5: close the leg that filled alone; HALT the pair if it cannot be closed."""
+        symbol = spec.symbol_a if filled_leg == "a" else spec.symbol_b
+        logger.error("{} {}: only leg {} ({} {} {}) filled; rolling it back", spec.pair_id, signal.signal_id,
+                     filled_leg, side, qty, symbol)
+        left = await self._close_quantity(signal, spec, filled_leg, symbol, _opposite(side), qty,
+                                          OrderPurpose.ROLLBACK)
+        round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
+                                                  opened_ts_ms=signal.ts_ms)
+        if left == 0:
+            self.counters.rollbacks += 1
+            self.journal.close_round_trip(round_trip, exit_signal_id=None, closed_ts_ms=signal.ts_ms,
+                                          exit_reason="rollback")
+            log_trade_event("rollback", pair_id=spec.pair_id, signal_id=signal.signal_id, symbol=symbol, qty=str(qty))
+            return self._result(signal, ExecutionStatus.ROLLED_BACK, Reason.ONE_LEG_FAILED,
+                                f"leg {filled_leg} filled {qty} alone and was closed", ack_ms=ack_ms)
+        self.counters.rollbacks_failed += 1
+        signed = left if side == "buy" else -left
+        held_a, held_b = (signed, ZERO) if filled_leg == "a" else (ZERO, signed)
+        reason = f"rollback failed: {symbol} {signed} is open with no hedge"
+        self._halt(spec, reason, held_a, held_b, round_trip, signal)
+        return self._result(signal, ExecutionStatus.HALTED, Reason.ROLLBACK_FAILED, reason, ack_ms=ack_ms,
+                            state=PairState.HALTED)
+
+    async def _close_quantity(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, side: str,
+                              qty: Decimal, purpose: OrderPurpose, first_attempt: int = 0) -> Decimal:
+        """Market-close ``qty`` with retries and backoff; returns what is still open."""
+        left = qty
+        for attempt in range(first_attempt, first_attempt + self._exec.max_order_retries + 1):
+            if left <= 0:
+                break
+            placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, purpose, attempt,
+                                                          symbol, side, left,
+                                                          reduce_only=self._reduce_only_ok(symbol, side, left)))
+            left -= placed.filled
+            if left > 0:
+                await asyncio.sleep(self.placer.backoff(attempt - first_attempt))
+        return left
+
+    # -- exits ----------------------------------------------------------------------------------
+    async def _exit(self, signal: TradingSignal, spec: PairSpec, position: PairPosition,
+                    received: float) -> ExecutionResult:
+        """Close exactly what is held, both legs at once; retry a failing leg until flat."""
+        legs = [("a", spec.symbol_a, position.qty_a), ("b", spec.symbol_b, position.qty_b)]
+        self._overhead_ms.append((time.monotonic() - received) * 1000)
+        closes = [self._close_quantity(signal, spec, leg, symbol, "sell" if held > 0 else "buy", abs(held),
+                                       OrderPurpose.EXIT) for leg, symbol, held in legs if held != 0]
+        lefts = iter(await asyncio.gather(*closes))
+        left = {leg: (next(lefts) if held != 0 else ZERO) for leg, _, held in legs}
+        fill_ms = (time.monotonic() - received) * 1000
+        if left["a"] == 0 and left["b"] == 0:
+            trip = None
+            if position.round_trip_id is not None:
+                trip = self.journal.close_round_trip(position.round_trip_id, exit_signal_id=signal.signal_id,
+                                                     closed_ts_ms=signal.ts_ms, exit_reason=signal.signal_type.value)
+            self._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
+                                        entry_signal_id=None, entry_ts_ms=None, round_trip_id=None))
+            self._fill_ms.append(fill_ms)
+            pnl = f"net PnL {trip.net_pnl:.4f} USDT" if trip and trip.net_pnl is not None else "closed"
+            return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, pnl, abs(position.qty_a),
+                                abs(position.qty_b), fill_ms=fill_ms)
+        self.counters.exit_retries += 1
+        held_a = _remaining(position.qty_a, left["a"])
+        held_b = _remaining(position.qty_b, left["b"])
+        reason = (f"exit incomplete after retries: {spec.symbol_a} {held_a} and {spec.symbol_b} {held_b} "
+                  "still open")
+        self._halt(spec, reason, held_a, held_b, position.round_trip_id, signal)
+        return self._result(signal, ExecutionStatus.HALTED, Reason.EXIT_INCOMPLETE, reason, state=PairState.HALTED)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _halt(self, spec: PairSpec, reason: str, held_a: Decimal, held_b: Decimal, round_trip: int | None,
+              signal: TradingSignal) -> None:
+        self.counters.halts += 1
+        logger.critical("{} HALTED | {} | open: {} {} , {} {} | signal {} | no new entries on this pair",
+                        spec.pair_id, reason, spec.symbol_a, held_a, spec.symbol_b, held_b, signal.signal_id)
+        log_trade_event("halt", pair_id=spec.pair_id, reason=reason, qty_a=str(held_a), qty_b=str(held_b))
+        position = self.positions[spec.pair_id]
+        self._save_position(replace(position, state=PairState.HALTED, qty_a=held_a, qty_b=held_b,
+                                    round_trip_id=round_trip, halted_reason=reason))
+
+    def _save_position(self, position: PairPosition) -> None:
+        self.positions[position.pair_id] = self.journal.save_position(position)
+
+    def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal) -> bool:
+        """Reduce-only only when the account's net position on the symbol can absorb it.
+
+        Pairs share legs and the account is one-way, so a pair's leg can point against the net
+        position; a reduce-only order would then be refused (-2022) and the leg left open.
+        """
+        net = sum((p.qty_a if p.symbol_a == symbol else ZERO) + (p.qty_b if p.symbol_b == symbol else ZERO)
+                  for p in self.positions.values())
+        return net >= qty if side == "sell" else net <= -qty
+
+    def _risk_snapshot(self) -> RiskSnapshot:
+        open_pairs = sum(p.state is not PairState.FLAT for p in self.positions.values())
+        exposure = ZERO
+        for p in self.positions.values():
+            for symbol, qty in ((p.symbol_a, p.qty_a), (p.symbol_b, p.qty_b)):
+                if qty:
+                    exposure += abs(qty) * (self._mids(symbol) or ZERO)
+        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        realized = self.journal.realized_pnl_since(int(midnight.timestamp() * 1000))
+        return RiskSnapshot(open_pairs, exposure, realized, self._free_margin, self._leverage)
+
+    def _latency(self, received: float, *placed: PlacedOrder) -> float | None:
+        acks = [p.acked_at for p in placed]
+        if any(a is None for a in acks):
+            return None
+        ms = (max(a for a in acks if a is not None) - received) * 1000
+        self._ack_ms.append(ms)
+        return ms
+
+    def _refuse(self, signal: TradingSignal, reason: Reason, detail: str) -> ExecutionResult:
+        self._refusals[reason.value] = self._refusals.get(reason.value, 0) + 1
+        logger.info("{} {} refused: {} ({})", signal.pair_id, signal.signal_id, reason.value, detail)
+        return ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type, ExecutionStatus.REFUSED, reason,
+                               detail, state_after=self.pair_state(signal.pair_id))
+
+    def _result(self, signal: TradingSignal, status: ExecutionStatus, reason: Reason, detail: str,
+                filled_a: Decimal = ZERO, filled_b: Decimal = ZERO, *, ack_ms: float | None = None,
+                fill_ms: float | None = None, state: PairState | None = None) -> ExecutionResult:
+        return ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type, status, reason, detail,
+                               filled_a, filled_b, state or self.pair_state(signal.pair_id), ack_ms, fill_ms)
+
+    def _count_outcome(self, result: ExecutionResult) -> None:
+        self._outcomes[result.status.value] = self._outcomes.get(result.status.value, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        trips = self.journal.round_trips()
+        closed = [t for t in trips if not t.is_open and t.net_pnl is not None]
+        return {
+            "outcomes": dict(self._outcomes),
+            "refused_by_reason": dict(self._refusals),
+            "protocols": self.counters.as_dict(),
+            "latency_ms": {
+                "ack_p50": _pct(self._ack_ms, 50), "ack_p99": _pct(self._ack_ms, 99),
+                "filled_p50": _pct(self._fill_ms, 50), "filled_p99": _pct(self._fill_ms, 99),
+                "engine_overhead_p50": _pct(self._overhead_ms, 50),
+            },
+            "round_trips": len(closed),
+            "realized_pnl_usdt": float(sum((t.net_pnl for t in closed if t.net_pnl is not None), ZERO)),
+            "halted_pairs": sorted(p for p, pos in self.positions.items() if pos.state is PairState.HALTED),
+            "blocked_pairs": dict(self.blocked),
+        }
+
+    def latencies(self) -> dict[str, list[float]]:
+        return {"ack_ms": list(self._ack_ms), "fill_ms": list(self._fill_ms), "overhead_ms": list(self._overhead_ms)}
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+def _floor(value: Decimal, step: Decimal) -> Decimal:
+    return (value // step) * step
+
+
+def _opposite(side: str) -> str:
+    return "sell" if side == "buy" else "buy"
+
+
+def _remaining(held: Decimal, left: Decimal) -> Decimal:
+    """What is still held on a leg after closing all but ``left`` (keeps the sign)."""
+    return left if held > 0 else -left
+
+
+def _pct(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return round(ordered[index], 3)
+
