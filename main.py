@@ -14,6 +14,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 from rich.console import Console
@@ -40,6 +41,8 @@ class CliOptions:
     live: bool
     duration_seconds: float | None
     log_level: str | None
+    demo_speed: float = 600.0
+    adopt: bool = False
 
 
 class TradingBot:
@@ -61,6 +64,7 @@ class TradingBot:
         self._shutdown_done = False
         self._config_warnings: list[str] = []
         self._handled_signals: list[int] = []
+        self.pipeline: Any = None
 
     # -- step 1 ---------------------------------------------------------------------------------
     def load_configuration(self) -> None:
@@ -81,11 +85,14 @@ class TradingBot:
         for warning in self._config_warnings:
             logger.warning(warning)
         self.stats = SessionStats(mode=mode.value)
-        self.stats.register_section("pairs", self._pairs_section)
         self._log_banner()
-        if not self.components:
-            logger.warning("no market-data component is built yet: no quotes feed the generators and "
-                           "nothing will trade in this run")
+        from app.assemble import assemble  # imports ccxt and numba: only when actually running
+
+        self.pipeline = await assemble(config=config, pairs=self.pairs, mode=mode, secrets=secrets,
+                                       stats=self.stats, storage_dir=self._resolve(config.storage.dir),
+                                       started=self._started, demo_speed=self.options.demo_speed,
+                                       adopt=self.options.adopt)
+        self.components = self.pipeline.components
         for component in self.components:
             self.stats.register_section(component.name, component.stats)
 
@@ -93,8 +100,9 @@ class TradingBot:
     async def start_monitoring(self) -> None:
         """Start the components in order, then wait for a stop request or the duration."""
         for component in self.components:
+            if component not in self._started:
+                self._started.append(component)
             await component.start()
-            self._started.append(component)
         logger.info("running: {} pair(s) enabled; Ctrl+C stops gracefully",
                     sum(p.enabled for p in self.pairs))
         duration = self.options.duration_seconds
@@ -120,6 +128,7 @@ class TradingBot:
             return
         self._shutdown_done = True
         logger.info("initiating graceful shutdown")
+        self._started.sort(key=self._stop_rank)
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_SECONDS):
                 for component in reversed(self._started):
@@ -133,6 +142,8 @@ class TradingBot:
         if self.stats is not None:
             self.stats.mark_stopped(self._stop_reason or "stopped")
             self._report_statistics()
+        if self.pipeline is not None and self.pipeline.journal is not None:
+            self.pipeline.journal.close()
         logger.info("graceful shutdown complete")
 
     # -- the whole run --------------------------------------------------------------------------
@@ -187,6 +198,10 @@ class TradingBot:
             loop.remove_signal_handler(signum)
         self._handled_signals.clear()
 
+    def _stop_rank(self, component: Component) -> int:
+        """Start order, with parts built before the components (simulator, hub) first."""
+        return self.components.index(component) + 1 if component in self.components else 0
+
     def _resolve(self, path: str) -> Path:
         """Relative paths in config.json are relative to that file, not to the shell's cwd."""
         p = Path(path)
@@ -206,9 +221,6 @@ class TradingBot:
                     config.execution.notional_per_pair_usdt, config.risk.max_open_pairs,
                     "present" if self.secrets.present else "absent")
         logger.info("logs: {}", self.log_paths.directory if self.log_paths else "?")
-
-    def _pairs_section(self) -> dict[str, object]:
-        return {"configured": len(self.pairs), "enabled": sum(p.enabled for p in self.pairs)}
 
     def _report_statistics(self) -> None:
         stats = self.stats
@@ -253,8 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 clean stop, 1 fatal runtime error, 2 invalid usage or configuration. "
                "Ctrl+C stops gracefully; a second Ctrl+C forces an exit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="trade (paper unless --live) on live market data (default)")
-    sub.add_parser("demo", parents=[common], help="run offline against the bundled exchange simulator")
+    run = sub.add_parser("run", parents=[common], help="trade (paper unless --live) on live market data (default)")
+    run.add_argument("--adopt", action="store_true", default=argparse.SUPPRESS,
+                     help="at start, accept exchange positions the journal cannot explain as not the bot's "
+                          "(it never trades them) instead of keeping those pairs out of trading")
+    demo = sub.add_parser("demo", parents=[common], help="run offline against the bundled exchange simulator")
+    demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
+                      help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
     sub.add_parser("check-config", parents=[common], help="validate both files, print the pairs, exit")
     return parser
 
@@ -268,6 +285,8 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         live=bool(args.get("live", False)),
         duration_seconds=args.get("duration"),
         log_level=args.get("log_level"),
+        demo_speed=args.get("speed", 600.0),
+        adopt=bool(args.get("adopt", False)),
     )
 
 
@@ -278,6 +297,16 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not (value > 0 and value < 1e9):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
+
+
+def _positive_speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a speed factor above 0 (1 = real time)")
     return value
 
 
@@ -313,9 +342,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "check-config":
             return check_config(options, console)
-        if options.command == "demo":
-            raise UsageError("the demo is not built yet: the offline exchange simulator does not exist "
-                             "in this version (see issue 4); use check-config or run")
         bot = TradingBot(options, console=console)
         try:
             return asyncio.run(bot.run())

@@ -129,7 +129,7 @@ class ExecutionConfig(_Strict):
     the achieved and the configured hedge ratio.
     """
 
-    notional_per_pair_usdt: float = Field(default=100.0, gt=0, le=10_000_000)
+    notional_per_pair_usdt: float = Field(default=1000.0, gt=0, le=10_000_000)
     use_limit_orders: bool = False
     max_slippage_pct: float = Field(default=0.001, ge=0, le=0.1)
     order_timeout_seconds: float = Field(default=30.0, gt=0, le=3_600)
@@ -144,7 +144,7 @@ class RiskConfig(_Strict):
     """Pre-trade checks; any one failing refuses an entry and says which."""
 
     max_open_pairs: int = Field(default=5, ge=1, le=1_000)
-    max_gross_exposure_usdt: float = Field(default=2_000.0, gt=0)
+    max_gross_exposure_usdt: float = Field(default=6_000.0, gt=0)
     max_daily_loss_usdt: float = Field(default=100.0, gt=0)
     min_free_margin_usdt: float = Field(default=0.0, ge=0)
 

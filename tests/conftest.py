@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import urllib.request
+from dataclasses import dataclass
 import shutil
 import signal
 import subprocess
@@ -117,6 +120,72 @@ def spawn_main() -> Iterator[Callable[..., BotProcess]]:
     yield spawn
     for proc in procs:
         proc.kill()
+
+
+@dataclass
+class SimulatorProcess:
+    """A standalone ``python -m simulator`` on a free loopback port."""
+
+    proc: subprocess.Popen[str]
+    base_url: str
+    ws_url: str
+    lines: list[str]
+
+    def admin(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """GET (or POST with ``payload``) one of the simulator's /sim/ endpoints."""
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method="POST" if data else "GET",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read().decode())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_simulator(*args: str, timeout: float = 60.0) -> SimulatorProcess:
+    """Start the simulator as its own process (as a user would) and wait until it listens."""
+    proc = subprocess.Popen([PYTHON, "-m", "simulator", "--port", "0", *args], cwd=PROJECT_DIR, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"REST (http://127\.0\.0\.1:\d+)\s+WS (ws://127\.0\.0\.1:\d+\S*)", line)
+        if match:
+            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+            return SimulatorProcess(proc, match.group(1), match.group(2), lines)
+    proc.kill()
+    raise AssertionError("simulator did not start:\n" + "".join(lines))
+
+
+@pytest.fixture
+def simulator_process() -> Iterator[SimulatorProcess]:
+    """A standalone simulator replaying the shipped pairs' legs quickly (speed 300)."""
+    sim = start_simulator("--speed", "300", "--steps-per-bar", "20")
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def paper_bot_dir(bot_dir: Path, simulator_process: SimulatorProcess) -> Path:
+    """Shipped config, dry_run, pointed at the standalone simulator instead of Binance."""
+    config = read_json(bot_dir / "config.json")
+    config["exchange"]["base_url"] = simulator_process.base_url
+    config["exchange"]["enable_rate_limit"] = False
+    config["logging"]["status_interval_seconds"] = 2
+    write_json(bot_dir / "config.json", config)
+    return bot_dir
 
 
 def assert_logged(text: str, *needles: str) -> None:

@@ -16,6 +16,8 @@ import main as bot_main
 from core.config import load_app_config
 from core.launch import RunMode, load_secrets, resolve_run_mode
 from core.errors import UsageError
+from core.log_setup import setup_logging
+from core.stats import SessionStats
 from tests.conftest import clean_env, read_json, run_main, write_json
 
 FAKE_KEY = "FAKEKEYabcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTU"
@@ -26,7 +28,8 @@ def _all_log_text(directory: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in directory.rglob("*") if p.is_file())
 
 
-def test_duration_run_exits_0_writes_stats_and_leaks_no_secret(bot_dir: Path) -> None:
+def test_duration_run_exits_0_writes_stats_and_leaks_no_secret(paper_bot_dir: Path) -> None:
+    bot_dir = paper_bot_dir
     env = clean_env(BINANCE_API_KEY=FAKE_KEY, BINANCE_API_SECRET=FAKE_SECRET)
     started = time.monotonic()
     proc = run_main(["--config", str(bot_dir / "config.json"), "--pairs", str(bot_dir / "pairs_config.json"),
@@ -49,10 +52,11 @@ def test_duration_run_exits_0_writes_stats_and_leaks_no_secret(bot_dir: Path) ->
         assert fragment not in text
 
 
-def test_sigint_stops_gracefully_within_5s(bot_dir: Path, spawn_main: Any) -> None:
+def test_sigint_stops_gracefully_within_5s(paper_bot_dir: Path, spawn_main: Any) -> None:
+    bot_dir = paper_bot_dir
     proc = spawn_main(["--config", str(bot_dir / "config.json"), "--pairs", str(bot_dir / "pairs_config.json")],
                       cwd=bot_dir)
-    proc.wait_for("Ctrl+C stops gracefully", timeout=30)
+    proc.wait_for("Ctrl+C stops gracefully", timeout=60)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     code = proc.wait(timeout=10)
@@ -64,9 +68,10 @@ def test_sigint_stops_gracefully_within_5s(bot_dir: Path, spawn_main: Any) -> No
     assert len(list((bot_dir / "logs").glob("session-*.json"))) == 1
 
 
-def test_sigterm_stops_gracefully(bot_dir: Path, spawn_main: Any) -> None:
+def test_sigterm_stops_gracefully(paper_bot_dir: Path, spawn_main: Any) -> None:
+    bot_dir = paper_bot_dir
     proc = spawn_main(["--config", str(bot_dir / "config.json")], cwd=bot_dir)
-    proc.wait_for("Ctrl+C stops gracefully", timeout=30)
+    proc.wait_for("Ctrl+C stops gracefully", timeout=60)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert "stop requested: signal SIGTERM" in proc.output
@@ -164,11 +169,25 @@ class _HangingComponent:
         return {"started": self.started}
 
 
+class _BareBot(bot_main.TradingBot):
+    """The real lifecycle with one test component instead of the trading pipeline."""
+
+    def __init__(self, options: bot_main.CliOptions, component: Any) -> None:
+        super().__init__(options)
+        self._component = component
+
+    async def initialize_components(self) -> None:
+        self.log_paths = setup_logging(self.config.logging.model_copy(
+            update={"dir": str(self.options.config_path.parent / "logs")}), secrets=[])
+        self.stats = SessionStats(mode="PAPER")
+        self.components = [self._component]
+        self.stats.register_section(self._component.name, self._component.stats)
+
+
 async def test_shutdown_is_bounded_and_idempotent(bot_dir: Path) -> None:
     options = bot_main.parse_options(["--config", str(bot_dir / "config.json"), "--duration", "0.2"])
-    bot = bot_main.TradingBot(options)
     component = _HangingComponent()
-    bot.components.append(component)
+    bot = _BareBot(options, component)
     started = time.monotonic()
     code = await bot.run()
     assert code == 0
@@ -182,8 +201,7 @@ async def test_shutdown_is_bounded_and_idempotent(bot_dir: Path) -> None:
 
 async def test_second_ctrl_c_forces_exit(bot_dir: Path) -> None:
     options = bot_main.parse_options(["--config", str(bot_dir / "config.json")])
-    bot = bot_main.TradingBot(options)
-    bot.components.append(_HangingComponent())
+    bot = _BareBot(options, _HangingComponent())
     task = asyncio.create_task(bot.run())
     for _ in range(100):
         if bot._handled_signals:

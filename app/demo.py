@@ -1,0 +1,55 @@
+"""The offline demo's exchange: the bundled simulator, run in-process as a bot component.
+
+Why in-process: ``python main.py demo`` must work from a fresh clone with nothing else running.
+The bot still talks to it only through real ccxt over loopback, exactly as it talks to Binance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from loguru import logger
+
+from core.config import compact_symbol
+from simulator.config import ReplayConfig, SimulatorConfig
+from simulator.server import SimulatorServer
+
+DEFAULT_DEMO_SPEED = 600.0
+DEMO_STEPS_PER_BAR = 30
+
+
+class EmbeddedSimulator:
+    """Starts the simulator on a free 127.0.0.1 port with the legs of the configured pairs."""
+
+    name = "simulator"
+
+    def __init__(self, *, legs: Iterable[str], speed: float, warmup_bars: int) -> None:
+        symbols = tuple(sorted({compact_symbol(leg) for leg in legs}))
+        self._config = SimulatorConfig(
+            symbols=symbols, port=0,
+            replay=ReplayConfig(source="candles", speed=speed, steps_per_bar=DEMO_STEPS_PER_BAR,
+                                warmup_bars=warmup_bars))
+        self._server: SimulatorServer | None = None
+
+    async def start(self) -> None:
+        self._server = SimulatorServer(self._config)
+        await self._server.start()
+        logger.info("demo exchange: simulator on {} replaying {} symbols of real 5m data at {}x",
+                    self._server.base_url, len(self._config.symbols or ()), self._config.replay.speed)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+    @property
+    def server(self) -> SimulatorServer:
+        if self._server is None:
+            raise RuntimeError("the demo simulator is not started")
+        return self._server
+
+    def stats(self) -> dict[str, Any]:
+        if self._server is None:
+            return {}
+        stats = self._server.stats()
+        return {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}

@@ -1,0 +1,176 @@
+"""Where the layers meet: quotes -> generators -> signals -> engine -> back to the generators.
+
+``signals`` never imports ``execution``; this module is the only place that holds both, as the
+design's callback seam. It also owns the tasks that run executions, so the market-data loop
+never waits for an order: a generator's ``update`` runs inline on every quote (the window stays
+current), and a signal is dispatched in a task; while it is in flight that generator emits
+nothing more (its own rule), and the other pairs keep trading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Awaitable, Callable
+
+from loguru import logger
+
+from core.stats import SessionStats
+from core.types import PairState, Quote, TradingSignal
+from execution.engine import ExecutionEngine
+from execution.results import ExecutionResult, ExecutionStatus
+from signals.generator import SignalGenerator
+
+
+HistorySource = Callable[..., Awaitable[dict[str, list[list[float]]]]]
+
+
+@dataclass(slots=True)
+class RouterCounters:
+    signals: int = 0
+    executed: int = 0
+    not_executed: int = 0
+    callback_errors: int = 0
+
+
+class SignalRouter:
+    """Fans quotes out to generators and routes their signals into the one engine."""
+
+    name = "signals"
+
+    def __init__(self, *, generators: dict[str, SignalGenerator], engine: ExecutionEngine | None,
+                 stats: SessionStats, history: HistorySource,
+                 observers: list[Callable[[Quote], None]] | None = None) -> None:
+        self.generators = generators
+        self.engine = engine
+        self._history = history
+        self._stats = stats
+        self._observers = observers or []
+        self._by_symbol: dict[str, list[SignalGenerator]] = {}
+        for gen in generators.values():
+            for symbol in (gen.symbol_a, gen.symbol_b):
+                self._by_symbol.setdefault(symbol, []).append(gen)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counters = RouterCounters()
+        self._accepting = True
+        self.latest: dict[str, Quote] = {}
+        for gen in generators.values():
+            gen.register_signal_callback(self._make_callback(gen))
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._by_symbol)
+
+    def on_quote(self, quote: Quote) -> None:
+        """Hub consumer (sync, O(pairs of this symbol)): update generators, dispatch signals."""
+        self.latest[quote.symbol] = quote
+        for observer in self._observers:
+            observer(quote)
+        for gen in self._by_symbol.get(quote.symbol, ()):
+            signal = gen.update(quote)
+            if signal is not None:
+                if self._accepting:
+                    self._spawn(gen, signal)
+                else:
+                    gen.complete(signal, False)
+
+    def mid(self, symbol: str) -> Decimal | None:
+        quote = self.latest.get(symbol)
+        return Decimal(repr(quote.mid)) if quote is not None else None
+
+    def _spawn(self, gen: SignalGenerator, signal: TradingSignal) -> None:
+        task = asyncio.create_task(self._run(gen, signal), name=f"signal.{signal.signal_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, gen: SignalGenerator, signal: TradingSignal) -> None:
+        await gen.dispatch(signal)
+
+    def _make_callback(self, gen: SignalGenerator) -> Callable[[TradingSignal], Any]:
+        async def on_signal(signal: TradingSignal) -> bool:
+            self.counters.signals += 1
+            self._stats.signals_processed += 1
+            number = self._stats.signals_processed
+            logger.info("SIGNAL RECEIVED #{} | {} {} | Z={:.2f}", number, signal.signal_type.side_label,
+                        signal.pair_id, signal.z)
+            if self.engine is None:
+                logger.info("signal {} counted, not traded: no execution engine in this run", signal.signal_id)
+                return False
+            result = await self.engine.execute_signal(signal)
+            self._apply(gen, result)
+            return result.executed
+
+        return on_signal
+
+    def _apply(self, gen: SignalGenerator, result: ExecutionResult) -> None:
+        if result.executed:
+            self.counters.executed += 1
+            self._stats.trades_executed += 1
+            logger.info("TRADE EXECUTED #{} | Pair: {} | Signal: {} | {}", self._stats.trades_executed,
+                        result.pair_id, result.signal_type.value, result.detail)
+        else:
+            self.counters.not_executed += 1
+            logger.info("signal {} not executed: {} ({}) {}", result.signal_id, result.status.value,
+                        result.reason.value, result.detail)
+        if result.status is ExecutionStatus.HALTED or result.state_after is PairState.HALTED:
+            gen.halt(result.detail)
+
+    def restore_from_engine(self) -> None:
+        """After startup reconciliation each generator takes the engine's word for its pair."""
+        if self.engine is None:
+            return
+        for pair_id, gen in self.generators.items():
+            if pair_id in self.engine.blocked:
+                gen.halt(f"blocked by reconciliation: {self.engine.blocked[pair_id]}")
+                continue
+            position = self.engine.positions.get(pair_id)
+            if position is not None and position.state is not PairState.FLAT:
+                gen.restore_state(position.state, position.entry_ts_ms)
+
+    async def start(self) -> None:
+        """Take the engine's positions, then fill every window from history (warm-up)."""
+        self.restore_from_engine()
+        await self.warm_up()
+        self._accepting = True
+
+    async def warm_up(self) -> None:
+        """Fetch enough completed bars for every window, concurrently, and seed the generators."""
+        if not self.generators:
+            return
+        bar_seconds = {g.params.bar_seconds for g in self.generators.values()}
+        if len(bar_seconds) != 1:
+            raise ValueError(f"all pairs must share one bar size, got {sorted(bar_seconds)}")
+        bars = max(g.params.lookback_bars for g in self.generators.values()) + 5
+        history = await self._history(self.symbols, bar_seconds=bar_seconds.pop(), bars=bars)
+        warm = 0
+        for pair_id, gen in self.generators.items():
+            gen.warm_up(history.get(gen.symbol_a, []), history.get(gen.symbol_b, []))
+            warm += gen.calculator.is_ready
+            if not gen.calculator.is_ready:
+                logger.warning("{}: window not full after warm-up ({} bars); it fills live", pair_id,
+                               gen.calculator.bars_in_window)
+        logger.info("warm-up: {}/{} pair windows full from {} bars of history per leg", warm,
+                    len(self.generators), bars)
+
+    async def stop(self) -> None:
+        """No new signals; let in-flight executions finish (the caller bounds the wait)."""
+        self._accepting = False
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        rows = []
+        for pair_id, gen in self.generators.items():
+            snap = gen.snapshot()
+            rows.append({"pair": pair_id, "state": snap.state.value, "z": _round(snap.z),
+                         "bars": snap.bars_in_window, "window_full": snap.window_full,
+                         "signals": sum(snap.signals_emitted.values()), "executed": snap.signals_executed,
+                         "rejected_quotes": sum(snap.rejects.values())})
+        return {"rows": rows, "signals": self.counters.signals, "executed": self.counters.executed,
+                "not_executed": self.counters.not_executed,
+                "warm_pairs": sum(1 for g in self.generators.values() if g.calculator.is_ready)}
+
+
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value

@@ -1,0 +1,137 @@
+"""Operator views: the periodic status table and the per-pair PnL rows of the final statistics.
+
+PnL is computed from the journal (realized: closed round trips, net of fees) and from the
+current mids (unrealized: open legs against their average entry price from recorded fills),
+so the numbers on screen are the ones a later audit of the journal would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any, Callable
+
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from execution.journal import Journal
+from execution.journal_models import PairPosition, Side
+from signals.generator import SignalGenerator
+
+ZERO = Decimal(0)
+MidSource = Callable[[str], Decimal | None]
+
+
+def status_table(generators: dict[str, SignalGenerator], *, width: int = 110) -> str:
+    """The periodic status: pair, state, z, bars in window, quote ages (exchange time)."""
+    table = Table(title="status", title_justify="left")
+    for column in ("pair", "state", "z", "bars", "age_a_ms", "age_b_ms", "signals"):
+        table.add_column(column, justify="right" if column not in ("pair", "state") else "left")
+    for pair_id, gen in generators.items():
+        s = gen.snapshot()
+        z = "" if s.z != s.z else f"{s.z:+.2f}"
+        table.add_row(pair_id, s.state.value, z, f"{s.bars_in_window}/{s.lookback_bars - 1}",
+                      "" if s.quote_age_a_ms is None else str(s.quote_age_a_ms),
+                      "" if s.quote_age_b_ms is None else str(s.quote_age_b_ms),
+                      str(sum(s.signals_emitted.values())))
+    console = Console(width=width, record=True, file=_NullFile(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def pnl_rows(journal: Journal, positions: dict[str, PairPosition], mids: MidSource) -> list[dict[str, Any]]:
+    """Per pair: round trips, wins, realized and unrealized PnL net of fees, fees, max drawdown."""
+    rows = []
+    for pair_id, position in positions.items():
+        trips = [t for t in journal.round_trips(pair_id) if not t.is_open and t.net_pnl is not None]
+        realized = sum((t.net_pnl for t in trips if t.net_pnl is not None), ZERO)
+        fees = sum((t.fees for t in trips if t.fees is not None), ZERO)
+        unrealized, open_fees = _unrealized(journal, position, mids)
+        rows.append({
+            "pair": pair_id, "state": position.state.value, "round_trips": len(trips),
+            "wins": sum(1 for t in trips if t.net_pnl is not None and t.net_pnl > 0),
+            "realized_usdt": _money(realized), "unrealized_usdt": _money(unrealized - open_fees),
+            "fees_usdt": _money(fees + open_fees), "max_drawdown_usdt": _money(_max_drawdown(
+                [t.net_pnl for t in trips if t.net_pnl is not None])),
+        })
+    return rows
+
+
+def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("round_trips", "wins", "realized_usdt", "unrealized_usdt", "fees_usdt")
+    return {k: round(sum(r[k] for r in rows), 6) if k.endswith("usdt") else sum(r[k] for r in rows) for k in keys}
+
+
+def _unrealized(journal: Journal, position: PairPosition, mids: MidSource) -> tuple[Decimal, Decimal]:
+    """Mark-to-mid PnL of the open legs and the fees already paid on them."""
+    if position.round_trip_id is None or (position.qty_a == 0 and position.qty_b == 0):
+        return ZERO, ZERO
+    trip = journal.get_round_trip(position.round_trip_id)
+    if trip is None:
+        return ZERO, ZERO
+    cash = ZERO
+    fees = ZERO
+    for fill in journal.fills_for_pair_since(position.pair_id, trip.opened_ts_ms - 1):
+        notional = fill.qty * fill.price
+        cash += notional if fill.side is Side.SELL else -notional
+        fees += fill.fee
+    value = ZERO
+    for symbol, qty in ((position.symbol_a, position.qty_a), (position.symbol_b, position.qty_b)):
+        mid = mids(symbol)
+        if qty and mid is None:
+            return ZERO, fees
+        value += qty * (mid or ZERO)
+    return cash + value, fees
+
+
+def _max_drawdown(pnls: list[Decimal]) -> Decimal:
+    """Largest fall of cumulative realized PnL from its running peak (0 if it never fell)."""
+    peak = ZERO
+    equity = ZERO
+    worst = ZERO
+    for pnl in pnls:
+        equity += pnl
+        peak = max(peak, equity)
+        worst = max(worst, peak - equity)
+    return worst
+
+
+def _money(value: Decimal) -> float:
+    return float(round(value, 6))
+
+
+class _NullFile:
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+class StatusReporter:
+    """Logs the status table every ``interval_seconds`` of wall time."""
+
+    name = "status"
+
+    def __init__(self, generators: dict[str, SignalGenerator], interval_seconds: float) -> None:
+        self._generators = generators
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="status")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            logger.info("\n" + status_table(self._generators).rstrip())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
