@@ -85,7 +85,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
 
     journal = Journal.open(_journal_path(config, mode, storage_dir), mode=mode.value)
     pipeline.journal = journal
-    adapter, observers = _adapter(mode, exchange_config, order_secrets, config, storage_dir)
+    adapter, observers = _adapter(mode, exchange_config, order_secrets, config, storage_dir, started)
     engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=config.execution,
                              risk=config.risk, leverage=config.exchange.leverage,
                              margin_mode=config.exchange.margin_mode, mids=lambda s: router.mid(s),
@@ -104,12 +104,30 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     return pipeline
 
 
+class _ClientCloser:
+    """Owns a ccxt client that no component closes (the paper exchange's market source)."""
+
+    def __init__(self, name: str, client: CcxtExchange) -> None:
+        self.name = name
+        self._client = client
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._client.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
 def _adapter(mode: RunMode, exchange_config: Any, secrets: Secrets, config: AppConfig,
-             storage_dir: Path) -> tuple[ExchangeAdapter, list[Any]]:
+             storage_dir: Path, started: list[Component]) -> tuple[ExchangeAdapter, list[Any]]:
     if mode is RunMode.PAPER:
         from execution.paper import PaperExchange
 
         markets = CcxtExchange(exchange_config, None)
+        started.append(_ClientCloser("paper_markets", markets))
         paper = PaperExchange(markets=markets, market_info=markets.market_info, paper=config.paper,
                               state_path=storage_dir / "paper-account.json")
         return paper, [paper.on_quote]

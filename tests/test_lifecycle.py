@@ -44,7 +44,7 @@ def test_duration_run_exits_0_writes_stats_and_leaks_no_secret(paper_bot_dir: Pa
     assert stats["stop_reason"] == "duration 2s reached"
     assert 2.0 <= stats["uptime_seconds"] < 10
     assert {"signals_processed", "trades_executed", "success_rate_pct", "sections"} <= stats.keys()
-    assert "FINAL STATISTICS" in proc.stdout and "Success rate: 0.0%" in proc.stdout
+    assert "FINAL STATISTICS" in proc.stdout and "Success rate: " in proc.stdout
     text = _all_log_text(bot_dir / "logs") + proc.stdout + proc.stderr
     assert "keys present" in text  # the key was loaded ...
     assert FAKE_KEY not in text and FAKE_SECRET not in text  # ... and never shown
