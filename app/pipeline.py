@@ -111,8 +111,10 @@ class SignalRouter:
                         result.pair_id, result.signal_type.value, result.detail)
         else:
             self.counters.not_executed += 1
-            logger.info("signal {} not executed: {} ({}) {}", result.signal_id, result.status.value,
-                        result.reason.value, result.detail)
+            # A refusal was already logged by the engine with its reason; other outcomes matter here.
+            log = logger.debug if result.status is ExecutionStatus.REFUSED else logger.warning
+            log("signal {} not executed: {} ({}) {}", result.signal_id, result.status.value,
+                result.reason.value, result.detail)
         if result.status is ExecutionStatus.HALTED or result.state_after is PairState.HALTED:
             gen.halt(result.detail)
 

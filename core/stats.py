@@ -16,7 +16,6 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
+
+from core.files import write_json_atomically
 from rich.table import Table
 
 SCHEMA_VERSION = 1
@@ -98,10 +99,7 @@ class SessionStats:
         while path.exists():
             path = directory / f"session-{stamp}-{suffix}.json"
             suffix += 1
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.snapshot(), indent=2, default=str) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_json_atomically(path, self.snapshot(), indent=2, default=str)
 
 
 def final_statistics_text(snapshot: dict[str, Any]) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from core.files import write_json_atomically
 from core.config import PaperConfig
 from core.errors import (InsufficientFundsError, InvalidOrderError, OrderNotFoundError, PermanentError,
                          RetryableError)
@@ -435,13 +435,7 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _write_atomically(path: Path, payload: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_json_atomically(path, payload)
 
 
 def _dec(value: float) -> Decimal:

@@ -378,7 +378,7 @@ class SignalGenerator:
         self._busy = None
         if not done:
             self._failed += 1
-            logger.info("{}: {} not executed; state stays {}", self.pair_id, signal.signal_id, self._state.value)
+            logger.debug("{}: {} not executed; state stays {}", self.pair_id, signal.signal_id, self._state.value)
             return
         self._executed += 1
         if self._state is not self._busy_from:

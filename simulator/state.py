@@ -12,10 +12,11 @@ file next to the target and renamed over it, so a reader never sees half a file.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from core.files import write_json_atomically
 
 STATE_VERSION = 1
 
@@ -34,14 +35,7 @@ def save_state(path: Path, *, replay_ms: int, engine: dict[str, Any],
         "engine": engine,
         "listen_keys": listen_keys,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_json_atomically(path, payload)
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
