@@ -70,7 +70,7 @@ class MarketDataHub:
 
     def __init__(self, *, exchange_config: ExchangeConfig, secrets: Secrets | None = None,
                  max_quote_age_ms: int, reconnect_base_ms: int = 250, reconnect_max_ms: int = 10_000,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, watch_timeout_s: float | None = None) -> None:
         self._config = exchange_config
         self._secrets = secrets
         self._max_quote_age_ms = max_quote_age_ms
@@ -88,8 +88,12 @@ class MarketDataHub:
         self._stale: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        self._ws_clients: tuple[Any, ...] | None = None  # ccxt's WebSocket clients at the last wake-up
         # A live feed of many symbols never goes quiet this long; when it does, the socket is dead.
-        self._watch_timeout_s = max(5.0, 2 * max_quote_age_ms / 1000)
+        # ``watch_timeout_s`` overrides it (tests use a short one to recover fast).
+        if watch_timeout_s is not None and not watch_timeout_s > 0:
+            raise ValueError(f"watch_timeout_s must be > 0 seconds, got {watch_timeout_s}")
+        self._watch_timeout_s = watch_timeout_s or max(5.0, 2 * max_quote_age_ms / 1000)
 
     # -- setup --------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -223,6 +227,7 @@ class MarketDataHub:
                 # socket open and every watch call hanging; only closing the clients recovers it.
                 self.counters.watch_timeouts += 1
                 self.counters.reconnects += 1
+                self._ws_clients = None
                 logger.warning("market data: no frame for {:.1f}s; closing the WebSocket and resubscribing",
                                self._watch_timeout_s)
                 await self._close_ws_clients()
@@ -230,6 +235,7 @@ class MarketDataHub:
             except NetworkError as exc:
                 failures += 1
                 self.counters.reconnects += 1
+                self._ws_clients = None
                 delay = self._backoff_seconds(failures)
                 logger.warning("market data: connection lost ({}); reconnect #{} in {:.2f}s",
                                type(exc).__name__, self.counters.reconnects, delay)
@@ -240,7 +246,25 @@ class MarketDataHub:
                                          expected=f"a venue that streams these symbols ({exc})") from exc
             failures = 0
             self.counters.wakeups += 1
-            await self.drain()
+            self._count_silent_reconnect()
+            # A frame that lands while an async consumer runs resolves no pending watch call, so
+            # it would wait for the next frame of any symbol: drain until a pass finds nothing.
+            while await self.drain():
+                pass
+
+    def _count_silent_reconnect(self) -> None:
+        """Count a reconnect that no watch call saw.
+
+        When the server closes the socket while no watch call is pending (the hub is draining),
+        ccxt drops the client and the next call dials a new one without raising anything.
+        """
+        clients = tuple((getattr(self.exchange, "clients", None) or {}).values())
+        known = self._ws_clients
+        if known is not None and any(all(c is not k for k in known) for c in clients):
+            self.counters.reconnects += 1
+            logger.warning("market data: the WebSocket was replaced between watch calls (reconnect #{})",
+                           self.counters.reconnects)
+        self._ws_clients = clients
 
     async def drain(self) -> int:
         """Process every symbol whose newest quote has not been processed yet; return how many."""
