@@ -66,6 +66,9 @@ class ExchangeConfig(_Strict):
     leverage: int = Field(default=2, ge=1, le=125)
     margin_mode: Literal["isolated", "cross"] = "isolated"
     request_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+    # ccxt's client-side throttle, for market-data requests. The order client never uses it: it
+    # spaces requests by their weight (an order costs ~200 ms), which would send the two legs of
+    # a pair 200 ms apart. Orders are few; a 429/418 is retried with backoff instead.
     enable_rate_limit: bool = True
 
     @field_validator("id")
@@ -81,8 +84,8 @@ class ExchangeConfig(_Strict):
     def _url_shape(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not re.fullmatch(r"(https?|wss?)://[A-Za-z0-9.\-\[\]]+(:\d{1,5})?/?", value):
-            raise ValueError("a URL of scheme and host only, such as 'http://127.0.0.1:8765'")
+        if not re.fullmatch(r"(https?|wss?)://[A-Za-z0-9.\-\[\]]+(:\d{1,5})?(/[A-Za-z0-9._~\-/]*)?", value):
+            raise ValueError("a URL such as 'http://127.0.0.1:8765' or 'ws://127.0.0.1:8765/ws'")
         return value.rstrip("/")
 
 

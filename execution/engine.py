@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -37,10 +36,12 @@ from execution.orders import OrderPlacer, OrderRequest, PlacedOrder, ProtocolCou
 from execution.results import ExecutionResult, ExecutionStatus, PairSpec, Reason
 from execution.reconcile import ReconcileReport, Reconciler
 from execution.risk import RiskSnapshot, check_entry
-from execution.sizing import SizingRefused, check_order_limits, plan_entry
+from execution.sizing import EntryPlan, SizingRefused, check_order_limits, plan_entry
 
 MidSource = Callable[[str], Decimal | None]
 ZERO = Decimal(0)
+_MAX_CLOSE_ATTEMPTS = 20  # per leg and purpose; the attempt number is part of the clientOrderId
+_DAY_MS = 86_400_000
 
 
 class ExecutionEngine:
@@ -77,6 +78,8 @@ class ExecutionEngine:
         self._fill_ms: list[float] = []
         self._overhead_ms: list[float] = []
         self._periodic: asyncio.Task[None] | None = None
+        self._balance_task: asyncio.Task[None] | None = None
+        self._last_refusal: dict[str, str] = {}
         self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)
         self.last_reconcile: ReconcileReport | None = None
 
@@ -130,6 +133,8 @@ class ExecutionEngine:
             self._periodic = None
         async with self._lock:
             pass
+        if self._balance_task is not None:
+            await asyncio.gather(self._balance_task, return_exceptions=True)
         await self.adapter.close()
 
     def pair_state(self, pair_id: str) -> PairState:
@@ -151,14 +156,25 @@ class ExecutionEngine:
                 result = ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type,
                                          ExecutionStatus.FAILED, Reason.JOURNAL_ERROR, str(exc),
                                          state_after=self.pair_state(signal.pair_id))
-            if result.status is not ExecutionStatus.REFUSED:
-                await self.refresh_balance()
+                self._record_outcome(signal, result)
+        if result.status is not ExecutionStatus.REFUSED:
+            self._refresh_balance_soon()
         self._count_outcome(result)
+        return result
+
+    def _refresh_balance_soon(self) -> None:
+        """Refresh free margin in the background, outside the lock, so the next signal never
+        waits for a balance request; one refresh at a time."""
+        if self._balance_task is None or self._balance_task.done():
+            self._balance_task = asyncio.create_task(self.refresh_balance(), name="execution.balance")
+
+    def _record_outcome(self, signal: TradingSignal, result: ExecutionResult) -> None:
+        """Store what became of a signal this engine recorded. Only then: a refused duplicate
+        must not overwrite the outcome of the signal it duplicates."""
         try:
             self.journal.set_signal_outcome(signal.signal_id, result.status.value, result.reason.value)
         except JournalError as exc:
             logger.error("{}: could not record the outcome of {}: {}", signal.pair_id, signal.signal_id, exc)
-        return result
 
     async def _execute_locked(self, signal: TradingSignal, received: float) -> ExecutionResult:
         spec = self.pairs.get(signal.pair_id)
@@ -180,28 +196,43 @@ class ExecutionEngine:
             return self._refuse(signal, Reason.ALREADY_IN_POSITION, position.state.value)
         if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
             return self._refuse(signal, Reason.NOT_IN_POSITION, position.state.value)
+        plan = None
+        if signal.signal_type.is_entry:
+            # P4 and risk before anything is written: a refused entry costs no journal commit,
+            # which matters because a persistent refusal (max_open_pairs) recurs every cooldown.
+            plan_or_refusal = self._plan_entry(signal, spec)
+            if isinstance(plan_or_refusal, ExecutionResult):
+                return plan_or_refusal
+            plan = plan_or_refusal
         self._seen.add(signal.signal_id)
         if not self.journal.record_signal(signal):
             return self._refuse(signal, Reason.DUPLICATE_SIGNAL, "signal id already in the journal")
         self._last_signal_ts[signal.pair_id] = signal.ts_ms
-        if signal.signal_type.is_entry:
-            return await self._enter(signal, spec, received)
-        return await self._exit(signal, spec, position, received)
+        if plan is not None:
+            result = await self._enter(signal, spec, plan, received)
+        else:
+            result = await self._exit(signal, spec, position, received)
+        self._record_outcome(signal, result)
+        return result
 
     # -- entries --------------------------------------------------------------------------------
-    async def _enter(self, signal: TradingSignal, spec: PairSpec, received: float) -> ExecutionResult:
-        mid_a, mid_b = _dec(signal.mid_a), _dec(signal.mid_b)
+    def _plan_entry(self, signal: TradingSignal, spec: PairSpec) -> EntryPlan | ExecutionResult:
+        """Size and check an entry (P4, then risk); the plan, or the refusal as a result."""
         try:
             plan = plan_entry(signal_type=signal.signal_type, symbol_a=spec.symbol_a, symbol_b=spec.symbol_b,
-                              gross_usdt=spec.notional_usdt, beta=spec.hedge_ratio, mid_a=mid_a, mid_b=mid_b,
-                              transform=spec.price_transform,
+                              gross_usdt=spec.notional_usdt, beta=spec.hedge_ratio, mid_a=_dec(signal.mid_a),
+                              mid_b=_dec(signal.mid_b), transform=spec.price_transform,
                               max_hedge_error=Decimal(str(self._exec.max_hedge_error)), precision=self.adapter)
         except SizingRefused as exc:
             self.counters.precision_refusals += 1
             return self._refuse(signal, Reason(exc.reason.value), str(exc))
-        decision = check_entry(self._risk, self._risk_snapshot(), plan.gross_notional)
+        decision = check_entry(self._risk, self._risk_snapshot(signal.ts_ms), plan.gross_notional)
         if decision.refusal is not None:
             return self._refuse(signal, Reason(decision.refusal.value), decision.detail)
+        return plan
+
+    async def _enter(self, signal: TradingSignal, spec: PairSpec, plan: EntryPlan,
+                     received: float) -> ExecutionResult:
         requests = [OrderRequest(signal.signal_id, spec.pair_id, "a", OrderPurpose.ENTRY, 0, spec.symbol_a,
                                  plan.leg_a.side, plan.leg_a.qty),
                     OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
@@ -210,7 +241,8 @@ class ExecutionEngine:
                     plan.leg_a.side, plan.leg_a.qty, spec.symbol_a, plan.leg_b.side, plan.leg_b.qty, spec.symbol_b)
         sent = time.monotonic()
         self._overhead_ms.append((sent - received) * 1000)
-        placed_a, placed_b = await asyncio.gather(*(self.placer.place(r) for r in requests))
+        sent_a, sent_b = await self.placer.send_together(requests)
+        placed_a, placed_b = await asyncio.gather(self.placer.finish(sent_a), self.placer.finish(sent_b))
         ack_ms = self._latency(received, placed_a, placed_b)
         fill_ms = (time.monotonic() - received) * 1000
         fa, fb = placed_a.filled, placed_b.filled
@@ -225,7 +257,7 @@ class ExecutionEngine:
                                                    side=plan.leg_a.side if fa > 0 else plan.leg_b.side,
                                                    ack_ms=ack_ms)
         if fa != plan.leg_a.qty or fb != plan.leg_b.qty:
-            fa, fb = await self._repair_partial(signal, spec, plan.ratio_a_per_b, plan.leg_a.qty, plan.leg_b.qty,
+            fa, fb = await self._repair_partial(signal, spec, plan.leg_a.qty, plan.leg_b.qty,
                                                 fa, fb, plan.leg_a.side, plan.leg_b.side)
         if fa == 0 or fb == 0:  # a repair can only get here if a trim closed a whole leg
             return await self._rollback_single_leg(signal, spec, filled_leg="a" if fa > 0 else "b",
@@ -242,26 +274,35 @@ class ExecutionEngine:
         return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, f"holding {spec.symbol_a} {sign_a * fa}, "
                             f"{spec.symbol_b} {sign_b * fb}", fa, fb, ack_ms=ack_ms, fill_ms=fill_ms)
 
-    async def _repair_partial(self, signal: TradingSignal, spec: PairSpec, ratio: Decimal, want_a: Decimal,
-                              want_b: Decimal, fa: Decimal, fb: Decimal, side_a: str,
-                              side_b: str) -> tuple[Decimal, Decimal]:
-        """P2: top up the leg that is short of the hedge, then trim whatever still overshoots."""
+    async def _repair_partial(self, signal: TradingSignal, spec: PairSpec, want_a: Decimal, want_b: Decimal,
+                              fa: Decimal, fb: Decimal, side_a: str, side_b: str) -> tuple[Decimal, Decimal]:
+        """P2: top up the short leg towards the other's hedge quantity, then trim the leg that
+        still overshoots by its whole excess lot steps.
+
+        The hedge is the planned ``want_a : want_b``. Afterwards the leg that is over its exact
+        hedge is over by less than one of its own lot steps. Everything is computed by exact
+        cross-multiplication (``_excess``, ``_hedge_ceil``), never through a rounded ratio
+        (``77 * (737 / 77)`` is 736.99... in Decimal), and only the leg that is over is trimmed:
+        trimming each leg to the *floored* hedge of the other, in turn, can leave the first leg
+        many lot steps over again.
+        """
         self.counters.partial_fills_repaired += 1
         logger.warning("{} {}: partial fill a={}/{} b={}/{}; repairing the hedge", spec.pair_id,
                        signal.signal_id, fa, want_a, fb, want_b)
-        # Which leg is short relative to the other, measured through the planned ratio?
-        if fa < fb * ratio:
-            fa = await self._top_up(signal, spec, "a", spec.symbol_a, side_a, want_a - fa, fa, _dec(signal.mid_a))
-        elif fb * ratio < fa:
-            fb = await self._top_up(signal, spec, "b", spec.symbol_b, side_b, want_b - fb, fb, _dec(signal.mid_b))
         step_a = self.adapter.rules(spec.symbol_a).step_size
         step_b = self.adapter.rules(spec.symbol_b).step_size
-        hedge_b = _floor(fa / ratio, step_b)
-        if fb - hedge_b >= step_b:
-            fb -= await self._trim(signal, spec, "b", spec.symbol_b, side_b, fb - hedge_b)
-        hedge_a = _floor(fb * ratio, step_a)
-        if fa - hedge_a >= step_a:
-            fa -= await self._trim(signal, spec, "a", spec.symbol_a, side_a, fa - hedge_a)
+        if _excess(fb, fa, want_b, want_a, step_b) > 0:  # b over, so a short: top a up
+            target = min(want_a, _hedge_ceil(fb, want_a, want_b, step_a))
+            fa = await self._top_up(signal, spec, "a", spec.symbol_a, side_a, target - fa, fa, _dec(signal.mid_a))
+        elif _excess(fa, fb, want_a, want_b, step_a) > 0:
+            target = min(want_b, _hedge_ceil(fa, want_b, want_a, step_b))
+            fb = await self._top_up(signal, spec, "b", spec.symbol_b, side_b, target - fb, fb, _dec(signal.mid_b))
+        excess_a = _excess(fa, fb, want_a, want_b, step_a)
+        excess_b = _excess(fb, fa, want_b, want_a, step_b)
+        if excess_a > 0:
+            fa -= await self._trim(signal, spec, "a", spec.symbol_a, side_a, excess_a, fa)
+        elif excess_b > 0:
+            fb -= await self._trim(signal, spec, "b", spec.symbol_b, side_b, excess_b, fb)
         log_trade_event("partial_fill_repaired", pair_id=spec.pair_id, signal_id=signal.signal_id,
                         filled_a=str(fa), filled_b=str(fb))
         return fa, fb
@@ -279,20 +320,12 @@ class ExecutionEngine:
         return have + placed.filled
 
     async def _trim(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, entry_side: str,
-                    excess: Decimal) -> Decimal:
-        """Reduce an over-filled leg; returns what was actually taken off."""
+                    excess: Decimal, held: Decimal) -> Decimal:
+        """Reduce an over-filled leg (``held`` filled so far, not saved yet); returns what was taken off."""
         self.counters.trims += 1
-        side = _opposite(entry_side)
-        removed = ZERO
-        for attempt in range(self._exec.max_order_retries + 1):
-            left = excess - removed
-            if left <= 0:
-                break
-            placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.TRIM,
-                                                          attempt, symbol, side, left,
-                                                          reduce_only=self._reduce_only_ok(symbol, side, left)))
-            removed += placed.filled
-        return removed
+        left = await self._close_quantity(signal, spec, leg, symbol, _opposite(entry_side), excess, OrderPurpose.TRIM,
+                                          unsaved=held)
+        return excess - left
 
     async def _rollback_single_leg(self, signal: TradingSignal, spec: PairSpec, *, filled_leg: str, qty: Decimal,
                                    side: str, ack_ms: float | None) -> ExecutionResult:
@@ -301,7 +334,7 @@ class ExecutionEngine:
         logger.error("{} {}: only leg {} ({} {} {}) filled; rolling it back", spec.pair_id, signal.signal_id,
                      filled_leg, side, qty, symbol)
         left = await self._close_quantity(signal, spec, filled_leg, symbol, _opposite(side), qty,
-                                          OrderPurpose.ROLLBACK)
+                                          OrderPurpose.ROLLBACK, unsaved=qty)
         round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
                                                   opened_ts_ms=signal.ts_ms)
         if left == 0:
@@ -320,18 +353,32 @@ class ExecutionEngine:
                             state=PairState.HALTED)
 
     async def _close_quantity(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, side: str,
-                              qty: Decimal, purpose: OrderPurpose, first_attempt: int = 0) -> Decimal:
-        """Market-close ``qty`` with retries and backoff; returns what is still open."""
+                              qty: Decimal, purpose: OrderPurpose, *, unsaved: Decimal = ZERO) -> Decimal:
+        """Market-close ``qty`` with retries and backoff; returns what is still open.
+
+        An attempt that fills nothing costs one of ``max_order_retries`` and is followed by a
+        backoff; an attempt that fills part (a thin book expiring the rest) is followed at once
+        by one for the remainder, up to ``_MAX_CLOSE_ATTEMPTS`` in all, so partial fills alone
+        do not leave a leg open. ``unsaved``: quantity of this leg filled by this execution and
+        not in ``self.positions`` yet (trim, rollback), which a reduce-only order may close.
+        """
         left = qty
-        for attempt in range(first_attempt, first_attempt + self._exec.max_order_retries + 1):
-            if left <= 0:
+        failures = 0
+        for attempt in range(_MAX_CLOSE_ATTEMPTS):
+            if left <= 0 or failures > self._exec.max_order_retries:
                 break
+            pending = _signed(unsaved - (qty - left), _opposite(side)) if unsaved else ZERO
+            if attempt and purpose is OrderPurpose.EXIT:
+                self.counters.exit_retries += 1
             placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, purpose, attempt,
                                                           symbol, side, left,
-                                                          reduce_only=self._reduce_only_ok(symbol, side, left)))
+                                                          reduce_only=self._reduce_only_ok(symbol, side, left,
+                                                                                           pending)))
             left -= placed.filled
-            if left > 0:
-                await asyncio.sleep(self.placer.backoff(attempt - first_attempt))
+            if placed.filled == 0:
+                failures += 1
+                if left > 0 and failures <= self._exec.max_order_retries:
+                    await asyncio.sleep(self.placer.backoff(failures - 1))
         return left
 
     # -- exits ----------------------------------------------------------------------------------
@@ -356,7 +403,6 @@ class ExecutionEngine:
             pnl = f"net PnL {trip.net_pnl:.4f} USDT" if trip and trip.net_pnl is not None else "closed"
             return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, pnl, abs(position.qty_a),
                                 abs(position.qty_b), fill_ms=fill_ms)
-        self.counters.exit_retries += 1
         held_a = _remaining(position.qty_a, left["a"])
         held_b = _remaining(position.qty_b, left["b"])
         reason = (f"exit incomplete after retries: {spec.symbol_a} {held_a} and {spec.symbol_b} {held_b} "
@@ -378,25 +424,30 @@ class ExecutionEngine:
     def _save_position(self, position: PairPosition) -> None:
         self.positions[position.pair_id] = self.journal.save_position(position)
 
-    def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal) -> bool:
+    def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal, unsaved: Decimal = ZERO) -> bool:
         """Reduce-only only when the account's net position on the symbol can absorb it.
 
         Pairs share legs and the account is one-way, so a pair's leg can point against the net
         position; a reduce-only order would then be refused (-2022) and the leg left open.
+        ``unsaved`` is the signed quantity this execution holds on the symbol but has not saved
+        to ``self.positions`` yet (a leg being trimmed or rolled back). Without it a trim or
+        rollback below min notional went out without reduce-only and was refused (-4164).
         """
         net = sum((p.qty_a if p.symbol_a == symbol else ZERO) + (p.qty_b if p.symbol_b == symbol else ZERO)
-                  for p in self.positions.values())
+                  for p in self.positions.values()) + unsaved
         return net >= qty if side == "sell" else net <= -qty
 
-    def _risk_snapshot(self) -> RiskSnapshot:
+    def _risk_snapshot(self, now_ms: int) -> RiskSnapshot:
+        """``now_ms`` is the signal's exchange time: round trips are closed with signal times,
+        so "today" for the daily loss must be the UTC day of that clock too (in a replay it is
+        not the wall clock's day, and a wall-clock day never saw a replayed loss)."""
         open_pairs = sum(p.state is not PairState.FLAT for p in self.positions.values())
         exposure = ZERO
         for p in self.positions.values():
             for symbol, qty in ((p.symbol_a, p.qty_a), (p.symbol_b, p.qty_b)):
                 if qty:
                     exposure += abs(qty) * (self._mids(symbol) or ZERO)
-        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        realized = self.journal.realized_pnl_since(int(midnight.timestamp() * 1000))
+        realized = self.journal.realized_pnl_since(now_ms - now_ms % _DAY_MS)
         return RiskSnapshot(open_pairs, exposure, realized, self._free_margin, self._leverage)
 
     def _latency(self, received: float, *placed: PlacedOrder) -> float | None:
@@ -409,13 +460,18 @@ class ExecutionEngine:
 
     def _refuse(self, signal: TradingSignal, reason: Reason, detail: str) -> ExecutionResult:
         self._refusals[reason.value] = self._refusals.get(reason.value, 0) + 1
-        logger.info("{} {} refused: {} ({})", signal.pair_id, signal.signal_id, reason.value, detail)
+        # A refusal that repeats for a pair (e.g. max_open_pairs, every cooldown) is said once at
+        # INFO; the repeats go to the debug log and to the refusal counters.
+        log = logger.debug if self._last_refusal.get(signal.pair_id) == reason.value else logger.info
+        self._last_refusal[signal.pair_id] = reason.value
+        log("{} {} refused: {} ({})", signal.pair_id, signal.signal_id, reason.value, detail)
         return ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type, ExecutionStatus.REFUSED, reason,
                                detail, state_after=self.pair_state(signal.pair_id))
 
     def _result(self, signal: TradingSignal, status: ExecutionStatus, reason: Reason, detail: str,
                 filled_a: Decimal = ZERO, filled_b: Decimal = ZERO, *, ack_ms: float | None = None,
                 fill_ms: float | None = None, state: PairState | None = None) -> ExecutionResult:
+        self._last_refusal.pop(signal.pair_id, None)
         return ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type, status, reason, detail,
                                filled_a, filled_b, state or self.pair_state(signal.pair_id), ack_ms, fill_ms)
 
@@ -448,8 +504,41 @@ def _dec(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-def _floor(value: Decimal, step: Decimal) -> Decimal:
-    return (value // step) * step
+def _excess(have: Decimal, other: Decimal, want: Decimal, want_other: Decimal, step: Decimal) -> Decimal:
+    """Whole lot steps by which ``have`` exceeds the exact hedge of ``other`` at the planned
+    ``want : want_other`` (0 when it does not). Exact: cross-multiplied, no rounded ratio.
+
+    >>> _excess(Decimal(737), Decimal(77), Decimal(737), Decimal(77), Decimal("0.1"))
+    Decimal('0')
+    >>> _excess(Decimal(20), Decimal(650), Decimal(20), Decimal(651), Decimal(1))
+    Decimal('0')
+    >>> _excess(Decimal(650), Decimal(19), Decimal(651), Decimal(20), Decimal("0.1"))
+    Decimal('31.5')
+    """
+    over = have * want_other - other * want
+    if over <= 0:
+        return ZERO
+    return (over // (want_other * step)) * step
+
+
+def _hedge_ceil(other: Decimal, want: Decimal, want_other: Decimal, step: Decimal) -> Decimal:
+    """The smallest quantity on the ``step`` grid that fully hedges ``other`` at ``want : want_other``.
+
+    >>> _hedge_ceil(Decimal(77), Decimal(737), Decimal(77), Decimal("0.1"))
+    Decimal('737.0')
+    >>> _hedge_ceil(Decimal(650), Decimal(20), Decimal(651), Decimal(1))
+    Decimal('20')
+    """
+    exact = other * want
+    units = exact // (want_other * step)
+    if units * want_other * step < exact:
+        units += 1
+    return units * step
+
+
+def _signed(qty: Decimal, side: str) -> Decimal:
+    """The position change of a fill of ``qty`` on ``side``."""
+    return qty if side == "buy" else -qty
 
 
 def _opposite(side: str) -> str:

@@ -28,7 +28,7 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from loguru import logger
 
@@ -325,6 +325,27 @@ class Journal:
         ``InvalidRecordError`` for a malformed order. ``round_trip_id`` links an order sent
         outside its round trip's entry and exit signals (a reconciliation repair, say).
         """
+        return self.record_order_intents([dict(
+            client_order_id=client_order_id, signal_id=signal_id, pair_id=pair_id, leg=leg, purpose=purpose,
+            attempt=attempt, symbol=symbol, side=side, order_type=order_type, qty=qty, price=price,
+            reduce_only=reduce_only, round_trip_id=round_trip_id)])[0]
+
+    def record_order_intents(self, intents: Sequence[Mapping[str, Any]]) -> list[OrderRecord]:
+        """Several intents (the legs of a pair) in ONE transaction: all or none, one fsync.
+
+        Each mapping holds ``record_order_intent``'s keyword arguments. One commit instead of one
+        per leg keeps the fsync cost out from between the two legs' requests.
+        """
+        orders = [self._build_intent(**intent) for intent in intents]
+        with self._tx() as conn:
+            for order in orders:
+                self._insert_intent(conn, order)
+        return orders
+
+    def _build_intent(self, *, client_order_id: str, signal_id: str, pair_id: str, leg: Leg | str,
+                      purpose: OrderPurpose | str, attempt: int, symbol: str, side: Side | str,
+                      order_type: OrderType | str, qty: Decimal, price: Decimal | None = None,
+                      reduce_only: bool = False, round_trip_id: int | None = None) -> OrderRecord:
         if not CLIENT_ORDER_ID_RE.match(client_order_id):
             raise InvalidRecordError(f"client order id {client_order_id!r}: at most 36 of [.A-Z:/a-z0-9_-]")
         if not (signal_id and pair_id and symbol):
@@ -339,28 +360,30 @@ class Journal:
         if kind is OrderType.LIMIT and limit is None:
             raise InvalidRecordError(f"order {client_order_id}: a limit order needs a price")
         now = self._now_ms()
-        order = OrderRecord(
+        return OrderRecord(
             client_order_id=client_order_id, signal_id=signal_id, pair_id=pair_id, leg=_enum(Leg, leg, "leg"),
             purpose=_enum(OrderPurpose, purpose, "purpose"), attempt=attempt, symbol=symbol,
             side=_enum(Side, side, "side"), order_type=kind, qty=amount, price=limit,
             reduce_only=bool(reduce_only), status=OrderStatus.INTENT, exchange_order_id=None,
             filled_qty=Decimal(0), avg_price=None, fee=Decimal(0), error=None, created_ms=now,
             updated_ms=now, round_trip_id=round_trip_id)
-        with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone():
-                raise DuplicateOrderError(f"client order id {client_order_id} is already in the journal")
-            if round_trip_id is not None and self._round_trip_row(conn, round_trip_id) is None:
-                raise UnknownRecordError(f"round trip {round_trip_id} is not in the journal")
-            conn.execute(
-                "INSERT INTO orders (client_order_id, signal_id, pair_id, leg, purpose, attempt, symbol, side,"
-                " order_type, qty, price, reduce_only, status, exchange_order_id, filled_qty, avg_price, fee,"
-                " error, created_ms, updated_ms, round_trip_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '0', NULL, '0', NULL, ?, ?, ?)",
-                (client_order_id, signal_id, pair_id, order.leg.value, order.purpose.value, attempt, symbol,
-                 order.side.value, kind.value, _txt(amount), _txt_opt(limit), int(order.reduce_only),
-                 OrderStatus.INTENT.value, now, now, round_trip_id))
-            self._append_event(conn, order, from_status=None)
-        return order
+
+    def _insert_intent(self, conn: sqlite3.Connection, order: OrderRecord) -> None:
+        cid = order.client_order_id
+        if conn.execute("SELECT 1 FROM orders WHERE client_order_id = ?", (cid,)).fetchone():
+            raise DuplicateOrderError(f"client order id {cid} is already in the journal")
+        if order.round_trip_id is not None and self._round_trip_row(conn, order.round_trip_id) is None:
+            raise UnknownRecordError(f"round trip {order.round_trip_id} is not in the journal")
+        conn.execute(
+            "INSERT INTO orders (client_order_id, signal_id, pair_id, leg, purpose, attempt, symbol, side,"
+            " order_type, qty, price, reduce_only, status, exchange_order_id, filled_qty, avg_price, fee,"
+            " error, created_ms, updated_ms, round_trip_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '0', NULL, '0', NULL, ?, ?, ?)",
+            (cid, order.signal_id, order.pair_id, order.leg.value, order.purpose.value, order.attempt, order.symbol,
+             order.side.value, order.order_type.value, _txt(order.qty), _txt_opt(order.price),
+             int(order.reduce_only), OrderStatus.INTENT.value, order.created_ms, order.updated_ms,
+             order.round_trip_id))
+        self._append_event(conn, order, from_status=None)
 
     def update_order(self, client_order_id: str, *, status: OrderStatus | str, exchange_order_id: str | None = None,
                      filled_qty: Decimal | None = None, avg_price: Decimal | None = None,

@@ -165,7 +165,9 @@ TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     # pre-exchange states (INTENT, SENT) cannot follow.
     S.UNKNOWN: frozenset(set(S) - {S.INTENT, S.SENT}),
     # ODDITY: a late appearance; the exchange received the request after our lookup said no.
-    S.NOT_FOUND: frozenset({S.NOT_FOUND, S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}),
+    # ODDITY: a resend after NOT_FOUND can itself lose its response (UNKNOWN) or be refused.
+    S.NOT_FOUND: frozenset({S.NOT_FOUND, S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
+                            S.UNKNOWN, S.REJECTED}),
 }
 
 # Statuses whose filled quantity must be zero, and the ones that demand a partial fill.

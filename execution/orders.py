@@ -24,9 +24,9 @@ from loguru import logger
 
 from core.errors import OrderNotFoundError, PermanentError, RetryableError
 from core.log_setup import log_trade_event
-from execution.exchange import ExchangeAdapter, ExchangeOrderStatus, OrderState, OrderStatusUnknownError
+from execution.exchange import ExchangeAdapter, ExchangeOrderStatus, OrderState
 from execution.journal import Journal
-from execution.journal_models import OrderPurpose, OrderRecord, OrderStatus
+from execution.journal_models import TRANSITIONS, OrderPurpose, OrderRecord, OrderStatus
 
 _PURPOSE_CODE = {OrderPurpose.ENTRY: "E", OrderPurpose.EXIT: "X", OrderPurpose.TOP_UP: "U",
                  OrderPurpose.TRIM: "T", OrderPurpose.ROLLBACK: "R", OrderPurpose.REPAIR: "P",
@@ -46,6 +46,11 @@ def client_order_id(signal_id: str, leg: str, purpose: OrderPurpose, attempt: in
     if len(cid) > 36:
         raise ValueError(f"clientOrderId {cid!r} is longer than Binance's 36 characters")
     return cid
+
+
+class LookupInconclusive(RetryableError):
+    """A lookup by clientOrderId could not tell whether the order exists. Action: do not resend;
+    leave the order unresolved for reconciliation."""
 
 
 @dataclass(slots=True)
@@ -108,6 +113,16 @@ class PlacedOrder:
         return self.record.filled_qty
 
 
+@dataclass(slots=True)
+class SentOrder:
+    """An order between its ack and its final state: ``state`` None when it was not placed."""
+
+    request: OrderRequest
+    record: OrderRecord
+    state: OrderState | None
+    acked_at: float | None
+
+
 class OrderPlacer:
     """Runs the P3 routine for one order at a time (callers may run several concurrently)."""
 
@@ -128,23 +143,42 @@ class OrderPlacer:
 
         ``working_seconds`` is how long a limit order may rest before its remainder is cancelled.
         """
-        record = self._journal.record_order_intent(
+        return await self.finish(await self.send(req), working_seconds=working_seconds)
+
+    async def send(self, req: OrderRequest) -> SentOrder:
+        """Steps 1-2 only: commit the intent, send with the ghost protocol, return at the ack."""
+        return (await self.send_together([req]))[0]
+
+    async def send_together(self, requests: list[OrderRequest]) -> list[SentOrder]:
+        """Commit every intent first, then send all requests at once and return at their acks.
+
+        The legs of a pair leave back to back: no journal commit (an fsync) sits between them,
+        and one leg's writes and trade fetch after its ack (``finish``) never delay the other
+        leg's ack.
+        """
+        records = self._journal.record_order_intents([dict(
             client_order_id=req.cid, signal_id=req.signal_id, pair_id=req.pair_id, leg=req.leg,
             purpose=req.purpose, attempt=req.attempt, symbol=req.symbol, side=req.side,
             order_type=req.order_type, qty=req.qty, price=req.price, reduce_only=req.reduce_only,
-            round_trip_id=req.round_trip_id)
+            round_trip_id=req.round_trip_id) for req in requests])
+        return list(await asyncio.gather(*(self._send_one(req, record) for req, record in zip(requests, records))))
+
+    async def _send_one(self, req: OrderRequest, record: OrderRecord) -> SentOrder:
         state = await self._send_with_ghost_protocol(req)
-        acked_at = self._clock() if state is not None else None
-        if state is None:
-            final = self._journal.get_order(req.cid) or record
-            return PlacedOrder(final, None)
-        state = await self._await_final(req, state, working_seconds)
+        return SentOrder(req, record, state, self._clock() if state is not None else None)
+
+    async def finish(self, sent: SentOrder, *, working_seconds: float | None = None) -> PlacedOrder:
+        """Steps 3-4: follow a sent order to a final state, record its state and its fills."""
+        req = sent.request
+        if sent.state is None:
+            return PlacedOrder(self._journal.get_order(req.cid) or sent.record, None)
+        state = await self._await_final(req, sent.state, working_seconds)
         record = self._apply_state(req.cid, state)
         await self.record_fills(record)
         log_trade_event("order_final", pair_id=req.pair_id, cid=req.cid, purpose=req.purpose.value,
                         symbol=req.symbol, side=req.side, qty=str(req.qty), filled=str(record.filled_qty),
                         avg_price=str(record.avg_price), status=record.status.value)
-        return PlacedOrder(self._journal.get_order(req.cid) or record, acked_at)
+        return PlacedOrder(self._journal.get_order(req.cid) or record, sent.acked_at)
 
     async def _send_with_ghost_protocol(self, req: OrderRequest) -> OrderState | None:
         for attempt in range(self._max_retries + 1):
@@ -157,12 +191,18 @@ class OrderPlacer:
                 logger.warning("{} {}: create_order outcome unknown ({}); looking it up by clientOrderId",
                                req.pair_id, req.cid, exc)
                 self._safe_update(req.cid, OrderStatus.UNKNOWN, error=str(exc)[:300])
-                found = await self._lookup(req)
+                try:
+                    found = await self._lookup(req)
+                except LookupInconclusive as why:
+                    return self._give_up_unresolved(req, why)
                 if found is not None:
                     return found
             except PermanentError as exc:
                 if attempt > 0:  # a resend may be refused as a duplicate id: the first one landed
-                    found = await self._lookup(req)
+                    try:
+                        found = await self._lookup(req)
+                    except LookupInconclusive as why:
+                        return self._give_up_unresolved(req, why)
                     if found is not None:
                         return found
                 self._counters.orders_rejected += 1
@@ -177,7 +217,14 @@ class OrderPlacer:
         return None
 
     async def _lookup(self, req: OrderRequest) -> OrderState | None:
-        """P3: is the order on the exchange after all? Returns it, or None when it is not."""
+        """P3: is the order on the exchange after all? Returns it, or None when the exchange says
+        it does not know it.
+
+        Raises ``LookupInconclusive`` when the lookup cannot tell (it kept failing, or was
+        refused). Then nothing may be resent: a clientOrderId is unique only among *open*
+        orders, so a resend of an order that did land and has filled would be accepted again
+        and double the position.
+        """
         self._counters.ghost_lookups += 1
         for attempt in range(self._max_retries + 1):
             try:
@@ -186,16 +233,22 @@ class OrderPlacer:
                 self._safe_update(req.cid, OrderStatus.NOT_FOUND)
                 logger.info("{} {}: not on the exchange; will resend with the same id", req.pair_id, req.cid)
                 return None
-            except RetryableError:
+            except RetryableError as exc:
+                if attempt == self._max_retries:
+                    raise LookupInconclusive(f"{attempt + 1} lookups failed, the last with {exc}") from exc
                 await asyncio.sleep(self.backoff(attempt))
                 continue
             except PermanentError as exc:
-                logger.error("{} {}: lookup refused: {}", req.pair_id, req.cid, exc)
-                return None
+                raise LookupInconclusive(f"lookup refused: {exc}") from exc
             self._counters.ghosts_adopted += 1
             logger.warning("{} {}: ghost order found and adopted (status {}, filled {})",
                            req.pair_id, req.cid, state.status.value, state.filled)
             return state
+        raise LookupInconclusive("no lookup attempted")  # unreachable: max_retries >= 0
+
+    def _give_up_unresolved(self, req: OrderRequest, why: LookupInconclusive) -> None:
+        logger.error("{} {}: cannot tell whether the order was placed ({}); not resending, "
+                     "reconciliation will resolve it", req.pair_id, req.cid, why)
         return None
 
     async def _await_final(self, req: OrderRequest, state: OrderState, working_seconds: float | None) -> OrderState:
@@ -269,9 +322,20 @@ class OrderPlacer:
         self._counters.fill_fetch_failures += 1
 
     def _safe_update(self, cid: str, status: OrderStatus, *, error: str | None = None) -> None:
+        """Record a status the exchange did not report in full (unknown, not found, rejected).
+
+        A transition the journal's table does not allow is logged and skipped rather than raised:
+        after NOT_FOUND, a resend with the same id can end UNKNOWN or REJECTED again, and a
+        ``JournalError`` here would abort the execution between its two legs (no rollback).
+        """
         current = self._journal.get_order(cid)
-        if current is not None and current.status is not status:
-            self._journal.update_order(cid, status=status, error=error)
+        if current is None or current.status is status:
+            return
+        if status not in TRANSITIONS[current.status]:
+            logger.warning("{}: journal keeps {} (it has no {} -> {} transition)", cid, current.status.value,
+                           current.status.value, status.value)
+            return
+        self._journal.update_order(cid, status=status, error=error)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter, in seconds (parameters in ms)."""

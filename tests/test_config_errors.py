@@ -166,3 +166,12 @@ def test_shipped_files_have_ten_valid_pairs(capsys: pytest.CaptureFixture[str]) 
     assert len(SHIPPED_PAIRS["pairs"]) == 10
     assert "config OK" in out
     json.dumps(SHIPPED_CONFIG)  # the shipped file is plain JSON
+
+
+def test_local_exchange_urls_with_paths_are_accepted(tmp_path: Path) -> None:
+    from core.config import load_app_config
+
+    config = copy.deepcopy(SHIPPED_CONFIG)
+    config["exchange"].update(base_url="http://127.0.0.1:8765", ws_url="ws://127.0.0.1:8765/ws")
+    loaded = load_app_config(write_json(tmp_path / "config.json", config))
+    assert (loaded.exchange.base_url, loaded.exchange.ws_url) == ("http://127.0.0.1:8765", "ws://127.0.0.1:8765/ws")

@@ -304,7 +304,8 @@ def test_every_transition_follows_the_table(journal: Journal, source: OrderStatu
 
 def test_the_table_lists_the_real_world_oddities_and_forbids_the_nonsense() -> None:
     oddities = [(S.CANCELED, S.FILLED), (S.CANCELED, S.PARTIALLY_FILLED), (S.NOT_FOUND, S.ACKED),
-                (S.NOT_FOUND, S.FILLED), (S.PARTIALLY_FILLED, S.PARTIALLY_FILLED), (S.EXPIRED, S.EXPIRED)]
+                (S.NOT_FOUND, S.FILLED), (S.PARTIALLY_FILLED, S.PARTIALLY_FILLED), (S.EXPIRED, S.EXPIRED),
+                (S.NOT_FOUND, S.UNKNOWN), (S.NOT_FOUND, S.REJECTED)]
     oddities += [(S.UNKNOWN, s) for s in S if s not in (S.INTENT, S.SENT)]
     assert all(b in TRANSITIONS[a] for a, b in oddities)
     nonsense = [(S.FILLED, S.CANCELED), (S.REJECTED, S.FILLED), (S.ACKED, S.SENT), (S.FILLED, S.PARTIALLY_FILLED),
@@ -599,3 +600,19 @@ def test_an_intent_survives_sigkill_right_after_it_is_written(tmp_path: Path) ->
         order = j.get_order("pb-sig-9-a-0")
         assert order is not None and order.status is S.INTENT and order.qty == D("1.25")
         assert [o.client_order_id for o in j.open_orders()] == ["pb-sig-9-a-0"]
+
+
+def test_intents_of_both_legs_commit_together_or_not_at_all(journal: Journal, tmp_path: Path) -> None:
+    legs = [dict(client_order_id=f"pb-sig-2-{leg}-0", signal_id="sig-1", pair_id=PAIR, leg=leg, purpose="ENTRY",
+                 attempt=0, symbol=f"SYM{leg}", side="buy", order_type="market", qty=D("1")) for leg in ("a", "b")]
+    records = journal.record_order_intents(legs)
+    assert [r.client_order_id for r in records] == ["pb-sig-2-a-0", "pb-sig-2-b-0"]
+    other = sqlite3.connect(journal.path)
+    try:
+        assert other.execute("SELECT COUNT(*) FROM orders WHERE client_order_id LIKE 'pb-sig-2-%'").fetchone()[0] == 2
+    finally:
+        other.close()
+    clash = [dict(legs[0], client_order_id="pb-sig-3-a-0"), legs[1]]  # the second already exists
+    with pytest.raises(DuplicateOrderError):
+        journal.record_order_intents(clash)
+    assert journal.get_order("pb-sig-3-a-0") is None  # rolled back with its partner
