@@ -89,6 +89,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=config.execution,
                              risk=config.risk, leverage=config.exchange.leverage,
                              margin_mode=config.exchange.margin_mode, mids=lambda s: router.mid(s),
+                             books=lambda s: router.book(s),
                              external_positions_path=storage_dir / f"external-positions-{mode.value.lower()}.json",
                              adopt=adopt, seed=config.paper.seed)
     pipeline.engine = engine

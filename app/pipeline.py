@@ -68,6 +68,8 @@ class SignalRouter:
         for observer in self._observers:
             observer(quote)
         for gen in self._by_symbol.get(quote.symbol, ()):
+            if gen.state is PairState.HALTED:
+                self._resume_if_repaired(gen)
             signal = gen.update(quote)
             if signal is not None:
                 if self._accepting:
@@ -75,9 +77,26 @@ class SignalRouter:
                 else:
                     gen.complete(signal, False)
 
+    def _resume_if_repaired(self, gen: SignalGenerator) -> None:
+        """A pair halted by an execution (a leg left open) is repaired by the engine's periodic
+        reconciliation, which closes the leg and sets the pair FLAT (or restores it in position).
+        The generator then follows the engine again; before, it stayed HALTED until a restart
+        although the engine would trade the pair."""
+        engine = self.engine
+        if engine is None or gen.pair_id in engine.blocked:
+            return
+        state = engine.pair_state(gen.pair_id)
+        if state is not PairState.HALTED:
+            logger.warning("{}: repaired by reconciliation; trading resumes from {}", gen.pair_id, state.value)
+            gen.set_state(state)
+
     def mid(self, symbol: str) -> Decimal | None:
         quote = self.latest.get(symbol)
         return Decimal(repr(quote.mid)) if quote is not None else None
+
+    def book(self, symbol: str) -> tuple[Decimal, Decimal] | None:
+        quote = self.latest.get(symbol)
+        return (Decimal(repr(quote.bid)), Decimal(repr(quote.ask))) if quote is not None else None
 
     def _spawn(self, gen: SignalGenerator, signal: TradingSignal) -> None:
         task = asyncio.create_task(self._run(gen, signal), name=f"signal.{signal.signal_id}")

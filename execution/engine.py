@@ -39,6 +39,7 @@ from execution.risk import RiskSnapshot, check_entry
 from execution.sizing import EntryPlan, SizingRefused, check_order_limits, plan_entry
 
 MidSource = Callable[[str], Decimal | None]
+BookSource = Callable[[str], tuple[Decimal, Decimal] | None]  # (bid, ask) of a symbol
 ZERO = Decimal(0)
 _MAX_CLOSE_ATTEMPTS = 20  # per leg and purpose; the attempt number is part of the clientOrderId
 _DAY_MS = 86_400_000
@@ -52,7 +53,7 @@ class ExecutionEngine:
     def __init__(self, *, adapter: ExchangeAdapter, journal: Journal, pairs: list[PairSpec],
                  execution: ExecutionConfig, risk: RiskConfig, leverage: int, margin_mode: str,
                  mids: MidSource, external_positions_path: Path, adopt: bool = False,
-                 seed: int | None = None) -> None:
+                 books: BookSource | None = None, seed: int | None = None) -> None:
         self.adapter = adapter
         self.journal = journal
         self.pairs = {p.pair_id: p for p in pairs}
@@ -61,6 +62,7 @@ class ExecutionEngine:
         self._leverage = leverage
         self._margin_mode = margin_mode
         self._mids = mids
+        self._books = books
         self.counters = ProtocolCounters()
         self.placer = OrderPlacer(adapter, journal, self.counters, max_retries=execution.max_order_retries,
                                   backoff_ms=execution.retry_backoff_ms,
@@ -233,19 +235,25 @@ class ExecutionEngine:
 
     async def _enter(self, signal: TradingSignal, spec: PairSpec, plan: EntryPlan,
                      received: float) -> ExecutionResult:
-        requests = [OrderRequest(signal.signal_id, spec.pair_id, "a", OrderPurpose.ENTRY, 0, spec.symbol_a,
-                                 plan.leg_a.side, plan.leg_a.qty),
-                    OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
-                                 plan.leg_b.side, plan.leg_b.qty)]
-        logger.info("{} {}: sending {} {} {} | {} {} {}", spec.pair_id, signal.signal_type.value,
-                    plan.leg_a.side, plan.leg_a.qty, spec.symbol_a, plan.leg_b.side, plan.leg_b.qty, spec.symbol_b)
-        sent = time.monotonic()
-        self._overhead_ms.append((sent - received) * 1000)
-        sent_a, sent_b = await self.placer.send_together(requests)
-        placed_a, placed_b = await asyncio.gather(self.placer.finish(sent_a), self.placer.finish(sent_b))
-        ack_ms = self._latency(received, placed_a, placed_b)
+        logger.info("{} {}: sending {} {} {} | {} {} {}{}", spec.pair_id, signal.signal_type.value,
+                    plan.leg_a.side, plan.leg_a.qty, spec.symbol_a, plan.leg_b.side, plan.leg_b.qty, spec.symbol_b,
+                    " (limit at the touch)" if self._exec.use_limit_orders else "")
+        self._overhead_ms.append((time.monotonic() - received) * 1000)
+        if self._exec.use_limit_orders:
+            legs = await self._limit_legs(signal, spec, plan, received)
+            if isinstance(legs, ExecutionResult):
+                return legs
+            fa, fb, ack_ms = legs
+        else:
+            requests = [OrderRequest(signal.signal_id, spec.pair_id, "a", OrderPurpose.ENTRY, 0, spec.symbol_a,
+                                     plan.leg_a.side, plan.leg_a.qty),
+                        OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
+                                     plan.leg_b.side, plan.leg_b.qty)]
+            sent_a, sent_b = await self.placer.send_together(requests)
+            placed_a, placed_b = await asyncio.gather(self.placer.finish(sent_a), self.placer.finish(sent_b))
+            ack_ms = self._latency(received, placed_a, placed_b)
+            fa, fb = placed_a.filled, placed_b.filled
         fill_ms = (time.monotonic() - received) * 1000
-        fa, fb = placed_a.filled, placed_b.filled
         sign_a = 1 if plan.leg_a.side == "buy" else -1
         sign_b = 1 if plan.leg_b.side == "buy" else -1
         if fa == 0 and fb == 0:
@@ -273,6 +281,85 @@ class ExecutionEngine:
         self._fill_ms.append(fill_ms)
         return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, f"holding {spec.symbol_a} {sign_a * fa}, "
                             f"{spec.symbol_b} {sign_b * fb}", fa, fb, ack_ms=ack_ms, fill_ms=fill_ms)
+
+    async def _limit_legs(self, signal: TradingSignal, spec: PairSpec, plan: EntryPlan,
+                          received: float) -> tuple[Decimal, Decimal, float | None] | ExecutionResult:
+        """``use_limit_orders``: both legs rest at the touch (buy at the bid, sell at the ask) for
+        ``order_timeout_seconds``; the unfilled part is cancelled, then completed at market if
+        prices stayed within ``max_slippage_pct`` of the signal's mids, or the entry is unwound.
+
+        The engine's lock is held while the limits rest, so one pair's patient entry delays the
+        other pairs' signals by up to that timeout: a trade-off the option's user accepts.
+        """
+        requests = []
+        for leg, symbol, order, mid in (("a", spec.symbol_a, plan.leg_a, signal.mid_a),
+                                        ("b", spec.symbol_b, plan.leg_b, signal.mid_b)):
+            price = self.adapter.price_to_precision(symbol, self._touch(symbol, order.side, _dec(mid)))
+            requests.append(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.ENTRY, 0, symbol,
+                                         order.side, order.qty, order_type="limit", price=price))
+        sent = await self.placer.send_together(requests)
+        placed = await asyncio.gather(*(self.placer.finish(s, working_seconds=self._exec.order_timeout_seconds)
+                                        for s in sent))
+        ack_ms = self._latency(received, *placed)
+        filled = [p.filled for p in placed]
+        missing = [(r, r.qty - f) for r, f in zip(requests, filled) if r.qty - f > 0]
+        if not missing:
+            return filled[0], filled[1], ack_ms
+        moved = max(self._moved_fraction(r.symbol, _dec(signal.mid_a if r.leg == "a" else signal.mid_b))
+                    for r, _ in missing)
+        limit = Decimal(str(self._exec.max_slippage_pct))
+        if moved <= limit:
+            chase = [OrderRequest(signal.signal_id, spec.pair_id, r.leg, OrderPurpose.LIMIT_CHASE, 1, r.symbol,
+                                  r.side, qty) for r, qty in missing]
+            done = await asyncio.gather(*(self.placer.place(c) for c in chase))
+            for c, d in zip(chase, done):
+                filled[0 if c.leg == "a" else 1] += d.filled
+            return filled[0], filled[1], ack_ms
+        logger.warning("{} {}: limits filled a={} b={} and prices moved {:.4%} (max {:.4%}); unwinding the entry",
+                       spec.pair_id, signal.signal_id, filled[0], filled[1], moved, limit)
+        return await self._unwind(signal, spec, plan, filled[0], filled[1], ack_ms)
+
+    async def _unwind(self, signal: TradingSignal, spec: PairSpec, plan: EntryPlan, fa: Decimal, fb: Decimal,
+                      ack_ms: float | None) -> ExecutionResult:
+        """Close whatever an abandoned entry filled, both legs at once (P5 for a whole entry)."""
+        legs = [(leg, symbol, order.side, qty) for leg, symbol, order, qty in
+                (("a", spec.symbol_a, plan.leg_a, fa), ("b", spec.symbol_b, plan.leg_b, fb)) if qty > 0]
+        if not legs:
+            return self._result(signal, ExecutionStatus.FAILED, Reason.SLIPPAGE_EXCEEDED,
+                                "no limit filled and prices moved beyond max_slippage_pct; nothing is open",
+                                ack_ms=ack_ms)
+        lefts = await asyncio.gather(*(self._close_quantity(signal, spec, leg, symbol, _opposite(side), qty,
+                                                            OrderPurpose.ROLLBACK, unsaved=qty)
+                                       for leg, symbol, side, qty in legs))
+        round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
+                                                  opened_ts_ms=signal.ts_ms)
+        if all(left == 0 for left in lefts):
+            self.counters.rollbacks += 1
+            self.journal.close_round_trip(round_trip, exit_signal_id=None, closed_ts_ms=signal.ts_ms,
+                                          exit_reason="unwound")
+            return self._result(signal, ExecutionStatus.ROLLED_BACK, Reason.SLIPPAGE_EXCEEDED,
+                                f"entry unwound: filled a={fa} b={fb} closed", ack_ms=ack_ms)
+        self.counters.rollbacks_failed += 1
+        held = {leg: _signed(left, side) for (leg, _, side, _), left in zip(legs, lefts)}
+        reason = (f"unwind failed: {spec.symbol_a} {held.get('a', ZERO)} and {spec.symbol_b} "
+                  f"{held.get('b', ZERO)} still open")
+        self._halt(spec, reason, held.get("a", ZERO), held.get("b", ZERO), round_trip, signal)
+        return self._result(signal, ExecutionStatus.HALTED, Reason.ROLLBACK_FAILED, reason, ack_ms=ack_ms,
+                            state=PairState.HALTED)
+
+    def _touch(self, symbol: str, side: str, mid: Decimal) -> Decimal:
+        """Our side's best price: the bid to buy, the ask to sell (the signal's mid if no book)."""
+        book = self._books(symbol) if self._books is not None else None
+        if book is None:
+            return mid
+        bid, ask = book
+        return bid if side == "buy" else ask
+
+    def _moved_fraction(self, symbol: str, signal_mid: Decimal) -> Decimal:
+        now = self._mids(symbol)
+        if now is None or signal_mid <= 0:
+            return Decimal("Infinity")
+        return abs(now - signal_mid) / signal_mid
 
     async def _repair_partial(self, signal: TradingSignal, spec: PairSpec, want_a: Decimal, want_b: Decimal,
                               fa: Decimal, fb: Decimal, side_a: str, side_b: str) -> tuple[Decimal, Decimal]:

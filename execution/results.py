@@ -47,6 +47,7 @@ class Reason(str, Enum):
     ONE_LEG_FAILED = "one_leg_failed"
     ROLLBACK_FAILED = "rollback_failed"
     EXIT_INCOMPLETE = "exit_incomplete"
+    SLIPPAGE_EXCEEDED = "slippage_exceeded"  # limit entry: prices left max_slippage_pct before completion
     JOURNAL_ERROR = "journal_error"
 
 

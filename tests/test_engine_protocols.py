@@ -45,6 +45,7 @@ from core.types import PairState, SignalType, TradingSignal
 from execution.engine import ExecutionEngine
 from execution.exchange import CcxtExchange, OrderStatusUnknownError
 from execution.journal import Journal, OrderPurpose, OrderStatus
+from execution.journal_models import OrderType
 from execution.orders import OrderRequest
 from execution.results import ExecutionStatus, PairSpec, Reason
 from simulator.config import FillConfig, ReplayConfig, SimulatorConfig
@@ -165,7 +166,7 @@ async def make_rig(sim_data: MarketData, tmp_path: Path) -> AsyncIterator[Callab
     async def make(*, pairs: tuple[Pair, ...] = (EOS_AXS,), execution: ExecutionConfig = FAST_EXEC,
                    risk: RiskConfig = WIDE_RISK, replay: ReplayConfig = REPLAY, fills: FillConfig = FillConfig(),
                    leverage: int = 2, hooked: bool = False, journal_path: Path | None = None,
-                   sim: SimulatorServer | None = None) -> Rig:
+                   sim: SimulatorServer | None = None, books: Any = None, moved_mids: Any = None) -> Rig:
         if sim is None:
             sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=replay, fills=fills), data=sim_data)
             await sim.start()
@@ -184,8 +185,13 @@ async def make_rig(sim_data: MarketData, tmp_path: Path) -> AsyncIterator[Callab
             book = sim.replay.book(inner.rules(symbol).exchange_symbol)
             return book.mid if book else None
 
+        def book(symbol: str) -> tuple[Decimal, Decimal] | None:
+            top = sim.replay.book(inner.rules(symbol).exchange_symbol)
+            return (top.bid, top.ask) if top else None
+
         engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=execution, risk=risk,
-                                 leverage=leverage, margin_mode="isolated", mids=mid,
+                                 leverage=leverage, margin_mode="isolated", mids=moved_mids or mid,
+                                 books=books(book) if books else book,
                                  external_positions_path=tmp_path / "external.json", seed=5)
         opened.append((sim, engine, journal, sink))
         await engine.start()
@@ -783,3 +789,62 @@ async def test_pnl_of_every_round_trip_equals_its_fills_and_the_exchange_trades(
         assert stats["round_trips"] == 6
         total = sum((t.net_pnl for t in rig.journal.round_trips()), ZERO)
         assert abs(D(repr(stats["realized_pnl_usdt"])) - total) < D("1e-6")
+
+
+# ----------------------------------------------------------------------------- limit entries
+
+
+LIMIT_EXEC = FAST_EXEC.model_copy(update={"use_limit_orders": True, "order_timeout_seconds": 0.3,
+                                          "max_slippage_pct": 0.001})
+
+
+async def test_limit_entry_rests_at_the_touch_then_completes_at_market_within_slippage(make_rig) -> None:
+    """Paused book: a buy at the bid and a sell at the ask never fill; after the timeout both are
+    cancelled and completed at market, since prices did not move."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=LIMIT_EXEC)
+        result = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert result.executed, result
+        orders = rig.journal.orders_for_signal(result.signal_id)
+        limits = [o for o in orders if o.order_type is OrderType.LIMIT]
+        chases = [o for o in orders if o.purpose is OrderPurpose.LIMIT_CHASE]
+        assert len(limits) == 2 and all(o.status is OrderStatus.CANCELED and o.filled_qty == 0 for o in limits)
+        book = {leg: rig.sim.replay.book(rig.engine.adapter.rules(sym).exchange_symbol)
+                for leg, sym in (("a", rig.pairs["EOS_AXS"].symbol_a), ("b", rig.pairs["EOS_AXS"].symbol_b))}
+        for order in limits:  # LONG_SPREAD sells A at its ask and buys B at its bid
+            assert order.price == (book["a"].ask if order.leg.value == "a" else book["b"].bid)
+        assert len(chases) == 2 and all(o.order_type is OrderType.MARKET and o.status is OrderStatus.FILLED
+                                        for o in chases)
+        assert {o.leg.value: o.qty for o in chases} == {o.leg.value: o.qty for o in limits}
+        assert_journal_matches_exchange(rig)
+
+
+async def test_limit_entry_unwinds_when_prices_left_the_slippage_band(make_rig) -> None:
+    """Leg a's limit crosses (fills at once), leg b rests unfilled; the mids then report a 1 %
+    move, beyond max_slippage_pct: leg a is closed again and nothing stays open."""
+    def crossing_a(book):
+        def touch(symbol: str):
+            bid, ask = book(symbol)
+            return (ask, bid) if symbol.startswith("EOS") else (bid, ask)  # a sells at the bid: crosses
+        return touch
+
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        holder: dict[str, Any] = {}
+
+        def moved(symbol: str) -> Decimal | None:
+            top = holder["rig"].sim.replay.book(holder["rig"].engine.adapter.rules(symbol).exchange_symbol)
+            return top.mid * D("1.01")
+
+        rig = await make_rig(execution=LIMIT_EXEC, books=crossing_a, moved_mids=moved)
+        holder["rig"] = rig
+        result = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert (result.status, result.reason) == (ExecutionStatus.ROLLED_BACK, Reason.SLIPPAGE_EXCEEDED), result
+        orders = rig.journal.orders_for_signal(result.signal_id)
+        entry_a = next(o for o in orders if o.purpose is OrderPurpose.ENTRY and o.leg.value == "a")
+        rollback = [o for o in orders if o.purpose is OrderPurpose.ROLLBACK]
+        assert entry_a.status is OrderStatus.FILLED and entry_a.filled_qty == entry_a.qty
+        assert sum(o.filled_qty for o in rollback) == entry_a.qty
+        assert not [o for o in orders if o.purpose is OrderPurpose.LIMIT_CHASE]
+        assert rig.sim_qty(rig.pairs["EOS_AXS"].symbol_a) == 0 and rig.sim_qty(rig.pairs["EOS_AXS"].symbol_b) == 0
+        assert rig.engine.pair_state("EOS_AXS") is PairState.FLAT
+        assert_journal_matches_exchange(rig)
