@@ -30,6 +30,9 @@ from signals.generator import SignalGenerator
 from signals.market_data import MarketDataHub
 
 
+DEMO_STATUS_INTERVAL_SECONDS = 5.0
+
+
 @dataclass(slots=True)
 class Pipeline:
     """The parts of one run; ``components`` in start order."""
@@ -99,7 +102,10 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     for symbol in router.symbols:
         hub.subscribe(symbol, router.on_quote)
     hub.on_stale_change(lambda symbol, stale: logger.debug("stale {} -> {}", symbol, stale))
-    status = StatusReporter(generators, config.logging.status_interval_seconds)
+    interval = config.logging.status_interval_seconds
+    if mode is RunMode.DEMO:  # replayed time runs fast: show the table often enough to watch it move
+        interval = min(interval, DEMO_STATUS_INTERVAL_SECONDS)
+    status = StatusReporter(generators, interval)
     pipeline.components = [engine, router, hub, status]
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
