@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
+from typing import Any, Callable
 
 from loguru import logger
 
@@ -32,6 +32,7 @@ _PURPOSE_CODE = {OrderPurpose.ENTRY: "E", OrderPurpose.EXIT: "X", OrderPurpose.T
                  OrderPurpose.TRIM: "T", OrderPurpose.ROLLBACK: "R", OrderPurpose.REPAIR: "P",
                  OrderPurpose.LIMIT_CHASE: "L"}
 CLIENT_ID_PREFIX = "pb-"
+_ABSENT = object()  # a lookup's answer "the exchange does not have this order"
 
 
 def client_order_id(signal_id: str, leg: str, purpose: OrderPurpose, attempt: int) -> str:
@@ -191,20 +192,14 @@ class OrderPlacer:
                 logger.warning("{} {}: create_order outcome unknown ({}); looking it up by clientOrderId",
                                req.pair_id, req.cid, exc)
                 self._safe_update(req.cid, OrderStatus.UNKNOWN, error=str(exc)[:300])
-                try:
-                    found = await self._lookup(req)
-                except LookupInconclusive as why:
-                    return self._give_up_unresolved(req, why)
-                if found is not None:
-                    return found
+                outcome = await self._resolve_by_lookup(req)
+                if outcome is not _ABSENT:
+                    return outcome
             except PermanentError as exc:
                 if attempt > 0:  # a resend may be refused as a duplicate id: the first one landed
-                    try:
-                        found = await self._lookup(req)
-                    except LookupInconclusive as why:
-                        return self._give_up_unresolved(req, why)
-                    if found is not None:
-                        return found
+                    outcome = await self._resolve_by_lookup(req)
+                    if outcome is not _ABSENT:
+                        return outcome
                 self._counters.orders_rejected += 1
                 logger.warning("{} {}: order rejected: {}", req.pair_id, req.cid, exc)
                 self._safe_update(req.cid, OrderStatus.REJECTED, error=str(exc)[:300])
@@ -246,10 +241,16 @@ class OrderPlacer:
             return state
         raise LookupInconclusive("no lookup attempted")  # unreachable: max_retries >= 0
 
-    def _give_up_unresolved(self, req: OrderRequest, why: LookupInconclusive) -> None:
-        logger.error("{} {}: cannot tell whether the order was placed ({}); not resending, "
-                     "reconciliation will resolve it", req.pair_id, req.cid, why)
-        return None
+    async def _resolve_by_lookup(self, req: OrderRequest) -> Any:
+        """The order if the exchange has it; ``None`` if nobody can tell (give up, no resend:
+        reconciliation resolves it); ``_ABSENT`` if the exchange says it never got it."""
+        try:
+            found = await self._lookup(req)
+        except LookupInconclusive as why:
+            logger.error("{} {}: cannot tell whether the order was placed ({}); not resending, "
+                         "reconciliation will resolve it", req.pair_id, req.cid, why)
+            return None
+        return _ABSENT if found is None else found
 
     async def _await_final(self, req: OrderRequest, state: OrderState, working_seconds: float | None) -> OrderState:
         """Poll a working order until final; cancel what is left at the deadline."""

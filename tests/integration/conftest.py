@@ -39,26 +39,27 @@ async def sim(
         yield server
 
 
-@pytest.fixture
-async def rest(sim: SimulatorServer) -> AsyncIterator[Any]:
-    """ccxt.async_support.binanceusdm against the simulator, markets loaded."""
-    exchange = local_client(ccxt_async.binanceusdm, sim)
+async def _loaded_client(klass: Any, sim: SimulatorServer) -> AsyncIterator[Any]:
+    exchange = local_client(klass, sim)
     try:
         await exchange.load_markets()
         yield exchange
     finally:
         await exchange.close()
+
+
+@pytest.fixture
+async def rest(sim: SimulatorServer) -> AsyncIterator[Any]:
+    """ccxt.async_support.binanceusdm against the simulator, markets loaded."""
+    async for exchange in _loaded_client(ccxt_async.binanceusdm, sim):
+        yield exchange
 
 
 @pytest.fixture
 async def pro(sim: SimulatorServer) -> AsyncIterator[Any]:
     """ccxt.pro.binanceusdm against the simulator, markets loaded."""
-    exchange = local_client(ccxt_pro.binanceusdm, sim)
-    try:
-        await exchange.load_markets()
+    async for exchange in _loaded_client(ccxt_pro.binanceusdm, sim):
         yield exchange
-    finally:
-        await exchange.close()
 
 
 @pytest.fixture
