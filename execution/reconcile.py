@@ -4,15 +4,20 @@ What the bot holds on a pair is *derived*, not trusted: it is the sum of the jou
 fills of that pair's orders, per leg. So a crash at any point (between two legs, during a
 rollback, after a fill whose response was lost) is repaired the same way:
 
-1. every unresolved order in the journal is looked up by clientOrderId and brought up to date
-   (a working order left by a crash is cancelled), and missing fills are fetched;
+1. every unresolved order in the journal is looked up by clientOrderId (retried while the
+   exchange cannot answer) and brought up to date (a working order left by a crash is
+   cancelled), and missing fills are fetched; an order that still cannot be looked up blocks
+   its pair at startup and leaves its pair and symbols alone in a periodic pass;
 2. orders on the exchange that carry our prefix but that the journal does not know, or knows
    as finished, are cancelled;
 3. each pair's legs are derived from fills and compared with the exchange's net positions;
    a difference the journal cannot explain blocks the pairs on that symbol (``--adopt`` records
    it as a position the bot did not open, which it then never touches);
 4. each pair is restored: flat, in position (LONG/SHORT from the legs' signs), or repaired:
-   a naked leg is closed (P5), an imbalance beyond one lot step is trimmed (P2).
+   a naked leg is closed (P5), an imbalance beyond one lot step is trimmed (P2). The entry and
+   the round trip behind held legs are taken from the journal when the crash came before the
+   position was saved, and a round trip left open (or already closed) by a crash between two
+   journal writes is adopted (or left alone).
 
 The pure part (``classify``) decides; the async part acts. Reconciliation runs under the
 engine's lock, so it never races an execution.
@@ -20,9 +25,11 @@ engine's lock, so it never races an execution.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from collections.abc import Set as AbstractSet
+from decimal import ROUND_CEILING, Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -87,6 +94,7 @@ class ReconcileReport:
     repaired: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     external: dict[str, str] = field(default_factory=dict)
+    unresolved: dict[str, str] = field(default_factory=dict)  # orders whose lookup kept failing
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -100,18 +108,21 @@ class Reconciler:
         self._adopt = adopt
         self._external_path = external_path
         self.external: dict[str, Decimal] = _load_external(external_path)
+        self._pass_signals: dict[str, str] = {}  # pair -> this pass's repair signal id
 
     async def run(self, *, startup: bool) -> ReconcileReport:
         report = ReconcileReport()
         engine = self._engine
         engine.counters.reconciliations += 1
+        self._pass_signals = {}
         await self._resolve_open_orders(report)
         await self._cancel_orphans(report)
         await self._fill_gaps(report)
+        unresolved = self._unresolved(report, startup=startup)
         exchange_positions = await self._exchange_positions()
         if exchange_positions is not None:
-            self._compare_positions(exchange_positions, report)
-        await self._restore_pairs(report, startup=startup)
+            self._compare_positions(exchange_positions, report, skip={o.symbol for o in unresolved})
+        await self._restore_pairs(report, startup=startup, skip={o.pair_id for o in unresolved})
         if startup or report.repaired or report.blocked or report.orphans_cancelled:
             logger.info("reconciliation ({}): {}", "startup" if startup else "periodic",
                         {k: v for k, v in report.as_dict().items() if v})
@@ -123,7 +134,7 @@ class Reconciler:
         for order in engine.journal.open_orders():
             report.orders_checked += 1
             try:
-                state = await engine.adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
+                state = await self._lookup(order)
             except OrderNotFoundError:
                 report.orders_not_found += 1
                 if order.status in (OrderStatus.INTENT, OrderStatus.SENT, OrderStatus.UNKNOWN):
@@ -143,6 +154,39 @@ class Reconciler:
             if record.filled_qty > 0:
                 await engine.placer.record_fills(record)
                 engine.counters.fills_adopted += 1
+
+    async def _lookup(self, order: OrderRecord) -> Any:
+        """``fetch_order`` by clientOrderId, retried with backoff while the exchange cannot answer
+        (a rate limit or a dropped connection must not leave an order unresolved for a pass)."""
+        engine = self._engine
+        for attempt in range(engine._exec.max_order_retries):
+            try:
+                return await engine.adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
+            except RetryableError:
+                await asyncio.sleep(engine.placer.backoff(attempt))
+        return await engine.adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
+
+    def _unresolved(self, report: ReconcileReport, *, startup: bool) -> list[OrderRecord]:
+        """Orders still unresolved after the lookups: their pairs' legs cannot be derived.
+
+        Periodic pass: those pairs and symbols are left alone until a later pass resolves them
+        (comparing or repairing now would act on a book known to be incomplete, and block the
+        pairs for good). Startup: the pairs are blocked, as a pair whose state cannot be
+        reconciled must not trade.
+        """
+        engine = self._engine
+        unresolved = engine.journal.open_orders()
+        for order in unresolved:
+            report.unresolved[order.client_order_id] = f"{order.pair_id} {order.symbol} {order.status.value}"
+            if startup:
+                reason = (f"order {order.client_order_id} ({order.symbol}) could not be looked up; "
+                          "its fills are unknown. Restart when the exchange answers")
+                engine.blocked[order.pair_id] = reason
+                report.blocked[order.pair_id] = reason
+        if unresolved:
+            logger.warning("reconciliation: {} order(s) still unresolved: {}", len(unresolved),
+                           ", ".join(o.client_order_id for o in unresolved))
+        return unresolved
 
     async def _cancel_orphans(self, report: ReconcileReport) -> None:
         engine = self._engine
@@ -182,6 +226,16 @@ class Reconciler:
         orders = engine.journal.orders_for_pair(pair_id)
         return derived_legs(orders, "a"), derived_legs(orders, "b")
 
+    def expected_positions(self) -> dict[str, Decimal]:
+        """Per symbol, the net position the journal explains: the pairs' derived legs summed."""
+        engine = self._engine
+        expected: dict[str, Decimal] = {}
+        for pair_id, spec in engine.pairs.items():
+            qa, qb = self.derived(pair_id)
+            expected[spec.symbol_a] = expected.get(spec.symbol_a, ZERO) + qa
+            expected[spec.symbol_b] = expected.get(spec.symbol_b, ZERO) + qb
+        return expected
+
     async def _exchange_positions(self) -> dict[str, Decimal] | None:
         engine = self._engine
         symbols = sorted({s for p in engine.pairs.values() for s in (p.symbol_a, p.symbol_b)})
@@ -192,14 +246,13 @@ class Reconciler:
             return None
         return {s: (positions[s].qty if s in positions else ZERO) for s in symbols}
 
-    def _compare_positions(self, exchange: dict[str, Decimal], report: ReconcileReport) -> None:
+    def _compare_positions(self, exchange: dict[str, Decimal], report: ReconcileReport, *,
+                           skip: AbstractSet[str] = frozenset()) -> None:
         engine = self._engine
-        expected: dict[str, Decimal] = {s: ZERO for s in exchange}
-        for pair_id, spec in engine.pairs.items():
-            qa, qb = self.derived(pair_id)
-            expected[spec.symbol_a] += qa
-            expected[spec.symbol_b] += qb
+        expected = self.expected_positions()
         for symbol, held in exchange.items():
+            if symbol in skip:
+                continue  # an unresolved order on it: the journal's side is not known yet
             difference = held - expected[symbol] - self.external.get(symbol, ZERO)
             if difference == 0:
                 continue
@@ -218,26 +271,38 @@ class Reconciler:
                 engine.blocked[pair_id] = reason
             logger.error("reconciliation: {} -> pairs {} kept out of trading", reason, ", ".join(pairs))
 
-    async def _restore_pairs(self, report: ReconcileReport, *, startup: bool) -> None:
+    async def _restore_pairs(self, report: ReconcileReport, *, startup: bool,
+                             skip: AbstractSet[str] = frozenset()) -> None:
         engine = self._engine
         for pair_id, spec in engine.pairs.items():
-            if pair_id in engine.blocked:
+            if pair_id in engine.blocked or pair_id in skip:
                 continue
             qa, qb = self.derived(pair_id)
             position = engine.positions[pair_id]
-            verdict = classify(qa, qb)
-            if not startup and (qa, qb) == (position.qty_a, position.qty_b) and position.state is not PairState.HALTED:
+            open_trip = self._open_trip(pair_id)
+            if not startup and (qa, qb) == (position.qty_a, position.qty_b) \
+                    and position.state is not PairState.HALTED and position.round_trip_id == open_trip:
                 continue
+            verdict = classify(qa, qb)
+            if verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD, PairVerdict.NAKED):
+                # A crash can come between the fills and the saved position: take the entry and
+                # its round trip from the journal, so the trim below knows the planned hedge
+                # and the PnL of what is closed later lands in a round trip.
+                entry = self._entry_of(pair_id, position)
+                position = replace(position, round_trip_id=self._trip_for(spec, position, open_trip, entry))
+                if entry is not None and position.entry_signal_id is None and verdict is not PairVerdict.NAKED:
+                    position = replace(position, entry_signal_id=entry.signal_id, entry_ts_ms=entry.ts_ms)
+                if verdict is not PairVerdict.NAKED:
+                    qa, qb = await self._trim_imbalance(spec, position, qa, qb, entry, report)
+                    verdict = classify(qa, qb)
             if verdict is PairVerdict.FLAT:
-                if position.round_trip_id is not None:
-                    self._close_trip(position)
+                self._close_trip(open_trip)
                 engine._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
                                               entry_signal_id=None, entry_ts_ms=None, round_trip_id=None,
                                               halted_reason=None))
             elif verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD):
-                state = PairState(verdict.value)
-                qa, qb = await self._trim_imbalance(spec, position, qa, qb, report)
-                engine._save_position(replace(position, state=state, qty_a=qa, qty_b=qb, halted_reason=None))
+                engine._save_position(replace(position, state=PairState(verdict.value), qty_a=qa, qty_b=qb,
+                                              halted_reason=None))
             elif verdict is PairVerdict.NAKED:
                 await self._close_naked(spec, position, qa, qb, report)
             else:
@@ -249,24 +314,34 @@ class Reconciler:
             report.restored[pair_id] = engine.positions[pair_id].state.value
 
     async def _trim_imbalance(self, spec: Any, position: PairPosition, qa: Decimal, qb: Decimal,
-                              report: ReconcileReport) -> tuple[Decimal, Decimal]:
-        """A crash during P2 can leave more than one lot step of imbalance: trim it now."""
-        engine = self._engine
-        ratio = self._entry_ratio(position)
-        if ratio is None:
+                              entry: _Entry | None, report: ReconcileReport) -> tuple[Decimal, Decimal]:
+        """A crash during P2 can leave more than one lot step of imbalance: trim it now.
+
+        The hedge is the entry's planned ``want_a : want_b``. A pair is left alone when either
+        leg is within one lot step of the exact hedge of the other (what P2 guarantees); else the
+        leg that overshoots is trimmed to the hedge of the other, floored to its step. Hedges
+        are computed by exact cross-multiplication: through a rounded ratio
+        (``qa / (want_a / want_b)``) a correctly hedged leg came out a hair short of its hedge,
+        floored a whole step low and was trimmed, and the other leg after it, at every restart.
+        """
+        if entry is None:
             return qa, qb
+        engine = self._engine
         step_a = engine.adapter.rules(spec.symbol_a).step_size
         step_b = engine.adapter.rules(spec.symbol_b).step_size
-        hedge_b = (abs(qa) / ratio // step_b) * step_b
-        if abs(qb) - hedge_b >= step_b:
-            removed = await self._repair_order(spec, position, "b", spec.symbol_b, qb, abs(qb) - hedge_b)
+        off = abs(abs(qb) * entry.want_a - abs(qa) * entry.want_b)  # |qb - exact hedge of qa| * want_a
+        if off <= step_b * entry.want_a or off <= step_a * entry.want_b:
+            return qa, qb
+        if abs(qb) * entry.want_a > abs(qa) * entry.want_b:
+            excess = abs(qb) - _hedge_qty(abs(qa), entry.want_b, entry.want_a, step_b)
+            removed = await self._repair_order(spec, position, "b", spec.symbol_b, qb, excess)
             qb = qb - removed if qb > 0 else qb + removed
-            report.repaired[spec.pair_id] = f"trimmed {spec.symbol_b} by {removed}"
-        hedge_a = (abs(qb) * ratio // step_a) * step_a
-        if abs(qa) - hedge_a >= step_a:
-            removed = await self._repair_order(spec, position, "a", spec.symbol_a, qa, abs(qa) - hedge_a)
+            report.repaired[spec.pair_id] = f"trimmed {spec.symbol_b} by {removed} of {excess}"
+        else:
+            excess = abs(qa) - _hedge_qty(abs(qb), entry.want_a, entry.want_b, step_a)
+            removed = await self._repair_order(spec, position, "a", spec.symbol_a, qa, excess)
             qa = qa - removed if qa > 0 else qa + removed
-            report.repaired[spec.pair_id] = f"trimmed {spec.symbol_a} by {removed}"
+            report.repaired[spec.pair_id] = f"trimmed {spec.symbol_a} by {removed} of {excess}"
         return qa, qb
 
     async def _close_naked(self, spec: Any, position: PairPosition, qa: Decimal, qb: Decimal,
@@ -278,13 +353,7 @@ class Reconciler:
         if left == 0:
             engine.counters.rollbacks += 1
             report.repaired[spec.pair_id] = f"closed naked {symbol} {held}"
-            if position.round_trip_id is not None:
-                self._close_trip(position)
-            else:
-                trip = engine.journal.open_round_trip(spec.pair_id, entry_signal_id=self._repair_signal_id(spec),
-                                                      opened_ts_ms=engine.journal_now_ms())
-                engine.journal.close_round_trip(trip, exit_signal_id=None, closed_ts_ms=engine.journal_now_ms(),
-                                                exit_reason="reconcile_rollback")
+            self._close_trip(position.round_trip_id, exit_reason="reconcile_rollback")
             engine._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
                                           entry_signal_id=None, entry_ts_ms=None, round_trip_id=None,
                                           halted_reason=None))
@@ -301,55 +370,154 @@ class Reconciler:
 
     async def _repair_order(self, spec: Any, position: PairPosition, leg: str, symbol: str, held: Decimal,
                             qty: Decimal) -> Decimal:
-        """Reduce ``held`` by ``qty`` with REPAIR orders under a reconciliation signal id."""
+        """Reduce ``held`` by ``qty`` with REPAIR orders under this pass's repair signal id;
+        returns how much was taken off.
+
+        Reduce-only is decided on the account's net position as the journal derives it *now*
+        (every pair's legs, this repair's own fills included, plus adopted external positions),
+        which is what the exchange holds once the comparison passed. ``engine.positions`` is the
+        wrong source: it is not updated until the pair is restored, so after a partial repair
+        fill it overstated the position, and the rest went out reduce-only and was refused
+        (-2022) when another pair held the other side of a shared leg.
+
+        When the order cannot be reduce-only (the account's net is on the other side, through
+        another pair) and is below the exchange's minimum, no order for it exists (-4164). Then
+        the repair overshoots to the smallest tradeable quantity and buys (sells) the excess back
+        reduce-only, which the exchange accepts at any size: the net effect is ``qty``.
+        """
         engine = self._engine
         signal_id = self._repair_signal_id(spec)
-        side = "sell" if held > 0 else "buy"
+        close_side = "sell" if held > 0 else "buy"
         removed = ZERO
         existing = {o.client_order_id for o in engine.journal.orders_for_signal(signal_id)}
         attempt = 0
-        while removed < qty and attempt < engine._exec.max_order_retries + 5:
+        while removed != qty and attempt < engine._exec.max_order_retries + 5:
+            back = removed > qty  # an overshoot to take back
+            side = ("buy" if close_side == "sell" else "sell") if back else close_side
+            want = abs(qty - removed)
+            net = self.expected_positions()[symbol] + self.external.get(symbol, ZERO)
+            reduce_only = net >= want if side == "sell" else net <= -want
+            send = want if reduce_only or back else max(want, self._smallest_order(symbol))
             request = OrderRequest(signal_id, spec.pair_id, leg, OrderPurpose.REPAIR, attempt, symbol, side,
-                                   qty - removed, reduce_only=engine._reduce_only_ok(symbol, side, qty - removed),
-                                   round_trip_id=position.round_trip_id)
+                                   send, reduce_only=reduce_only, round_trip_id=position.round_trip_id)
             attempt += 1
             if request.cid in existing:
                 continue
             placed = await engine.placer.place(request)
-            removed += placed.filled
+            removed += -placed.filled if back else placed.filled
         return removed
+
+    def _smallest_order(self, symbol: str) -> Decimal:
+        """The smallest quantity of ``symbol`` the exchange takes without reduce-only (min qty and
+        min notional, with 20% room for the price to move), at the latest known price."""
+        engine = self._engine
+        rules = engine.adapter.rules(symbol)
+        price = engine._mids(symbol) or self._last_price(symbol)
+        if not price or not rules.min_notional:
+            return rules.min_qty
+        need = max(rules.min_qty, rules.min_notional * Decimal("1.2") / price)
+        return (need / rules.step_size).to_integral_value(rounding=ROUND_CEILING) * rules.step_size
+
+    def _last_price(self, symbol: str) -> Decimal | None:
+        """The average price of the newest filled order on ``symbol`` in the journal (any pair)."""
+        engine = self._engine
+        latest = None
+        for pair_id, spec in engine.pairs.items():
+            if symbol not in (spec.symbol_a, spec.symbol_b):
+                continue
+            for order in engine.journal.orders_for_pair(pair_id):
+                if order.symbol == symbol and order.avg_price and (latest is None or order.updated_ms >= latest[0]):
+                    latest = (order.updated_ms, order.avg_price)
+        return None if latest is None else latest[1]
 
     def _repair_signal_id(self, spec: Any) -> str:
         """Repairs need a recorded signal for the journal's foreign keys; one per pass and pair."""
+        cached = self._pass_signals.get(spec.pair_id)
+        if cached is not None:
+            return cached
         engine = self._engine
         ts = engine.journal_now_ms()
         signal_id = f"R{spec.pair_id[:8]}-{ts:x}"[:26]
         if engine.journal.get_signal(signal_id) is None:
             engine.journal.record_signal(TradingSignal(signal_id, spec.pair_id, SignalType.EXIT, 0.0, 0.0, 0.0, 0.0,
                                                        0.0, 0.0, float(spec.hedge_ratio), ts))
+        self._pass_signals[spec.pair_id] = signal_id
         return signal_id
 
-    def _entry_ratio(self, position: PairPosition) -> Decimal | None:
-        """Units of A per unit of B that the entry asked for."""
-        if position.entry_signal_id is None:
-            return None
-        entries = [o for o in self._engine.journal.orders_for_signal(position.entry_signal_id)
-                   if o.purpose is OrderPurpose.ENTRY]
-        qty = {o.leg.value: o.qty for o in entries}
-        if qty.get("a") and qty.get("b"):
-            return qty["a"] / qty["b"]
+    def _entry_of(self, pair_id: str, position: PairPosition) -> _Entry | None:
+        """The entry behind the pair's legs: the position's own, or else (the crash came before
+        the position was saved) the latest entry signal that planned both legs."""
+        planned: dict[str, dict[str, OrderRecord]] = {}
+        for order in self._engine.journal.orders_for_pair(pair_id):
+            if order.purpose is OrderPurpose.ENTRY:
+                planned.setdefault(order.signal_id, {})[order.leg.value] = order
+        wanted = position.entry_signal_id
+        for signal_id in ([wanted] if wanted in planned else list(reversed(planned))):
+            legs = planned[signal_id]
+            if "a" in legs and "b" in legs:
+                record = self._engine.journal.get_signal(signal_id)
+                return _Entry(signal_id, record.signal.ts_ms if record else None, legs["a"].qty, legs["b"].qty,
+                              linked=legs["a"].round_trip_id is not None)
         return None
 
-    def _close_trip(self, position: PairPosition) -> None:
+    def _open_trip(self, pair_id: str) -> int | None:
+        """The pair's open round trip in the journal (at most one), if any."""
+        trips = [t for t in self._engine.journal.round_trips(pair_id) if t.is_open]
+        return trips[-1].id if trips else None
+
+    def _trip_for(self, spec: Any, position: PairPosition, open_trip: int | None, entry: _Entry | None) -> int:
+        """The round trip a held (or naked) pair belongs to.
+
+        The position's own if it is open; else an open one nobody points at (a crash between
+        opening it and saving the position: a new one could not be opened, the journal allows
+        one open trip per pair); else a new one from the entry behind the legs.
+        """
+        if open_trip is not None:
+            return open_trip
         engine = self._engine
-        exit_id = None
-        if position.entry_ts_ms is not None:
-            for record in reversed(engine.journal.signals_for_pair_since(position.pair_id, position.entry_ts_ms)):
-                if not record.signal.signal_type.is_entry and engine.journal.orders_for_signal(record.signal.signal_id):
-                    exit_id = record.signal.signal_id
-                    break
-        engine.journal.close_round_trip(position.round_trip_id, exit_signal_id=exit_id,
-                                        closed_ts_ms=engine.journal_now_ms(), exit_reason="reconciled")
+        now = engine.journal_now_ms()
+        if entry is not None and not entry.linked:
+            return engine.journal.open_round_trip(spec.pair_id, entry_signal_id=entry.signal_id,
+                                                  opened_ts_ms=entry.ts_ms if entry.ts_ms is not None else now)
+        return engine.journal.open_round_trip(spec.pair_id, entry_signal_id=self._repair_signal_id(spec),
+                                              opened_ts_ms=now)
+
+    def _close_trip(self, round_trip_id: int | None, *, exit_reason: str = "reconciled") -> None:
+        """Close a round trip if it is still open (a crash can come between closing it and saving
+        the flat position; closing it twice raised and stopped the whole reconciliation)."""
+        engine = self._engine
+        trip = None if round_trip_id is None else engine.journal.get_round_trip(round_trip_id)
+        if trip is None or not trip.is_open:
+            return
+        exit_id = self._pass_signals.get(trip.pair_id)
+        for record in reversed(engine.journal.signals_for_pair_since(trip.pair_id, trip.opened_ts_ms)):
+            orders = engine.journal.orders_for_signal(record.signal.signal_id)
+            if not record.signal.signal_type.is_entry and any(o.purpose is not OrderPurpose.REPAIR for o in orders):
+                exit_id = record.signal.signal_id  # the exit that did not finish; repairs are linked by id
+                break
+        engine.journal.close_round_trip(trip.id, exit_signal_id=exit_id, closed_ts_ms=engine.journal_now_ms(),
+                                        exit_reason=exit_reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """An entry signal as reconciliation needs it: its time and the leg quantities it planned."""
+
+    signal_id: str
+    ts_ms: int | None
+    want_a: Decimal
+    want_b: Decimal
+    linked: bool  # its orders already belong to a round trip
+
+
+def _hedge_qty(other: Decimal, want_this: Decimal, want_other: Decimal, step: Decimal) -> Decimal:
+    """This leg's quantity hedging ``other`` at the planned ``want_this : want_other``, floored to
+    ``step``, exactly.
+
+    >>> _hedge_qty(Decimal(77), Decimal(737), Decimal(77), Decimal("0.1"))
+    Decimal('737.0')
+    """
+    return ((other * want_this) // (want_other * step)) * step
 
 
 def _fill_qty_by_order(journal: Any, pair_id: str) -> dict[str, Decimal]:

@@ -1,0 +1,642 @@
+"""Fault campaign: many executions through real ccxt and the simulator under injected faults,
+then an audit of the exchange against the journal. Prints one JSON object on stdout.
+
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/fault_campaign.py --executions 1000 --seed 1``
+(a few minutes on a 2-core box; progress bar on stderr). Exit code 0 when the three audit
+numbers are zero, 1 otherwise.
+
+Setup, all in this process on one event loop:
+
+* ``SimulatorServer`` replaying the bundled 5-minute candles of the legs of the shipped
+  ``pairs_config.json`` (shared legs included: a symbol's net position is the sum of several
+  pairs' legs), with ``--partial`` partial fills, ``--reject`` leg rejects (code -2010, a
+  permanent refusal), ``--lost`` lost responses (the order is placed, the reply never comes),
+  ``--latency-ms`` of REST latency, every WebSocket dropped each ``--ws-drop-seconds``, and a
+  burst of ``--burst-size`` HTTP 429 on the next REST requests every ``--burst-every`` seconds.
+* The bot's real ``MarketDataHub`` (ccxt.pro) streams every leg's bid/ask from it, and lives
+  through the WebSocket drops; the ``ExecutionEngine`` trades through ``CcxtExchange`` (ccxt
+  REST, ``enableRateLimit`` off, 3 retries with 20 ms backoff) with its own journal, startup
+  reconciliation and a periodic one every 5 s.
+* Signals are built here, not by the generators: a generator trades when the data says so,
+  and a campaign needs a known number of executions with entries and exits alternating per
+  pair. Each signal waits for a quote of its pair newer than the pair's last signal (so the
+  signals follow the stream, and stall with it while the WebSocket is down) and carries the
+  hub's latest mids of its legs and their replay-time timestamp. ``--concurrency`` signals on
+  different pairs are submitted at once (the engine's lock serialises them) and every 50th is
+  a re-submission of an earlier signal id (P1 must refuse it). An *execution* is one signal
+  handled by ``ExecutionEngine.execute_signal``.
+
+At the end the faults are switched off, every execution has returned, and two reconciliation
+passes run under the engine's lock (the second must find nothing left to do). Then
+``audit_book`` compares the simulator's order log and positions with the journal (definitions
+at the top of the audit section). The report has the three numbers that must be zero, the
+protocol counters (``engine.counters``), the outcomes, the faults the simulator injected, the
+seed and the elapsed time.
+
+``--crash-restarts N`` runs the other campaign instead: the real bot as a process against a
+standalone simulator, SIGKILLed N times mid-trade (``bench/crash_restarts.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from loguru import logger  # noqa: E402
+
+from core.config import (ExchangeConfig, ExecutionConfig, PairConfig, RiskConfig, Secrets,  # noqa: E402
+                         compact_symbol, load_pairs_config, SignalConfig)
+from core.types import PairState, Quote, SignalType, TradingSignal  # noqa: E402
+from execution.engine import ExecutionEngine  # noqa: E402
+from execution.exchange import CcxtExchange  # noqa: E402
+from execution.journal import Journal  # noqa: E402
+from execution.journal_models import OrderPurpose, OrderRecord, OrderStatus, PairPosition  # noqa: E402
+from execution.reconcile import PairVerdict, classify, derived_legs  # noqa: E402
+from execution.results import PairSpec  # noqa: E402
+from signals.generator import make_signal_id  # noqa: E402
+
+ZERO = Decimal(0)
+DEFAULT_PAIRS = ROOT / "pairs_config.json"
+REJECT_CODE = -2010  # NEW_ORDER_REJECTED: ccxt InvalidOrder, a refusal for good
+RESUBMIT_EVERY = 50  # every 50th signal re-submits an earlier signal id (P1 must refuse it)
+FRESH_QUOTE_WAIT_SECONDS = 10.0
+
+# =============================================================================================
+# The audit (pure; also used by bench/crash_restarts.py and the tests)
+# =============================================================================================
+# naked legs: for each symbol, the exchange's net position must equal the sum, over the pairs
+#   trading it, of the journal-derived leg quantities (``reconcile.derived_legs``: the signed
+#   filled quantities of the pair's orders); and for each pair both legs are non-zero or both
+#   zero, with the signs of a spread position, and neither leg is one lot step or more beyond
+#   the hedge of the other at the quantities its last entry planned (P2's acceptance rule).
+# orphan open orders: orders still open on the exchange (the bot sends market orders only).
+# journal mismatches: a ``pb-`` order on the exchange whose journal status or filled quantity
+#   differs or that the journal lacks; a journal order claiming an exchange state the exchange
+#   has no order for, or still unresolved; a pair position record that differs from its
+#   derived legs; a symbol whose exchange position differs from the derived sum.
+# Also counted, not among the three: clientOrderIds present more than once on the exchange
+# (an intent sent twice) and orders whose recorded trades do not add up to their filled qty.
+
+OPEN_ON_EXCHANGE = frozenset({"NEW", "PARTIALLY_FILLED"})
+_EXPECTED_STATUS = {"FILLED": {OrderStatus.FILLED}, "EXPIRED": {OrderStatus.EXPIRED},
+                    "CANCELED": {OrderStatus.CANCELED}, "NEW": {OrderStatus.ACKED},
+                    "PARTIALLY_FILLED": {OrderStatus.PARTIALLY_FILLED}}
+_ON_EXCHANGE = frozenset({OrderStatus.ACKED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
+                          OrderStatus.CANCELED, OrderStatus.EXPIRED})
+
+
+@dataclass(frozen=True, slots=True)
+class PairLegs:
+    """A pair as the audit sees it: exchange symbols (``EOSUSDT``) and lot steps."""
+
+    pair_id: str
+    symbol_a: str
+    symbol_b: str
+    step_a: Decimal
+    step_b: Decimal
+
+
+@dataclass(slots=True)
+class AuditResult:
+    naked_legs: list[str] = field(default_factory=list)
+    orphan_open_orders: list[str] = field(default_factory=list)
+    journal_mismatches: list[str] = field(default_factory=list)
+    duplicate_client_order_ids: list[str] = field(default_factory=list)
+    fill_record_gaps: list[str] = field(default_factory=list)
+    derived: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.naked_legs or self.orphan_open_orders or self.journal_mismatches)
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in (
+            "naked_legs", "orphan_open_orders", "journal_mismatches", "duplicate_client_order_ids",
+            "fill_record_gaps")}
+
+    def details(self, limit: int = 20) -> dict[str, list[str]]:
+        return {name: getattr(self, name)[:limit] for name in self.counts() if getattr(self, name)}
+
+
+def sim_account_positions(report: Mapping[str, Any], account: str = "default") -> dict[str, Decimal]:
+    """``{EOSUSDT: signed amount}`` from the simulator's ``/sim/positions`` report."""
+    rows = (report.get(account) or {}).get("positions") or {}
+    return {symbol: Decimal(str(row["amount"])) for symbol, row in rows.items()}
+
+
+def within_one_step(qa: Decimal, qb: Decimal, planned: tuple[Decimal, Decimal], step_a: Decimal,
+                    step_b: Decimal) -> bool:
+    """True if either leg is within one lot step of the exact hedge of the other at the planned
+    ``want_a : want_b`` (exact rationals: no rounded ratio in between). Quantities are unsigned.
+
+    Legs move in whole steps, so one of them can always be brought within a step of the other's
+    exact hedge; P2 leaves at most that.
+
+    >>> within_one_step(Decimal(259), Decimal("183.5"), (Decimal(427), Decimal("302.5")), Decimal(1),
+    ...                 Decimal("0.1"))
+    True
+    >>> within_one_step(Decimal(259), Decimal("180"), (Decimal(427), Decimal("302.5")), Decimal(1),
+    ...                 Decimal("0.1"))
+    False
+    """
+    want_a, want_b = planned
+    off_b = abs(qb * want_a - qa * want_b)  # = |qb - exact hedge of qa| * want_a
+    return off_b <= step_b * want_a or off_b <= step_a * want_b
+
+
+def planned_legs(orders: Iterable[OrderRecord]) -> tuple[Decimal, Decimal] | None:
+    """The leg quantities of the pair's most recent entry that planned both legs."""
+    by_signal: dict[str, dict[str, Decimal]] = {}
+    for order in orders:
+        if order.purpose is OrderPurpose.ENTRY:
+            by_signal.setdefault(order.signal_id, {})[order.leg.value] = order.qty
+    for legs in reversed(list(by_signal.values())):
+        if legs.get("a") and legs.get("b"):
+            return legs["a"], legs["b"]
+    return None
+
+
+def audit_book(*, pairs: list[PairLegs], journal_orders: Mapping[str, list[OrderRecord]],
+               journal_positions: Mapping[str, PairPosition | None], sim_orders: list[Mapping[str, Any]],
+               sim_positions: Mapping[str, Decimal], recorded_fill_qty: Mapping[str, Decimal] | None = None,
+               prefix: str = "pb-", account: str = "default") -> AuditResult:
+    """Compare the journal with the exchange (definitions above).
+
+    ``journal_orders``: every order of each pair, oldest first (``Journal.orders_for_pair``).
+    ``sim_orders``: the simulator's order log. ``recorded_fill_qty``: per clientOrderId the sum
+    of the trades recorded in the journal (None skips that check).
+    """
+    result = AuditResult()
+    ours = [o for o in sim_orders if o.get("account", account) == account]
+    _audit_orders(result, pairs, journal_orders, ours, prefix)
+    _audit_positions(result, pairs, journal_orders, journal_positions, sim_positions)
+    if recorded_fill_qty is not None:
+        for orders in journal_orders.values():
+            for order in orders:
+                recorded = recorded_fill_qty.get(order.client_order_id, ZERO)
+                if recorded != order.filled_qty:
+                    result.fill_record_gaps.append(f"{order.client_order_id}: filled {order.filled_qty}, "
+                                                   f"trades recorded {recorded}")
+    return result
+
+
+def _audit_orders(result: AuditResult, pairs: list[PairLegs], journal_orders: Mapping[str, list[OrderRecord]],
+                  sim_orders: list[Mapping[str, Any]], prefix: str) -> None:
+    legs = {p.pair_id: p for p in pairs}
+    journal = {o.client_order_id: o for orders in journal_orders.values() for o in orders}
+    seen = Counter(str(o["clientOrderId"]) for o in sim_orders)
+    result.duplicate_client_order_ids = sorted(f"{cid} x{n}" for cid, n in seen.items()
+                                               if n > 1 and cid.startswith(prefix))
+    on_exchange: dict[str, Mapping[str, Any]] = {}
+    for row in sim_orders:
+        cid = str(row["clientOrderId"])
+        on_exchange[cid] = row
+        if row["status"] in OPEN_ON_EXCHANGE:
+            result.orphan_open_orders.append(f"{cid} {row['symbol']} {row['side']} {row['origQty']} {row['status']}")
+        if not cid.startswith(prefix):
+            continue
+        record = journal.get(cid)
+        if record is None:
+            result.journal_mismatches.append(f"{cid}: on the exchange ({row['status']} {row['executedQty']}) "
+                                             "but not in the journal")
+            continue
+        filled = Decimal(str(row["executedQty"]))
+        if record.status not in _EXPECTED_STATUS.get(row["status"], set()) or record.filled_qty != filled:
+            result.journal_mismatches.append(f"{cid}: exchange {row['status']} filled {filled}, journal "
+                                             f"{record.status.value} filled {record.filled_qty}")
+        pair = legs.get(record.pair_id)
+        symbol = None if pair is None else (pair.symbol_a if record.leg.value == "a" else pair.symbol_b)
+        if symbol not in (None, row["symbol"]):
+            result.journal_mismatches.append(f"{cid}: exchange symbol {row['symbol']}, journal {symbol}")
+    for cid, record in journal.items():
+        if record.status.is_open:
+            result.journal_mismatches.append(f"{cid}: still unresolved in the journal ({record.status.value})")
+        elif cid not in on_exchange and (record.status in _ON_EXCHANGE or record.filled_qty > 0):
+            result.journal_mismatches.append(f"{cid}: journal says {record.status.value} filled "
+                                             f"{record.filled_qty}; the exchange has no such order")
+
+
+def _audit_positions(result: AuditResult, pairs: list[PairLegs], journal_orders: Mapping[str, list[OrderRecord]],
+                     journal_positions: Mapping[str, PairPosition | None],
+                     sim_positions: Mapping[str, Decimal]) -> None:
+    expected: dict[str, Decimal] = {}
+    for pair in pairs:
+        orders = journal_orders.get(pair.pair_id, [])
+        qa, qb = derived_legs(orders, "a"), derived_legs(orders, "b")
+        result.derived[pair.pair_id] = [str(qa), str(qb)]
+        expected[pair.symbol_a] = expected.get(pair.symbol_a, ZERO) + qa
+        expected[pair.symbol_b] = expected.get(pair.symbol_b, ZERO) + qb
+        verdict = classify(qa, qb)
+        if verdict is PairVerdict.NAKED:
+            result.naked_legs.append(f"{pair.pair_id}: naked, {pair.symbol_a} {qa} / {pair.symbol_b} {qb}")
+        elif verdict is PairVerdict.INCONSISTENT:
+            result.naked_legs.append(f"{pair.pair_id}: legs {qa} / {qb} are no spread position")
+        elif verdict is not PairVerdict.FLAT:
+            planned = planned_legs(orders)
+            if planned is None:
+                result.naked_legs.append(f"{pair.pair_id}: in position {qa} / {qb} with no entry on record")
+            elif not within_one_step(abs(qa), abs(qb), planned, pair.step_a, pair.step_b):
+                result.naked_legs.append(f"{pair.pair_id}: hedge imbalance {qa} / {qb} (planned "
+                                         f"{planned[0]}:{planned[1]}, more than one lot step off)")
+        position = journal_positions.get(pair.pair_id)
+        held = (position.qty_a, position.qty_b) if position is not None else (ZERO, ZERO)
+        if held != (qa, qb):
+            result.journal_mismatches.append(f"{pair.pair_id}: position record {held[0]} / {held[1]} "
+                                             f"but its orders derive {qa} / {qb}")
+        state = position.state if position is not None else PairState.FLAT
+        if verdict.value in PairState.__members__ and state.value != verdict.value:
+            result.journal_mismatches.append(f"{pair.pair_id}: state {state.value} but its legs are "
+                                             f"{verdict.value}")
+    for symbol in sorted(expected):
+        held = sim_positions.get(symbol, ZERO)
+        if held != expected[symbol]:
+            result.naked_legs.append(f"{symbol}: exchange holds {held}, the pairs' journal explains "
+                                     f"{expected[symbol]}")
+            result.journal_mismatches.append(f"{symbol}: exchange position differs by {held - expected[symbol]}")
+    for symbol, held in sorted(sim_positions.items()):
+        if symbol not in expected and held != 0:
+            result.naked_legs.append(f"{symbol}: exchange holds {held}, traded by no pair")
+
+
+def audit_journal(journal: Journal, pairs: list[PairLegs], *, sim_orders: list[Mapping[str, Any]],
+                  sim_positions: Mapping[str, Decimal], account: str = "default") -> AuditResult:
+    """``audit_book`` with the journal's side read from an open ``Journal``; ``account``: the
+    simulator account the bot trades on (``paper`` for a paper account file)."""
+    orders = {p.pair_id: journal.orders_for_pair(p.pair_id) for p in pairs}
+    recorded: dict[str, Decimal] = {}
+    for pair in pairs:
+        for fill in journal.fills_for_pair_since(pair.pair_id, 0):
+            recorded[fill.client_order_id] = recorded.get(fill.client_order_id, ZERO) + fill.qty
+    return audit_book(pairs=pairs, journal_orders=orders,
+                      journal_positions={p.pair_id: journal.get_position(p.pair_id) for p in pairs},
+                      sim_orders=sim_orders, sim_positions=sim_positions, recorded_fill_qty=recorded,
+                      account=account)
+
+
+# =============================================================================================
+# The campaign
+# =============================================================================================
+
+@dataclass(frozen=True, slots=True)
+class CampaignOptions:
+    executions: int = 1000
+    seed: int = 1
+    partial_fill_probability: float = 0.20
+    reject_probability: float = 0.05
+    lost_response_probability: float = 0.05
+    ws_drop_seconds: float = 30.0
+    burst_every_seconds: float = 5.0
+    burst_size: int = 4
+    latency_ms: int = 5
+    latency_jitter_ms: int = 10
+    concurrency: int = 3
+    speed: float = 60.0
+    notional_usdt: float = 400.0
+    pairs_file: Path = DEFAULT_PAIRS
+    workdir: Path | None = None
+    progress: bool = True
+
+
+@dataclass(slots=True)
+class _Quotes:
+    """The hub's latest quote per symbol (what the signals are priced from)."""
+
+    latest: dict[str, Quote] = field(default_factory=dict)
+
+    def on_quote(self, quote: Quote) -> None:
+        self.latest[quote.symbol] = quote
+
+    def mid(self, symbol: str) -> Decimal | None:
+        quote = self.latest.get(symbol)
+        return None if quote is None else Decimal(repr(quote.mid))
+
+    async def wait_newer(self, symbols: Iterable[str], after_ts_ms: int, timeout: float) -> bool:
+        """Wait until one of ``symbols`` has a quote stamped after ``after_ts_ms``; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not any(q is not None and q.ts_ms > after_ts_ms for q in map(self.latest.get, symbols)):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+
+async def run_campaign(options: CampaignOptions) -> dict[str, Any]:
+    """Run the campaign (see the module docstring) and return the report."""
+    if options.workdir is None:
+        with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp:
+            return await _run(options, Path(tmp))
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    return await _run(options, options.workdir)
+
+
+async def _run(options: CampaignOptions, workdir: Path) -> dict[str, Any]:
+    from simulator.config import AccountConfig, ReplayConfig, SimulatorConfig
+    from simulator.faults import FaultConfig
+    from signals.market_data import MarketDataHub
+    from simulator.server import SimulatorServer
+
+    log_sink = logger.add(workdir / "campaign.log", level="DEBUG", enqueue=False)
+    pairs_config = [p for p in load_pairs_config(options.pairs_file, SignalConfig()) if p.enabled]
+    symbols = tuple(sorted({compact_symbol(leg) for p in pairs_config for leg in (p.leg_a, p.leg_b)}))
+    sim = SimulatorServer(SimulatorConfig(
+        symbols=symbols, port=0, loop_interval_ms=5.0,
+        replay=ReplayConfig(speed=options.speed, steps_per_bar=60, seed=options.seed),
+        accounts=(AccountConfig(starting_balance_usdt=Decimal(10_000_000)),)))
+    await sim.start()
+    faults = FaultConfig(seed=options.seed, partial_fill_probability=options.partial_fill_probability,
+                         reject_probability=options.reject_probability, reject_code=REJECT_CODE,
+                         lost_response_probability=options.lost_response_probability,
+                         ws_disconnect_every_seconds=options.ws_drop_seconds, latency_ms=options.latency_ms,
+                         latency_jitter_ms=options.latency_jitter_ms)
+    exchange = ExchangeConfig(base_url=sim.base_url, enable_rate_limit=False,
+                              request_timeout_ms=3000, leverage=5)
+    hub = MarketDataHub(exchange_config=exchange, max_quote_age_ms=5000, watch_timeout_s=2.0, seed=options.seed)
+    quotes = _Quotes()
+    journal: Journal | None = None
+    engine: ExecutionEngine | None = None
+    try:
+        await hub.connect()
+        specs = [_spec(p, hub, options.notional_usdt) for p in pairs_config]
+        for symbol in sorted({s for spec in specs for s in (spec.symbol_a, spec.symbol_b)}):
+            hub.subscribe(symbol, quotes.on_quote)
+        await hub.start()
+        journal = Journal.open(workdir / "journal-campaign.sqlite", mode="live")
+        engine = ExecutionEngine(
+            adapter=CcxtExchange(exchange, Secrets(sim.api_key, sim.api_secret, "simulator")), journal=journal,
+            pairs=specs, execution=ExecutionConfig(
+                notional_per_pair_usdt=options.notional_usdt, max_order_retries=3, retry_backoff_ms=20,
+                order_timeout_seconds=2, reconcile_interval_seconds=5, duplicate_window_seconds=0),
+            risk=RiskConfig(max_open_pairs=len(specs), max_gross_exposure_usdt=1e9, max_daily_loss_usdt=1e9),
+            leverage=5, margin_mode="cross", mids=quotes.mid,
+            external_positions_path=workdir / "external-positions.json", seed=options.seed)
+        await engine.start()
+        await _wait_for_quotes(quotes, specs)
+        sim.set_fault_config(faults)
+        started = time.monotonic()
+        drive = await _drive(engine, sim, quotes, specs, options)
+        elapsed = time.monotonic() - started
+        sim.set_fault_config(FaultConfig())  # the audit needs an exchange that answers
+        async with engine._lock:  # the same lock the periodic pass takes: nothing is in flight
+            final = await engine.reconciler.run(startup=False)
+            settle = await engine.reconciler.run(startup=False)
+        audit = audit_journal(journal, [_legs(engine, s) for s in specs], sim_orders=sim.order_log(),
+                              sim_positions=sim_account_positions(sim.positions()))
+        return _report(options, engine, sim, hub, drive, audit, final.as_dict(), settle.as_dict(), elapsed)
+    finally:
+        if engine is not None:
+            await engine.stop()
+        await hub.stop()
+        await sim.stop()
+        if journal is not None:
+            journal.close()
+        logger.remove(log_sink)
+
+
+def _spec(pair: PairConfig, hub: Any, notional: float) -> PairSpec:
+    return PairSpec(pair.pair_id, hub.resolve_symbol(pair.leg_a, pair_id=pair.pair_id),
+                    hub.resolve_symbol(pair.leg_b, pair_id=pair.pair_id), Decimal(repr(pair.hedge_ratio)),
+                    Decimal(repr(pair.notional_usdt or notional)), pair.price_transform or "log")
+
+
+def _legs(engine: ExecutionEngine, spec: PairSpec) -> PairLegs:
+    ra, rb = engine.adapter.rules(spec.symbol_a), engine.adapter.rules(spec.symbol_b)
+    return PairLegs(spec.pair_id, ra.exchange_symbol, rb.exchange_symbol, ra.step_size, rb.step_size)
+
+
+async def _wait_for_quotes(quotes: _Quotes, specs: list[PairSpec], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    wanted = {s for spec in specs for s in (spec.symbol_a, spec.symbol_b)}
+    while not wanted <= quotes.latest.keys():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no quotes for {sorted(wanted - quotes.latest.keys())} after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass(slots=True)
+class _DriveStats:
+    executions: int = 0
+    entries: int = 0
+    exits: int = 0
+    resubmissions: int = 0
+    signals_on_old_quotes: int = 0
+    http_bursts: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list[PairSpec],
+                 options: CampaignOptions) -> _DriveStats:
+    """Submit ``options.executions`` signals, ``concurrency`` at a time, with 429 bursts meanwhile.
+
+    Each new signal of a pair waits for a quote of one of its legs newer than the pair's last
+    signal (up to ``FRESH_QUOTE_WAIT_SECONDS``), so signals follow the live stream, and stall
+    with it while the WebSocket is down.
+    """
+    rng = random.Random(options.seed)
+    stats = _DriveStats()
+    last_ts: dict[str, int] = {}
+    handled: list[TradingSignal] = []
+
+    async def bursts() -> None:
+        while True:
+            await asyncio.sleep(options.burst_every_seconds)
+            sim.inject_http_errors(429, options.burst_size)
+            stats.http_bursts += 1
+
+    async def one(spec: PairSpec, resubmit: TradingSignal | None) -> tuple[TradingSignal, Any]:
+        signal = resubmit
+        if signal is None:
+            if not await quotes.wait_newer((spec.symbol_a, spec.symbol_b), last_ts.get(spec.pair_id, 0),
+                                           FRESH_QUOTE_WAIT_SECONDS):
+                stats.signals_on_old_quotes += 1
+            signal = _signal(engine, spec, quotes, rng, last_ts)
+        return signal, await engine.execute_signal(signal)
+
+    burst_task = asyncio.create_task(bursts(), name="campaign.bursts")
+    try:
+        with progress_bar(options.executions, label="executions", enabled=options.progress) as advance:
+            while stats.executions < options.executions:
+                batch_size = min(options.concurrency, options.executions - stats.executions)
+                jobs = []
+                for spec in rng.sample(specs, min(batch_size, len(specs))):
+                    due = (stats.executions + len(jobs)) % RESUBMIT_EVERY == RESUBMIT_EVERY // 2
+                    resubmit = rng.choice(handled) if handled and due else None
+                    stats.resubmissions += resubmit is not None
+                    jobs.append(one(spec, resubmit))
+                for signal, result in await asyncio.gather(*jobs):
+                    stats.executions += 1
+                    stats.entries += signal.signal_type.is_entry
+                    stats.exits += not signal.signal_type.is_entry
+                    stats.outcomes[f"{result.status.value}:{result.reason.value}"] += 1
+                    handled.append(signal)
+                advance(len(jobs))
+    finally:
+        burst_task.cancel()
+        await asyncio.gather(burst_task, return_exceptions=True)
+    return stats
+
+
+def _signal(engine: ExecutionEngine, spec: PairSpec, quotes: _Quotes, rng: random.Random,
+            last_ts: dict[str, int]) -> TradingSignal:
+    """The pair's next signal: an entry (random side) when flat, else an exit of some kind."""
+    qa, qb = quotes.latest[spec.symbol_a], quotes.latest[spec.symbol_b]
+    if engine.pair_state(spec.pair_id) is PairState.FLAT:
+        kind = rng.choice((SignalType.ENTER_LONG_SPREAD, SignalType.ENTER_SHORT_SPREAD))
+        z = -2.5 if kind is SignalType.ENTER_LONG_SPREAD else 2.5
+    else:
+        kind = rng.choices((SignalType.EXIT, SignalType.STOP_LOSS, SignalType.TIME_STOP), (8, 1, 1))[0]
+        z = 0.0
+    ts = max(qa.ts_ms, qb.ts_ms, last_ts.get(spec.pair_id, 0) + 1)
+    last_ts[spec.pair_id] = ts
+    return TradingSignal(make_signal_id(spec.pair_id, ts, kind), spec.pair_id, kind, z, 0.0, 0.0, 1.0,
+                         qa.mid, qb.mid, float(spec.hedge_ratio), ts)
+
+
+class progress_bar:
+    """A rich progress bar of ``total`` steps on stderr (or nothing); ``advance(n)`` moves it."""
+
+    def __init__(self, total: int, *, label: str, enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._total = total
+        self._label = label
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self._enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn(self._label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             console=Console(stderr=True), transient=False)
+        self._bar.start()
+        task = self._bar.add_task(self._label, total=self._total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _report(options: CampaignOptions, engine: ExecutionEngine, sim: Any, hub: Any, drive: _DriveStats,
+            audit: AuditResult, final: dict[str, Any], settle: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    counts = audit.counts()
+    sim_stats = sim.stats()
+    engine_stats = engine.stats()
+    return {
+        "seed": options.seed,
+        "executions": drive.executions,
+        "elapsed_seconds": round(elapsed, 2),
+        "executions_per_second": round(drive.executions / elapsed, 2) if elapsed else None,
+        "naked_legs": counts["naked_legs"],
+        "orphan_open_orders": counts["orphan_open_orders"],
+        "journal_mismatches": counts["journal_mismatches"],
+        "duplicate_client_order_ids": counts["duplicate_client_order_ids"],
+        "fill_record_gaps": counts["fill_record_gaps"],
+        "problems": audit.details(),
+        "signals": {"entries": drive.entries, "exits": drive.exits, "resubmitted": drive.resubmissions,
+                    "priced_on_quotes_older_than_the_last_signal": drive.signals_on_old_quotes},
+        "outcomes": dict(sorted(drive.outcomes.items())),
+        "engine_outcomes": engine_stats["outcomes"],
+        "refused_by_reason": engine_stats["refused_by_reason"],
+        "protocols": engine.counters.as_dict(),
+        "faults": {
+            "settings": {"partial_fill_probability": options.partial_fill_probability,
+                         "reject_probability": options.reject_probability, "reject_code": REJECT_CODE,
+                         "lost_response_probability": options.lost_response_probability,
+                         "latency_ms": options.latency_ms, "latency_jitter_ms": options.latency_jitter_ms,
+                         "ws_drop_every_seconds": options.ws_drop_seconds,
+                         "http_429_burst": {"every_seconds": options.burst_every_seconds,
+                                            "size": options.burst_size}},
+            "injected": sim_stats["faults_injected"],
+            "http_429_bursts_queued": drive.http_bursts,
+            "ws_connections_dropped": sim_stats["ws"].get("connections_dropped", 0),
+        },
+        "market_data": {k: hub.stats()[k] for k in ("quotes_processed", "reconnects", "watch_timeouts")},
+        "exchange_errors_seen_by_ccxt_adapter": dict(engine.adapter.counters.errors),
+        "orders": {"simulator": len(sim.order_log()), "journal": sum(len(engine.journal.orders_for_pair(p))
+                                                                    for p in engine.pairs)},
+        "halted_pairs": engine_stats["halted_pairs"],
+        "blocked_pairs": engine_stats["blocked_pairs"],
+        "final_reconciliation": {k: v for k, v in final.items() if v},
+        "second_reconciliation": {k: v for k, v in settle.items() if v and k != "restored"},
+        "open_positions_at_end": {p: legs for p, legs in audit.derived.items() if any(Decimal(q) for q in legs)},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = CampaignOptions()
+    p = argparse.ArgumentParser(
+        prog="bench/fault_campaign.py", description=__doc__.split("\n\n")[0],
+        epilog="Prints one JSON object; exit code 0 when naked_legs, orphan_open_orders and "
+               "journal_mismatches are all 0, 1 otherwise.")
+    p.add_argument("--executions", type=int, default=d.executions, help="signals to execute (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of faults, signals and replay (default %(default)s)")
+    p.add_argument("--partial", type=float, default=d.partial_fill_probability, help="partial fill probability")
+    p.add_argument("--reject", type=float, default=d.reject_probability, help="leg reject probability")
+    p.add_argument("--lost", type=float, default=d.lost_response_probability, help="lost response probability")
+    p.add_argument("--ws-drop-seconds", type=float, default=d.ws_drop_seconds,
+                   help="drop every WebSocket this often (default %(default)s; 0 = never)")
+    p.add_argument("--burst-every", type=float, default=d.burst_every_seconds,
+                   help="seconds between HTTP 429 bursts (default %(default)s)")
+    p.add_argument("--burst-size", type=int, default=d.burst_size, help="requests failed per burst")
+    p.add_argument("--latency-ms", type=int, default=d.latency_ms, help="REST latency added by the simulator")
+    p.add_argument("--latency-jitter-ms", type=int, default=d.latency_jitter_ms, help="random extra REST latency")
+    p.add_argument("--concurrency", type=int, default=d.concurrency, help="signals submitted at once")
+    p.add_argument("--speed", type=float, default=d.speed, help="replay speed (default %(default)s)")
+    p.add_argument("--pairs", type=Path, default=d.pairs_file, help="pairs file (default: the shipped one)")
+    p.add_argument("--workdir", type=Path, default=None, help="keep journal and log here (default: a temp dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--crash-restarts", type=int, default=0, metavar="N",
+                   help="instead: run the real bot against a standalone simulator, SIGKILL it N times "
+                        "mid-trade and restart it, then audit (bench/crash_restarts.py)")
+    return p
+
+
+def options_from_args(argv: list[str] | None = None) -> CampaignOptions:
+    a = build_parser().parse_args(argv)
+    if a.executions < 1 or a.concurrency < 1:
+        raise SystemExit("--executions and --concurrency must be >= 1")
+    return CampaignOptions(executions=a.executions, seed=a.seed, partial_fill_probability=a.partial,
+                           reject_probability=a.reject, lost_response_probability=a.lost,
+                           ws_drop_seconds=a.ws_drop_seconds, burst_every_seconds=a.burst_every,
+                           burst_size=a.burst_size, latency_ms=a.latency_ms,
+                           latency_jitter_ms=a.latency_jitter_ms, concurrency=a.concurrency, speed=a.speed,
+                           pairs_file=a.pairs, workdir=a.workdir, progress=not a.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.crash_restarts > 0:
+        from bench.crash_restarts import CrashOptions, run_crash_restarts
+
+        report = run_crash_restarts(CrashOptions(restarts=args.crash_restarts, seed=args.seed, workdir=args.workdir,
+                                                 progress=not args.no_progress))
+        print(json.dumps(report, indent=2, default=str))
+        return 0 if report["problem_count"] == 0 else 1
+    options = options_from_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="CRITICAL")
+    report = asyncio.run(run_campaign(options))
+    print(json.dumps(report, indent=2, default=str))
+    clean = report["naked_legs"] == report["orphan_open_orders"] == report["journal_mismatches"] == 0
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
