@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -449,23 +449,34 @@ class ExecutionEngine:
         do not leave a leg open. ``unsaved``: quantity of this leg filled by this execution and
         not in ``self.positions`` yet (trim, rollback), which a reduce-only order may close.
         """
-        left = qty
+        left = qty  # below zero after an overshoot (see below), until it is taken back
         failures = 0
         for attempt in range(_MAX_CLOSE_ATTEMPTS):
-            if left <= 0 or failures > self._exec.max_order_retries:
+            if left == 0 or failures > self._exec.max_order_retries:
                 break
-            pending = _signed(unsaved - (qty - left), _opposite(side)) if unsaved else ZERO
+            back = left < 0
+            order_side = _opposite(side) if back else side
+            want = abs(left)
+            # On the exchange but not in self.positions yet: what this execution holds unsaved, and
+            # what earlier attempts of this loop already closed (an exit's first partial fill).
+            pending = _signed(unsaved, _opposite(side)) + _signed(qty - left, side)
+            reduce_only = self._reduce_only_ok(symbol, order_side, want, pending)
+            # Not reduce-only (another pair holds the other side of this leg) and below the
+            # exchange's minimum: no such order exists (-4164). Overshoot to the smallest
+            # tradeable size, then take the excess back reduce-only, which any size may be.
+            send = want if reduce_only or back else max(want, self.smallest_order(symbol))
             if attempt and purpose is OrderPurpose.EXIT:
                 self.counters.exit_retries += 1
             placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, purpose, attempt,
-                                                          symbol, side, left,
-                                                          reduce_only=self._reduce_only_ok(symbol, side, left,
-                                                                                           pending)))
-            left -= placed.filled
+                                                          symbol, order_side, send, reduce_only=reduce_only))
+            left += placed.filled if back else -placed.filled
             if placed.filled == 0:
                 failures += 1
-                if left > 0 and failures <= self._exec.max_order_retries:
+                if left != 0 and failures <= self._exec.max_order_retries:
                     await asyncio.sleep(self.placer.backoff(failures - 1))
+        if left < 0:
+            logger.critical("{} {}: closed {} {} more than held; the excess is open", spec.pair_id,
+                            signal.signal_id, -left, symbol)
         return left
 
     # -- exits ----------------------------------------------------------------------------------
@@ -523,6 +534,27 @@ class ExecutionEngine:
         net = sum((p.qty_a if p.symbol_a == symbol else ZERO) + (p.qty_b if p.symbol_b == symbol else ZERO)
                   for p in self.positions.values()) + unsaved
         return net >= qty if side == "sell" else net <= -qty
+
+    def smallest_order(self, symbol: str) -> Decimal:
+        """The smallest quantity of ``symbol`` the exchange takes without reduce-only: min qty
+        and min notional with 20% room for the price to move, at the latest known price."""
+        rules = self.adapter.rules(symbol)
+        price = self._mids(symbol) or self._last_fill_price(symbol)
+        if not price or not rules.min_notional:
+            return rules.min_qty
+        need = max(rules.min_qty, rules.min_notional * Decimal("1.2") / price)
+        return (need / rules.step_size).to_integral_value(rounding=ROUND_CEILING) * rules.step_size
+
+    def _last_fill_price(self, symbol: str) -> Decimal | None:
+        """The average price of the newest filled order on ``symbol`` in the journal (any pair)."""
+        latest: tuple[int, Decimal] | None = None
+        for pair_id, spec in self.pairs.items():
+            if symbol not in (spec.symbol_a, spec.symbol_b):
+                continue
+            for order in self.journal.orders_for_pair(pair_id):
+                if order.symbol == symbol and order.avg_price and (latest is None or order.updated_ms >= latest[0]):
+                    latest = (order.updated_ms, order.avg_price)
+        return latest[1] if latest else None
 
     def _risk_snapshot(self, now_ms: int) -> RiskSnapshot:
         """``now_ms`` is the signal's exchange time: round trips are closed with signal times,

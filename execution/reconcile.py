@@ -29,7 +29,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field, replace
 from collections.abc import Set as AbstractSet
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -397,7 +397,7 @@ class Reconciler:
             want = abs(qty - removed)
             net = self.expected_positions()[symbol] + self.external.get(symbol, ZERO)
             reduce_only = net >= want if side == "sell" else net <= -want
-            send = want if reduce_only or back else max(want, self._smallest_order(symbol))
+            send = want if reduce_only or back else max(want, engine.smallest_order(symbol))
             request = OrderRequest(signal_id, spec.pair_id, leg, OrderPurpose.REPAIR, attempt, symbol, side,
                                    send, reduce_only=reduce_only, round_trip_id=position.round_trip_id)
             attempt += 1
@@ -406,29 +406,6 @@ class Reconciler:
             placed = await engine.placer.place(request)
             removed += -placed.filled if back else placed.filled
         return removed
-
-    def _smallest_order(self, symbol: str) -> Decimal:
-        """The smallest quantity of ``symbol`` the exchange takes without reduce-only (min qty and
-        min notional, with 20% room for the price to move), at the latest known price."""
-        engine = self._engine
-        rules = engine.adapter.rules(symbol)
-        price = engine._mids(symbol) or self._last_price(symbol)
-        if not price or not rules.min_notional:
-            return rules.min_qty
-        need = max(rules.min_qty, rules.min_notional * Decimal("1.2") / price)
-        return (need / rules.step_size).to_integral_value(rounding=ROUND_CEILING) * rules.step_size
-
-    def _last_price(self, symbol: str) -> Decimal | None:
-        """The average price of the newest filled order on ``symbol`` in the journal (any pair)."""
-        engine = self._engine
-        latest = None
-        for pair_id, spec in engine.pairs.items():
-            if symbol not in (spec.symbol_a, spec.symbol_b):
-                continue
-            for order in engine.journal.orders_for_pair(pair_id):
-                if order.symbol == symbol and order.avg_price and (latest is None or order.updated_ms >= latest[0]):
-                    latest = (order.updated_ms, order.avg_price)
-        return None if latest is None else latest[1]
 
     def _repair_signal_id(self, spec: Any) -> str:
         """Repairs need a recorded signal for the journal's foreign keys; one per pass and pair."""
