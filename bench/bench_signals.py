@@ -207,7 +207,7 @@ def time_query(reps: int) -> dict[str, object]:
         t = s1 + d
         md = t / n
         ssq = s2 + d * d - t * md
-        _z = (d - md) / sqrt(ssq / nm1) if ssq > 0.0 else math.nan
+        (d - md) / sqrt(ssq / nm1) if ssq > 0.0 else math.nan
         py[k] = clock() - t0
     for k, v in enumerate(values):
         t0 = clock()

@@ -25,8 +25,10 @@ Never use ``set_sandbox_mode`` for this: it swaps in Binance's public testnet UR
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
+
+from core.config import compact_symbol
 
 LOCAL_OPTIONS: dict[str, Any] = {
     "fetchCurrencies": False,
@@ -158,3 +160,23 @@ def _root(url: str, schemes: tuple[str, ...], name: str) -> tuple[str, str, str]
 def _ws_from_http(http_root: tuple[str, str, str]) -> tuple[str, str, str]:
     scheme, netloc, prefix = http_root
     return ("wss" if scheme == "https" else "ws"), netloc, prefix
+
+
+def find_perpetual(markets: Mapping[str, Mapping[str, Any]], raw: str) -> str | None:
+    """The unified symbol of the linear perpetual that ``raw`` names, from ccxt's loaded markets.
+
+    ``BTC/USDT``, ``BTCUSDT`` and ``BTC/USDT:USDT`` all find ``BTC/USDT:USDT``; None if there is
+    no such market. Pure: both ccxt users (market data and orders) resolve symbols through it.
+
+    >>> find_perpetual({"BTC/USDT:USDT": {"swap": True, "linear": True}}, "BTCUSDT")
+    'BTC/USDT:USDT'
+    """
+    market = markets.get(raw)
+    if market is not None and market.get("swap"):
+        return raw
+    wanted = compact_symbol(raw)
+    for symbol, market in markets.items():
+        if market.get("swap") and market.get("linear") and compact_symbol(symbol) == wanted:
+            return symbol
+    return None
+

@@ -24,7 +24,7 @@ from loguru import logger
 from core.config import ExchangeConfig, Secrets
 from core.errors import (AuthenticationError, InsufficientFundsError, InvalidOrderError, OrderNotFoundError,
                          PermanentError, RetryableError)
-from core.venue import ccxt_client_config, point_at_local_exchange
+from core.venue import ccxt_client_config, find_perpetual, point_at_local_exchange
 
 ZERO = Decimal(0)
 
@@ -213,15 +213,9 @@ class CcxtExchange:
             await self._ex.load_markets()
 
     def resolve_symbol(self, raw: str) -> str:
-        from core.config import compact_symbol
-
-        markets = self._ex.markets or {}
-        if raw in markets:
-            return raw
-        wanted = compact_symbol(raw)
-        for symbol, market in markets.items():
-            if market.get("swap") and market.get("linear") and compact_symbol(symbol) == wanted:
-                return symbol
+        found = find_perpetual(self._ex.markets or {}, raw)
+        if found is not None:
+            return found
         raise InvalidOrderError(f"unknown market {raw!r} on {self._config.id}")
 
     def market_info(self, symbol: str) -> dict[str, Any]:

@@ -30,10 +30,10 @@ from ccxt.base.errors import AuthenticationError as CcxtAuthenticationError
 from ccxt.base.errors import BadSymbol, ExchangeError, NetworkError
 from loguru import logger
 
-from core.config import KLINE_SECONDS, ExchangeConfig, Secrets, compact_symbol
+from core.config import KLINE_SECONDS, ExchangeConfig, Secrets
 from core.errors import ConfigurationError, RetryableError
 from core.types import Quote
-from core.venue import ccxt_client_config, point_at_local_exchange
+from core.venue import ccxt_client_config, find_perpetual, point_at_local_exchange
 
 QuoteConsumer = Callable[[Quote], Awaitable[Any] | Any]
 StaleListener = Callable[[str, bool], Any]
@@ -122,13 +122,9 @@ class MarketDataHub:
 
         Raises ``ConfigurationError`` naming the pair when the market does not exist.
         """
-        markets = self.exchange.markets
-        if raw in markets and markets[raw].get("swap"):
-            return raw
-        wanted = compact_symbol(raw)
-        for symbol, market in markets.items():
-            if market.get("swap") and market.get("linear") and compact_symbol(symbol) == wanted:
-                return symbol
+        found = find_perpetual(self.exchange.markets or {}, raw)
+        if found is not None:
+            return found
         raise ConfigurationError(file="pairs_config.json", field=f"pair {pair_id}", value=raw,
                                  expected=f"a perpetual market listed by {self._config.id}")
 
