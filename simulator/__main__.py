@@ -39,6 +39,10 @@ with POST /sim/faults):
   http_error_probability=P  http_error_status=429|418|500|502|503|504
   ws_disconnect_every_seconds=S  malformed_frame_probability=P
   malformed_kinds=kind+kind  (kinds: {', '.join(MALFORMED_KINDS)})
+  unknown order outcomes: lands_late_probability=P lands_late_ms=N (default 300)
+  unknown_503_probability=P unknown_503_applied_probability=P (default 0.5)
+  timeout_1007_probability=P timeout_1007_applied_probability=P (default 0.5)
+  reporting lags (wall ms): trade_lag_ms=N  position_lag_ms=N
 
 admin endpoints (no key, loopback only): GET /sim/health /sim/orders /sim/positions
 /sim/markets /sim/stats /sim/faults; POST /sim/faults /sim/faults/http-burst /sim/ws/drop

@@ -177,9 +177,13 @@ def margin_summary(account: Account, open_orders: Iterable[Order], mark: MarkFn)
 
 
 def position_risk_payload(account: Account, symbol: str, mark: Decimal | None,
-                          maint_ratio: Decimal, order_margin: Decimal) -> dict[str, Any]:
-    """One ``GET /fapi/v3/positionRisk`` row (v3 shape: no leverage / marginType fields)."""
-    pos = account.position(symbol)
+                          maint_ratio: Decimal, order_margin: Decimal, *,
+                          position: Position | None = None) -> dict[str, Any]:
+    """One ``GET /fapi/v3/positionRisk`` row (v3 shape: no leverage / marginType fields).
+
+    ``position`` (default: the account's current one) lets a lagged report show an old state.
+    """
+    pos = position if position is not None else account.position(symbol)
     price = mark if mark is not None else pos.entry_price
     notional = (pos.amount * price).quantize(_MONEY)
     leverage = account.leverage_of(symbol)

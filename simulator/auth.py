@@ -83,6 +83,16 @@ def check_timestamp(params: Mapping[str, str], now_wall_ms: int, max_recv_window
         raise errors.timestamp_outside_window()
 
 
+def request_deadline_ms(params: Mapping[str, str]) -> int:
+    """``timestamp + recvWindow``: the last wall-clock ms at which Binance still processes it.
+
+    Only for a request ``check_timestamp`` has already accepted (both values parse).
+    """
+    window_raw = params.get("recvWindow")
+    window = int(window_raw) if window_raw else DEFAULT_RECV_WINDOW_MS
+    return int(params["timestamp"]) + window
+
+
 def check_signature(query_string: str, body: str, secret: str) -> None:
     """Raise -1022 unless the request's ``signature`` matches the secret."""
     payload, signature = signature_payload(query_string, body)

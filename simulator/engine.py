@@ -19,11 +19,17 @@ Semantics worth knowing (and where they differ from Binance, why):
   the position (Binance may instead shrink such an order; refusing is stricter on purpose).
 - A random reject (fault injection) happens after parameter and filter checks, before the
   order exists, so a valid order can be refused but an invalid one keeps its real error.
+- Reporting lags (fault injection, ``trade_lag_ms`` / ``position_lag_ms``) are measured on the
+  WALL clock (``wall_clock``), since they model the venue's read replicas, not the market:
+  each trade remembers when it was made, and each (account, symbol) keeps a short history of
+  its position, just long enough for the current ``position_lag_ms``.
 """
 
 from __future__ import annotations
 
 import random
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -32,6 +38,7 @@ from typing import Any, Protocol
 from simulator import errors
 from simulator.accounts import (
     Account,
+    Position,
     account_update_event,
     account_v3_payload,
     increasing_qty,
@@ -56,7 +63,13 @@ from simulator.orders import CANCELED, EXPIRED, Order, TradeRecord
 from simulator.requests import NewOrder, OrderRef
 
 EventSink = Callable[[str, dict[str, Any]], None]
+WallClock = Callable[[], int]
 MAX_OPEN_ORDERS_PER_SYMBOL = 200
+
+
+def wall_clock_ms() -> int:
+    """The wall clock in ms (what ccxt signs with), the default for the reporting lags."""
+    return int(time.time() * 1000)
 
 
 class MarketView(Protocol):
@@ -82,8 +95,10 @@ class TradingEngine:
         accounts: Iterable[AccountConfig],
         first_order_id: int,
         sink: EventSink | None = None,
+        wall_clock: WallClock = wall_clock_ms,
     ) -> None:
         self.rules = dict(rules)
+        self.wall_clock = wall_clock
         self.market = market
         self.fills = fills
         self.faults = faults
@@ -111,6 +126,11 @@ class TradingEngine:
         self._by_client: dict[tuple[str, str, str], list[int]] = {}
         self._next_order_id = self._first_order_id
         self._next_trade_id = 1
+        # Wall time each trade was made, and (wall ms, position copy) changes per
+        # (account, symbol): only for the reporting-lag faults. Not persisted: after a restore
+        # everything is reported as it is.
+        self._trade_wall_ms: dict[int, int] = {}
+        self._position_history: dict[tuple[str, str], deque[tuple[int, Position]]] = {}
 
     def account_by_key(self, api_key: str) -> Account | None:
         return self._by_key.get(api_key)
@@ -195,9 +215,13 @@ class TradingEngine:
         return found[-limit:]
 
     def user_trades(self, account: Account, symbol: str, *, order_id: int | None = None,
-                    limit: int = 500) -> list[dict[str, Any]]:
+                    limit: int = 500, lag_ms: int = 0) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/userTrades``; with ``lag_ms``, trades younger than that are hidden."""
         rows = [row for o in self.all_orders(account, symbol, limit=10**9)
                 if order_id is None or o.order_id == order_id for row in o.trade_payloads()]
+        if lag_ms > 0:
+            cutoff = self.wall_clock() - lag_ms
+            rows = [r for r in rows if self._trade_wall_ms.get(r["id"], cutoff) <= cutoff]
         return sorted(rows, key=lambda r: r["id"])[-limit:]
 
     def has_open_orders(self, symbol: str) -> bool:
@@ -238,26 +262,36 @@ class TradingEngine:
         account.margin_type[symbol] = wanted
         return {"code": 200, "msg": "success"}
 
-    def account_payload(self, account: Account) -> dict[str, Any]:
-        """``GET /fapi/v3/account``."""
+    def account_payload(self, account: Account, *, position_lag_ms: int = 0) -> dict[str, Any]:
+        """``GET /fapi/v3/account``; its positions lag by ``position_lag_ms``, the rest is live."""
         summary = margin_summary(account, self.open_orders(account), self.market.mark_price)
-        return account_v3_payload(account, summary, self.position_risk(account),
+        return account_v3_payload(account, summary,
+                                  self.position_risk(account, lag_ms=position_lag_ms),
                                   self.market.now_ms)
 
-    def position_risk(self, account: Account, symbol: str | None = None) -> list[dict[str, Any]]:
-        """``GET /fapi/v3/positionRisk``: positions that are open or have open orders."""
+    def position_risk(self, account: Account, symbol: str | None = None, *,
+                      lag_ms: int = 0) -> list[dict[str, Any]]:
+        """``GET /fapi/v3/positionRisk``: positions that are open or have open orders.
+
+        With ``lag_ms``, each position is reported as it was that long ago (wall time), priced
+        at the current mark.
+        """
         if symbol is not None:
             self._rules(symbol)
+        as_of = self.wall_clock() - lag_ms if lag_ms > 0 else None
         rows = []
         for sym in [symbol] if symbol else list(self.rules):
             pos = account.positions.get(sym)
+            if as_of is not None:
+                pos = self._position_as_of(account.name, sym, as_of, pos)
             orders = self.open_orders(account, sym)
             if (pos is None or pos.amount == 0) and not orders:
                 continue
             order_margin = margin_summary(_only(account, sym), orders,
                                           self.market.mark_price).order_margin
             rows.append(position_risk_payload(account, sym, self.market.mark_price(sym),
-                                              self.rules[sym].maint_margin_ratio, order_margin))
+                                              self.rules[sym].maint_margin_ratio, order_margin,
+                                              position=pos))
         return rows
 
     def order_log(self) -> list[dict[str, Any]]:
@@ -406,6 +440,14 @@ class TradingEngine:
 
     def _apply(self, account: Account, order: Order, result: FillResult, now: int) -> None:
         position = account.position(order.symbol)
+        if not result.fills:
+            return
+        wall = self.wall_clock()
+        history = self._position_history.get((account.name, order.symbol))
+        if history is None:
+            # the state before the first recorded change stands for "ever since"
+            history = self._position_history[(account.name, order.symbol)] = deque(
+                [(-1, replace(position))])
         for fill in result.fills:
             realized = position.apply_fill(order.side, fill.qty, fill.price, now)
             account.wallet += realized - fill.fee
@@ -413,11 +455,29 @@ class TradingEngine:
             account.update_ms = now
             trade = TradeRecord(self._next_trade_id, fill.price, fill.qty, fill.fee,
                                 fill.is_maker, realized, now)
+            self._trade_wall_ms[trade.trade_id] = wall
             self._next_trade_id += 1
             order.add_trade(trade)
             self._emit(account, order.ws_event("TRADE", now, trade))
             self._emit(account, account_update_event(account, order.symbol,
                                                      self.market.mark_price(order.symbol), now))
+        history.append((wall, replace(position)))
+        # keep only what the current lag can ask for: the newest change at or before the
+        # cutoff (the state as of then) and everything after it
+        cutoff = wall - self.faults.position_lag_ms
+        while len(history) >= 2 and history[1][0] <= cutoff:
+            history.popleft()
+
+    def _position_as_of(self, account: str, symbol: str, as_of_wall_ms: int,
+                        live: Position | None) -> Position | None:
+        """The position of ``account`` in ``symbol`` as it was at ``as_of_wall_ms``."""
+        history = self._position_history.get((account, symbol))
+        if not history:
+            return live
+        for changed_ms, snapshot in reversed(history):
+            if changed_ms <= as_of_wall_ms:
+                return snapshot
+        return history[0][1]  # older than the kept history: the oldest state known
 
     def _close(self, order: Order, status: str, now_ms: int | None = None) -> None:
         now = self.market.now_ms if now_ms is None else now_ms

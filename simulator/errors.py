@@ -130,6 +130,34 @@ def server_busy() -> BinanceError:
     )
 
 
+def backend_timeout() -> BinanceError:
+    """-1007 on HTTP 408: the gateway gave up waiting for the matching engine.
+
+    USD-M's "HTTP Return Codes" give 408 to "a timeout has occurred while waiting for a response
+    from the backend server", which is -1007's own wording. ccxt maps the code (RequestTimeout)
+    before it looks at the status, so the class does not hang on the 408.
+    """
+    return BinanceError(
+        -1007,
+        "Timeout waiting for response from backend server. Send status unknown; execution "
+        "status unknown.",
+        http_status=408,
+    )
+
+
+UNKNOWN_ERROR_503_MSG = "Unknown error, please check your request or try again later."
+
+
+def unknown_error_503_payload(path: str, now_wall_ms: int) -> dict[str, object]:
+    """The body of USD-M's HTTP 503 "execution status unknown" answer.
+
+    It is not a ``{"code", "msg"}`` error: Binance's gateway sends
+    ``{"timestamp", "path", "msg"}`` (as logged from fapi in the wild), so ccxt finds no code,
+    matches no message, and falls back to the HTTP status: 503 -> ExchangeNotAvailable.
+    """
+    return {"timestamp": now_wall_ms, "path": path, "msg": UNKNOWN_ERROR_503_MSG}
+
+
 def path_not_found(path: str) -> BinanceError:
     return BinanceError(-5000, f"Path {path}, Method GET is invalid", http_status=404)
 

@@ -22,6 +22,36 @@ Knobs (probabilities are per event, in [0, 1]):
   one: ``nan_price``, ``zero_price``, ``crossed_book``, ``missing_fields`` (no bid fields),
   ``garbage_json`` (truncated JSON), ``not_json`` (plain text), ``stale`` (an old quote with
   an old event time re-sent).
+
+Unknown order outcomes (``POST /fapi/v1/order`` only): what Binance does when the client cannot
+know whether an order was executed. Each decision is seeded; the "applied" coins have streams
+of their own, so changing one probability does not move the other draws. They are checked in
+this order, the first that fires wins: lands late, 503, -1007, then (order placed) lost response.
+
+- ``lands_late_probability`` + ``lands_late_ms``: the connection is dropped with no answer (as
+  for a lost response) but the order is NOT placed now; it is placed ``lands_late_ms`` later
+  (wall time). Until then a lookup by ``origClientOrderId`` answers -2013. Binance refuses a
+  request processed after its ``timestamp + recvWindow`` (its matching engine checks the window
+  too, -5028), so a late order landing after that deadline is never placed: that is what makes
+  "not found after the horizon" final. A late order whose clientOrderId is then held by an OPEN
+  order is refused with -4116, as any duplicate.
+- ``unknown_503_probability`` + ``unknown_503_applied_probability`` (default 0.5): HTTP 503 with
+  Binance's "Unknown error, please check your request or try again later." body (execution
+  status unknown); the order was placed or not by the seeded coin.
+- ``timeout_1007_probability`` + ``timeout_1007_applied_probability`` (default 0.5): HTTP 408
+  with -1007 "Timeout waiting for response from backend server. Send status unknown; execution
+  status unknown."; placed or not by the seeded coin.
+- ``trade_lag_ms``: ``GET /fapi/v1/userTrades`` shows a trade only this long (wall time) after
+  it was made; the order itself already reports its fills.
+- ``position_lag_ms``: ``positionRisk`` (v2, v3) and the positions of ``account`` (v2, v3)
+  report each position as it was this long ago (wall time); wallet and margin figures stay
+  current.
+
+Counters (``FaultInjector.injected``): ``lands_late``, then one landing outcome per late order:
+``late_order_landed``, ``late_order_expired``, ``late_order_duplicate`` (-4116),
+``late_order_refused`` (any other rejection), ``late_order_dropped`` (server stopped or reset
+first); ``unknown_503_applied`` / ``unknown_503_not_applied`` / ``unknown_503_refused`` (applied,
+but the engine rejected it, so no order exists) and the same three for ``timeout_1007_*``.
 """
 
 from __future__ import annotations
@@ -45,6 +75,16 @@ MALFORMED_KINDS: tuple[str, ...] = (
     "stale",
 )
 HTTP_ERROR_STATUSES: tuple[int, ...] = (418, 429, 500, 502, 503, 504)
+PROBABILITY_FIELDS: tuple[str, ...] = (
+    "partial_fill_probability", "reject_probability", "lost_response_probability",
+    "http_error_probability", "malformed_frame_probability", "lands_late_probability",
+    "unknown_503_probability", "unknown_503_applied_probability", "timeout_1007_probability",
+    "timeout_1007_applied_probability",
+)
+INT_FIELDS: frozenset[str] = frozenset({
+    "seed", "reject_code", "latency_ms", "latency_jitter_ms", "http_error_status",
+    "lands_late_ms", "trade_lag_ms", "position_lag_ms",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +103,17 @@ class FaultConfig:
     ws_disconnect_every_seconds: float = 0.0
     malformed_frame_probability: float = 0.0
     malformed_kinds: tuple[str, ...] = MALFORMED_KINDS
+    lands_late_probability: float = 0.0
+    lands_late_ms: int = 300
+    unknown_503_probability: float = 0.0
+    unknown_503_applied_probability: float = 0.5
+    timeout_1007_probability: float = 0.0
+    timeout_1007_applied_probability: float = 0.5
+    trade_lag_ms: int = 0
+    position_lag_ms: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("partial_fill_probability", "reject_probability",
-                     "lost_response_probability", "http_error_probability",
-                     "malformed_frame_probability"):
+        for name in PROBABILITY_FIELDS:
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} = {value!r}: expected a probability within [0, 1]")
@@ -80,6 +126,9 @@ class FaultConfig:
             )
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
+        for name in ("lands_late_ms", "trade_lag_ms", "position_lag_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} = {getattr(self, name)!r}: must be >= 0")
         if self.ws_disconnect_every_seconds < 0:
             raise ValueError("ws_disconnect_every_seconds must be >= 0 (0 = never)")
         unknown = set(self.malformed_kinds) - set(MALFORMED_KINDS)
@@ -107,8 +156,7 @@ class FaultConfig:
                 if isinstance(value, str):
                     value = tuple(v.strip() for v in value.split(",") if v.strip())
                 changes[key] = tuple(value)
-            elif key in ("seed", "reject_code", "latency_ms", "latency_jitter_ms",
-                         "http_error_status"):
+            elif key in INT_FIELDS:
                 changes[key] = _as_int(key, value)
             else:
                 changes[key] = _as_float(key, value)
@@ -177,6 +225,47 @@ class FaultInjector:
             return True
         return False
 
+    def land_late(self) -> bool:
+        """Whether this new order is dropped now and placed ``lands_late_ms`` later."""
+        if self._chance("lands_late", self._config.lands_late_probability):
+            self.injected["lands_late"] += 1
+            return True
+        return False
+
+    @property
+    def lands_late_seconds(self) -> float:
+        return self._config.lands_late_ms / 1000.0
+
+    def unknown_outcome(self) -> tuple[str, bool] | None:
+        """``(kind, applied)`` when this new order's answer says "execution status unknown".
+
+        ``kind`` is ``unknown_503`` or ``timeout_1007`` (checked in that order); ``applied``
+        is that kind's seeded coin: whether the venue places the order behind the error. The
+        caller counts the outcome (``record``), since only placing tells applied from refused.
+        """
+        config = self._config
+        for kind, probability, applied_probability in (
+            ("unknown_503", config.unknown_503_probability,
+             config.unknown_503_applied_probability),
+            ("timeout_1007", config.timeout_1007_probability,
+             config.timeout_1007_applied_probability),
+        ):
+            if self._chance(kind, probability):
+                return kind, self._chance(f"{kind}_applied", applied_probability)
+        return None
+
+    def record(self, name: str) -> None:
+        """Count an injected fault whose outcome only the caller knows."""
+        self.injected[name] += 1
+
+    @property
+    def trade_lag_ms(self) -> int:
+        return self._config.trade_lag_ms
+
+    @property
+    def position_lag_ms(self) -> int:
+        return self._config.position_lag_ms
+
     @property
     def partial_fill_probability(self) -> float:
         return self._config.partial_fill_probability
@@ -206,7 +295,9 @@ class FaultInjector:
         seed = self._config.seed
         self._streams = {
             kind: random.Random(f"{seed}:{kind}")
-            for kind in ("http", "latency", "reject", "lost", "frames", "fills")
+            for kind in ("http", "latency", "reject", "lost", "frames", "fills", "lands_late",
+                         "unknown_503", "unknown_503_applied", "timeout_1007",
+                         "timeout_1007_applied")
         }
 
 

@@ -9,12 +9,18 @@ listenKey (POST/PUT/DELETE).
 Times: ``/fapi/v1/time`` and ``exchangeInfo.serverTime`` are WALL time (what ccxt signs
 with); everything about the market (klines, tickers, order and trade times) is REPLAY time.
 
-Fault hooks here: a placed order's response can be "lost" (the connection is aborted after
-the order exists). Latency and HTTP error bursts are applied by the server's middleware.
+Fault hooks here, all on ``POST /fapi/v1/order`` unless said otherwise (``simulator/faults.py``
+has the knobs): a placed order's response can be "lost" (the connection is aborted after the
+order exists); an order can "land late" (the connection is aborted and the order is placed
+later, on the wall clock, unless its ``timestamp + recvWindow`` has passed by then); the answer
+can be HTTP 503 "Unknown error..." or HTTP 408 -1007, with the order placed or not behind it;
+``userTrades`` and ``positionRisk`` / ``account`` positions can lag. Latency and HTTP error
+bursts are applied by the server's middleware.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -23,15 +29,18 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from loguru import logger
 
 from simulator import auth, errors
 from simulator.accounts import Account
 from simulator.engine import TradingEngine
+from simulator.errors import BinanceError
 from simulator.faults import FaultInjector
 from simulator.markets import exchange_info_payload, leverage_bracket_payload
 from simulator.orders import _text
 from simulator.replay import MarketReplay
 from simulator.requests import (
+    NewOrder,
     int_param,
     optional_int,
     optional_text,
@@ -101,6 +110,7 @@ class RestApi:
         self.listen_keys = listen_keys
         self.max_recv_window_ms = max_recv_window_ms
         self._on_listen_key_deleted = on_listen_key_deleted
+        self._late_orders: set[asyncio.TimerHandle] = set()
 
     def register(self, app: web.Application) -> None:
         routes: list[tuple[str, str, Handler]] = [
@@ -218,13 +228,15 @@ class RestApi:
 
     async def account(self, request: web.Request) -> web.Response:
         account, _ = await self._signed(request)
-        return json_response(self.engine.account_payload(account))
+        return json_response(self.engine.account_payload(
+            account, position_lag_ms=self.faults.position_lag_ms))
 
     async def position_risk(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         symbol = optional_text(params, "symbol")
-        return json_response(self.engine.position_risk(account, self._symbol(symbol)
-                                                       if symbol else None))
+        return json_response(self.engine.position_risk(
+            account, self._symbol(symbol) if symbol else None,
+            lag_ms=self.faults.position_lag_ms))
 
     async def leverage_bracket(self, request: web.Request) -> web.Response:
         _, params = await self._signed(request)
@@ -252,12 +264,83 @@ class RestApi:
     async def new_order(self, request: web.Request) -> web.StreamResponse:
         account, params = await self._signed(request)
         req = parse_new_order(params)
+        if self.faults.land_late():
+            self._schedule_late_order(account.name, req, auth.request_deadline_ms(params))
+            return _abort_connection(request)
+        unknown = self.faults.unknown_outcome()
+        if unknown is not None:
+            kind, applied = unknown
+            return self._unknown_outcome(request, account, req, kind, applied)
         order = self.engine.place_order(account, req)
         if self.faults.lose_response():
             return _abort_connection(request)
         payload = order.ack_payload() if req.response_type == "ACK" else order.rest_payload(
             with_time=False)
         return json_response(payload)
+
+    def cancel_late_orders(self) -> int:
+        """Forget every late order not landed yet (server stop or reset); returns how many."""
+        dropped = len(self._late_orders)
+        for handle in self._late_orders:
+            handle.cancel()
+            self.faults.record("late_order_dropped")
+        self._late_orders.clear()
+        return dropped
+
+    def _schedule_late_order(self, account: str, req: NewOrder, deadline_ms: int) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def land() -> None:
+            self._late_orders.discard(handle)  # type: ignore[arg-type]
+            self._land_late_order(account, req, deadline_ms)
+
+        handle = loop.call_later(self.faults.lands_late_seconds, land)
+        self._late_orders.add(handle)
+
+    def _land_late_order(self, account_name: str, req: NewOrder, deadline_ms: int) -> None:
+        """Place a late order now, as Binance would: refused once its recvWindow has passed."""
+        now = wall_ms()
+        account = self.engine.accounts.get(account_name)
+        if account is None:
+            self.faults.record("late_order_dropped")
+            return
+        if now > deadline_ms:
+            self.faults.record("late_order_expired")
+            logger.debug("simulator: late order {} expired ({} ms past timestamp+recvWindow)",
+                         req.client_order_id, now - deadline_ms)
+            return
+        try:
+            order = self.engine.place_order(account, req)
+        except BinanceError as exc:
+            self.faults.record("late_order_duplicate" if exc.code == -4116
+                               else "late_order_refused")
+            logger.debug("simulator: late order {} refused: {} {}", req.client_order_id,
+                         exc.code, exc.msg)
+        except Exception:  # a bug must not vanish inside a timer callback
+            self.faults.record("late_order_refused")
+            logger.exception("simulator: late order {} failed", req.client_order_id)
+        else:
+            self.faults.record("late_order_landed")
+            logger.debug("simulator: late order {} landed as {} ({})", req.client_order_id,
+                         order.order_id, order.status)
+
+    def _unknown_outcome(self, request: web.Request, account: Account, req: NewOrder,
+                         kind: str, applied: bool) -> web.Response:
+        """Answer "execution status unknown", having placed the order behind it or not."""
+        outcome = "not_applied"
+        if applied:
+            try:
+                self.engine.place_order(account, req)
+                outcome = "applied"
+            except BinanceError:
+                outcome = "refused"  # the backend refused it; the gateway never heard
+        self.faults.record(f"{kind}_{outcome}")
+        if kind == "unknown_503":
+            return json_response(errors.unknown_error_503_payload(request.path, wall_ms()),
+                                 status=503)
+        err = errors.backend_timeout()
+        return json_response(err.payload(), status=err.http_status)
 
     async def get_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -293,7 +376,8 @@ class RestApi:
         account, params = await self._signed(request)
         return json_response(self.engine.user_trades(
             account, text(params, "symbol").upper(), order_id=optional_int(params, "orderId"),
-            limit=max(1, min(int_param(params, "limit", 500), 1000))))
+            limit=max(1, min(int_param(params, "limit", 500), 1000)),
+            lag_ms=self.faults.trade_lag_ms))
 
     # --- user data stream keys (API key header only, no signature) -------------------------
 

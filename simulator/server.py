@@ -35,7 +35,7 @@ from simulator.faults import FaultConfig, FaultInjector
 from simulator.fill_model import BookTop
 from simulator.markets import build_rules, load_exchange_info
 from simulator.replay import MarketReplay, QuoteTick, ReplayClock
-from simulator.rest_api import ListenKeys, RestApi, json_response
+from simulator.rest_api import ListenKeys, RestApi, json_response, wall_ms
 from simulator.state import load_state, save_state
 from simulator.ws import StreamHub
 
@@ -89,12 +89,14 @@ class SimulatorServer:
         self.listen_keys = ListenKeys(self.config.replay.seed)
         self.engine = TradingEngine(rules=rules, market=self.replay, fills=self.config.fills,
                                     faults=self.faults, accounts=self.config.accounts,
-                                    first_order_id=self.config.first_order_id)
+                                    first_order_id=self.config.first_order_id,
+                                    wall_clock=wall_ms)
         self.hub = StreamHub(replay=self.replay, faults=self.faults,
                              listen_keys=self.listen_keys.account_of,
                              max_buffer_bytes=self.config.ws_max_buffer_bytes)
         self.engine.sink = self.hub.send_user_event
         self._runner: web.AppRunner | None = None
+        self._rest: RestApi | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._port: int | None = None
         self._loop_iterations = 0
@@ -116,10 +118,12 @@ class SimulatorServer:
         self._restore()
         self.replay.advance_to(self.clock.target_ms() if self.clock.speed else self.replay.now_ms)
         app = web.Application(middlewares=[self._middleware])
-        RestApi(engine=self.engine, replay=self.replay, recorded_info=self._recorded_info,
-                faults=self.faults, listen_keys=self.listen_keys,
-                max_recv_window_ms=self.config.recv_window_max_ms,
-                on_listen_key_deleted=self._listen_key_deleted).register(app)
+        self._rest = RestApi(engine=self.engine, replay=self.replay,
+                             recorded_info=self._recorded_info, faults=self.faults,
+                             listen_keys=self.listen_keys,
+                             max_recv_window_ms=self.config.recv_window_max_ms,
+                             on_listen_key_deleted=self._listen_key_deleted)
+        self._rest.register(app)
         AdminApi(self).register(app)
         for path in ("/ws", "/ws/{tail:.*}", "/{category:public|market|private|pm}/ws",
                      "/{category:public|market|private|pm}/ws/{tail:.*}"):
@@ -140,6 +144,8 @@ class SimulatorServer:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        if self._rest is not None:
+            self._rest.cancel_late_orders()  # nothing lands in a stopped venue
         await self.hub.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -212,7 +218,13 @@ class SimulatorServer:
         self.clock.set_speed(speed, self.replay.now_ms)
 
     def reset(self, *, replay: bool = False) -> None:
-        """Clear orders/positions/balances; with ``replay`` also rewind the market."""
+        """Clear orders/positions/balances; with ``replay`` also rewind the market.
+
+        Late orders (``lands_late`` fault) still in flight are dropped too: a reset venue starts
+        clean.
+        """
+        if self._rest is not None:
+            self._rest.cancel_late_orders()
         self.engine.reset()
         if replay:
             start = self.replay.start_ms
