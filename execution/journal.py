@@ -20,6 +20,7 @@ one transaction, on open. Each file belongs to one mode (paper/live/demo), fixed
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
@@ -109,6 +110,17 @@ _V2 = [
     "CREATE UNIQUE INDEX round_trips_one_open ON round_trips (pair_id) WHERE closed_ts_ms IS NULL",
 ]
 
+# v3: an order's resolution horizon (DESIGN.md section 6: "not found" is final only after it),
+# and a table of journal events (a round trip repriced by late fills, an anomaly) so that what
+# changed a stored figure after the fact is on record next to it.
+_V3 = [
+    "ALTER TABLE orders ADD COLUMN horizon_ms INTEGER",
+    """CREATE TABLE journal_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+        pair_id TEXT, detail TEXT NOT NULL)""",
+    "CREATE INDEX journal_events_by_kind ON journal_events (kind, id)",
+]
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -120,7 +132,7 @@ def _statements(statements: Sequence[str]) -> Migration:
 
 
 #: MIGRATIONS[i] takes a file from schema version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2))
+MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2), _statements(_V3))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -387,13 +399,15 @@ class Journal:
 
     def update_order(self, client_order_id: str, *, status: OrderStatus | str, exchange_order_id: str | None = None,
                      filled_qty: Decimal | None = None, avg_price: Decimal | None = None,
-                     fee: Decimal | None = None, error: str | None = None) -> OrderRecord:
+                     fee: Decimal | None = None, error: str | None = None,
+                     horizon_ms: int | None = None) -> OrderRecord:
         """Move an order to ``status`` and log the change in ``order_events``; return the new record.
 
         Validated against ``TRANSITIONS`` and the quantity rules of ``next_order_state`` before
         anything is written; an illegal change raises ``IllegalTransitionError`` and leaves the
         row as it was. ``filled_qty``, ``avg_price`` and ``fee`` (USDT) are cumulative order
         totals; None keeps the recorded value. An update that changes nothing writes nothing.
+        ``horizon_ms`` (wall ms) is when a "not found" for the order's latest request becomes final.
         """
         target = _enum(OrderStatus, status, "status")
         filled = None if filled_qty is None else to_decimal(filled_qty, field="filled_qty")
@@ -403,13 +417,15 @@ class Journal:
             current = self._order_row(conn, client_order_id)
             new = next_order_state(current, status=target, exchange_order_id=exchange_order_id, filled_qty=filled,
                                    avg_price=average, fee=total_fee, error=error, now_ms=self._now_ms())
-            if new.status is current.status and same_figures(new, current):
+            if horizon_ms is not None:
+                new = replace(new, horizon_ms=int(horizon_ms))
+            if new.status is current.status and same_figures(new, current) and new.horizon_ms == current.horizon_ms:
                 return current
             conn.execute(
                 "UPDATE orders SET status = ?, exchange_order_id = ?, filled_qty = ?, avg_price = ?, fee = ?,"
-                " error = ?, updated_ms = ? WHERE client_order_id = ?",
+                " error = ?, updated_ms = ?, horizon_ms = ? WHERE client_order_id = ?",
                 (new.status.value, new.exchange_order_id, _txt(new.filled_qty), _txt_opt(new.avg_price),
-                 _txt(new.fee), new.error, new.updated_ms, client_order_id))
+                 _txt(new.fee), new.error, new.updated_ms, new.horizon_ms, client_order_id))
             self._append_event(conn, new, from_status=current.status)
         return new
 
@@ -423,9 +439,12 @@ class Journal:
     def orders_for_pair(self, pair_id: str) -> list[OrderRecord]:
         return self._orders("pair_id = ?", (pair_id,))
 
-    def open_orders(self) -> list[OrderRecord]:
+    def open_orders(self, pair_id: str | None = None) -> list[OrderRecord]:
         """Orders that may still change or are unresolved: INTENT, SENT, ACKED, PARTIALLY_FILLED,
-        UNKNOWN. Startup reconciliation looks each one up by client order id."""
+        UNKNOWN, RESENDING (all of them, or one pair's). Reconciliation looks each one up by
+        client order id, through the resolver."""
+        if pair_id is not None:
+            return [o for o in self.orders_for_pair(pair_id) if o.status.is_open]
         statuses = sorted(status.value for status in OPEN_STATUSES)
         return self._orders(f"status IN ({', '.join('?' * len(statuses))})", statuses)
 
@@ -487,7 +506,57 @@ class Journal:
             conn.execute("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (order.symbol, str(trade_id), client_order_id, order.pair_id, order.side.value,
                           _txt(amount), _txt(at), _txt(cost), ts_ms, self._now_ms()))
+            repriced = self._reprice_if_closed(conn, order)
+        if repriced is not None:
+            before, after = repriced
+            logger.warning("round trip {} on {} repriced by a late fill of {} (trade {}): net PnL {} -> {} USDT",
+                           after.id, after.pair_id, client_order_id, trade_id, before.net_pnl, after.net_pnl)
         return True
+
+    def _reprice_if_closed(self, conn: sqlite3.Connection,
+                           order: OrderRecord) -> tuple[RoundTrip, RoundTrip] | None:
+        """A fill that arrives after its round trip was closed: recompute the trip's gross, fees and
+        net from ALL its fills (inside the fill's own transaction) and record an event saying so.
+        The daily-loss figure reads the stored net, so it follows. Returns (before, after)."""
+        if order.round_trip_id is None:
+            return None
+        trip = self._round_trip_row(conn, order.round_trip_id)
+        if trip is None or trip.is_open:
+            return None
+        fills = self._fills("client_order_id IN (SELECT client_order_id FROM orders WHERE round_trip_id = ?)",
+                            (trip.id,), conn)
+        gross, fees, net = round_trip_pnl(fills)
+        conn.execute("UPDATE round_trips SET gross_pnl = ?, fees = ?, net_pnl = ? WHERE id = ?",
+                     (_txt(gross), _txt(fees), _txt(net), trip.id))
+        after = replace(trip, gross_pnl=gross, fees=fees, net_pnl=net)
+        self._insert_event(conn, "round_trip_repriced", trip.pair_id, {
+            "round_trip_id": trip.id, "order": order.client_order_id,
+            "net_before": _txt_opt(trip.net_pnl), "net_after": _txt(net),
+            "fees_before": _txt_opt(trip.fees), "fees_after": _txt(fees)})
+        return trip, after
+
+    # ---------------------------------------------------------------------------- events
+
+    def record_event(self, kind: str, pair_id: str | None, detail: Mapping[str, Any]) -> None:
+        """Store one journal event (an anomaly, an operator action, a repricing)."""
+        if not kind:
+            raise InvalidRecordError("event kind must be non-empty")
+        with self._tx() as conn:
+            self._insert_event(conn, kind, pair_id, detail)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Journal events, oldest first, as dicts with ``detail`` decoded."""
+        if kind is None:
+            rows = self._read("SELECT * FROM journal_events ORDER BY id")
+        else:
+            rows = self._read("SELECT * FROM journal_events WHERE kind = ? ORDER BY id", (kind,))
+        return [{"id": r["id"], "ts_ms": r["ts_ms"], "kind": r["kind"], "pair_id": r["pair_id"],
+                 "detail": json.loads(r["detail"])} for r in rows]
+
+    def _insert_event(self, conn: sqlite3.Connection, kind: str, pair_id: str | None,
+                      detail: Mapping[str, Any]) -> None:
+        conn.execute("INSERT INTO journal_events (ts_ms, kind, pair_id, detail) VALUES (?, ?, ?, ?)",
+                     (self._now_ms(), kind, pair_id, json.dumps(dict(detail), sort_keys=True, default=str)))
 
     def fills_for_order(self, client_order_id: str) -> list[FillRecord]:
         return self._fills("client_order_id = ?", (client_order_id,))

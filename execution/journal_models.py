@@ -134,8 +134,9 @@ class OrderStatus(str, Enum):
     CANCELED = "CANCELED"
     EXPIRED = "EXPIRED"
     REJECTED = "REJECTED"
-    UNKNOWN = "UNKNOWN"  # response lost; not resolved by a lookup yet
-    NOT_FOUND = "NOT_FOUND"  # looked up by client id: the exchange never got it
+    UNKNOWN = "UNKNOWN"  # outcome unknown (response lost, 503, -1007); the resolver has it
+    NOT_FOUND = "NOT_FOUND"  # confirmed none: not found by a lookup made after the order's horizon
+    RESENDING = "RESENDING"  # confirmed none, and sent again under the same id; no answer yet
 
     @property
     def is_open(self) -> bool:
@@ -144,13 +145,15 @@ class OrderStatus(str, Enum):
 
 
 S = OrderStatus
-OPEN_STATUSES: frozenset[OrderStatus] = frozenset({S.INTENT, S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.UNKNOWN})
+#: Unresolved (UNKNOWN) and resending (RESENDING) orders are open: a restart resumes resolving them.
+OPEN_STATUSES: frozenset[OrderStatus] = frozenset({S.INTENT, S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.UNKNOWN,
+                                                   S.RESENDING})
 
 #: Which status may follow which. A self-loop means "same status, refined data" (more filled
 #: quantity, a fee, an error text). Entries marked ODDITY are real-world races allowed on purpose.
 TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     S.INTENT: frozenset({S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
-                         S.REJECTED, S.UNKNOWN, S.NOT_FOUND}),
+                         S.REJECTED, S.UNKNOWN, S.NOT_FOUND, S.RESENDING}),
     S.SENT: frozenset({S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
                        S.REJECTED, S.UNKNOWN, S.NOT_FOUND}),
     S.ACKED: frozenset({S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.UNKNOWN}),
@@ -161,17 +164,18 @@ TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     # An expired order may carry a partial fill; a self-loop may raise its filled quantity.
     S.EXPIRED: frozenset({S.EXPIRED}),
     S.REJECTED: frozenset({S.REJECTED}),
-    # ODDITY: a lost response resolves to whatever the exchange reports; only our own
-    # pre-exchange states (INTENT, SENT) cannot follow.
+    # ODDITY: a lost response resolves to whatever the exchange reports (found), or to
+    # NOT_FOUND once its horizon has passed; only our own pre-exchange states cannot follow.
     S.UNKNOWN: frozenset(set(S) - {S.INTENT, S.SENT}),
-    # ODDITY: a late appearance; the exchange received the request after our lookup said no.
-    # ODDITY: a resend after NOT_FOUND can itself lose its response (UNKNOWN) or be refused.
-    S.NOT_FOUND: frozenset({S.NOT_FOUND, S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
-                            S.UNKNOWN, S.REJECTED}),
+    # Confirmed none is final for that request: the only way on is a resend under the same id.
+    S.NOT_FOUND: frozenset({S.NOT_FOUND, S.RESENDING}),
+    # A resend ends like any request: answered, refused, or unknown again (then resolved anew).
+    S.RESENDING: frozenset({S.RESENDING, S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
+                            S.REJECTED, S.UNKNOWN, S.NOT_FOUND}),
 }
 
 # Statuses whose filled quantity must be zero, and the ones that demand a partial fill.
-_NO_FILL = frozenset({S.INTENT, S.SENT, S.ACKED, S.REJECTED, S.NOT_FOUND})
+_NO_FILL = frozenset({S.INTENT, S.SENT, S.ACKED, S.REJECTED, S.NOT_FOUND, S.RESENDING})
 
 # Binance: at most 36 characters of [.A-Z:/a-z0-9_-].
 CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
@@ -217,6 +221,9 @@ class OrderRecord:
     created_ms: int
     updated_ms: int
     round_trip_id: int | None = None
+    #: Wall ms after which a lookup's "not found" is final: the latest request's timestamp +
+    #: recvWindow + the clock-error margin (None until a request's outcome was unknown).
+    horizon_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +326,7 @@ def next_order_state(order: OrderRecord, *, status: OrderStatus, exchange_order_
 
     Rules beyond the table: filled quantity never decreases and never exceeds the order
     quantity; FILLED means filled == qty (taken as qty when not given); PARTIALLY_FILLED means
-    0 < filled < qty; INTENT/SENT/ACKED/REJECTED/NOT_FOUND carry no fill; the exchange order
+    0 < filled < qty; INTENT/SENT/ACKED/REJECTED/NOT_FOUND/RESENDING carry no fill; the exchange order
     id, once known, never changes. Fields passed as None keep their recorded value.
     """
     where = f"order {order.client_order_id}"
@@ -437,7 +444,8 @@ def order_from_row(row: Row) -> OrderRecord:
         price=_dec_opt(row["price"]), reduce_only=bool(row["reduce_only"]), status=OrderStatus(row["status"]),
         exchange_order_id=row["exchange_order_id"], filled_qty=Decimal(row["filled_qty"]),
         avg_price=_dec_opt(row["avg_price"]), fee=Decimal(row["fee"]), error=row["error"],
-        created_ms=row["created_ms"], updated_ms=row["updated_ms"], round_trip_id=row["round_trip_id"])
+        created_ms=row["created_ms"], updated_ms=row["updated_ms"], round_trip_id=row["round_trip_id"],
+        horizon_ms=row["horizon_ms"])
 
 
 def event_from_row(row: Row) -> OrderEvent:

@@ -279,6 +279,7 @@ _PATHS: dict[OrderStatus, list[tuple[OrderStatus, Decimal | None]]] = {
     S.CANCELED: [(S.ACKED, None), (S.CANCELED, None)], S.EXPIRED: [(S.ACKED, None), (S.EXPIRED, None)],
     S.REJECTED: [(S.REJECTED, None)], S.UNKNOWN: [(S.SENT, None), (S.UNKNOWN, None)],
     S.NOT_FOUND: [(S.UNKNOWN, None), (S.NOT_FOUND, None)],
+    S.RESENDING: [(S.UNKNOWN, None), (S.NOT_FOUND, None), (S.RESENDING, None)],
 }
 
 
@@ -303,16 +304,19 @@ def test_every_transition_follows_the_table(journal: Journal, source: OrderStatu
 
 
 def test_the_table_lists_the_real_world_oddities_and_forbids_the_nonsense() -> None:
-    oddities = [(S.CANCELED, S.FILLED), (S.CANCELED, S.PARTIALLY_FILLED), (S.NOT_FOUND, S.ACKED),
-                (S.NOT_FOUND, S.FILLED), (S.PARTIALLY_FILLED, S.PARTIALLY_FILLED), (S.EXPIRED, S.EXPIRED),
-                (S.NOT_FOUND, S.UNKNOWN), (S.NOT_FOUND, S.REJECTED)]
+    oddities = [(S.CANCELED, S.FILLED), (S.CANCELED, S.PARTIALLY_FILLED), (S.PARTIALLY_FILLED, S.PARTIALLY_FILLED),
+                (S.EXPIRED, S.EXPIRED), (S.NOT_FOUND, S.RESENDING), (S.RESENDING, S.UNKNOWN),
+                (S.RESENDING, S.FILLED), (S.RESENDING, S.NOT_FOUND)]
     oddities += [(S.UNKNOWN, s) for s in S if s not in (S.INTENT, S.SENT)]
     assert all(b in TRANSITIONS[a] for a, b in oddities)
+    # Confirmed none (not found after the horizon) is final for that request: nothing of the
+    # exchange's can follow it, only our resend under the same id.
     nonsense = [(S.FILLED, S.CANCELED), (S.REJECTED, S.FILLED), (S.ACKED, S.SENT), (S.FILLED, S.PARTIALLY_FILLED),
-                (S.EXPIRED, S.ACKED), (S.ACKED, S.NOT_FOUND)]
+                (S.EXPIRED, S.ACKED), (S.ACKED, S.NOT_FOUND), (S.NOT_FOUND, S.ACKED), (S.NOT_FOUND, S.FILLED),
+                (S.NOT_FOUND, S.UNKNOWN), (S.NOT_FOUND, S.REJECTED)]
     assert not any(b in TRANSITIONS[a] for a, b in nonsense)
     assert all(s not in TRANSITIONS[a] for a in S for s in (S.INTENT,))
-    assert OPEN_STATUSES == {S.INTENT, S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.UNKNOWN}
+    assert OPEN_STATUSES == {S.INTENT, S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.UNKNOWN, S.RESENDING}
 
 
 @pytest.mark.parametrize(("steps", "match"), [
