@@ -62,6 +62,7 @@ class TradingBot:
         self._stop_event = asyncio.Event()
         self._stop_reason = ""
         self._shutdown_done = False
+        self._fatal_error: BaseException | None = None
         self._config_warnings: list[str] = []
         self._handled_signals: list[int] = []
         self.pipeline: Any = None
@@ -93,6 +94,8 @@ class TradingBot:
                                        started=self._started, demo_speed=self.options.demo_speed,
                                        adopt=self.options.adopt)
         self.components = self.pipeline.components
+        if self.pipeline.engine is not None:
+            self.pipeline.engine.on_fatal = self._on_engine_fatal
         for component in self.components:
             self.stats.register_section(component.name, component.stats)
 
@@ -110,6 +113,11 @@ class TradingBot:
             await asyncio.wait_for(self._stop_event.wait(), timeout=duration)
         except TimeoutError:
             self.request_stop(f"duration {duration:g}s reached")
+
+    def _on_engine_fatal(self, exc: BaseException) -> None:
+        """The engine cannot trade safely (its journal failed in the order path): stop, exit 1."""
+        self._fatal_error = exc
+        self.request_stop(f"fatal: journal failure in the order path: {exc}")
 
     def request_stop(self, reason: str) -> None:
         """Ask the bot to stop; safe to call from signal handlers and more than once."""
@@ -155,6 +163,9 @@ class TradingBot:
         exit_code = EXIT_OK
         try:
             await self.start_monitoring()
+            if self._fatal_error is not None:
+                logger.error("fatal: {}; stopped safely, the next start reconciles", self._fatal_error)
+                exit_code = EXIT_FATAL
         except PairsBotError as exc:
             logger.opt(exception=exc).debug("fatal error detail")
             logger.error("fatal: {}", exc)

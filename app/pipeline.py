@@ -68,7 +68,7 @@ class SignalRouter:
         for observer in self._observers:
             observer(quote)
         for gen in self._by_symbol.get(quote.symbol, ()):
-            if gen.state is PairState.HALTED:
+            if gen.state is PairState.HALTED or gen.state is PairState.RESOLVING:
                 self._resume_if_repaired(gen)
             signal = gen.update(quote)
             if signal is not None:
@@ -86,8 +86,9 @@ class SignalRouter:
         if engine is None or gen.pair_id in engine.blocked:
             return
         state = engine.pair_state(gen.pair_id)
-        if state is not PairState.HALTED:
-            logger.warning("{}: repaired by reconciliation; trading resumes from {}", gen.pair_id, state.value)
+        if state is not gen.state and state not in (PairState.HALTED, PairState.RESOLVING):
+            logger.warning("{}: {} by reconciliation; trading resumes from {}", gen.pair_id,
+                           "resolved" if gen.state is PairState.RESOLVING else "repaired", state.value)
             gen.set_state(state)
 
     def mid(self, symbol: str) -> Decimal | None:
@@ -136,6 +137,8 @@ class SignalRouter:
                 result.reason.value, result.detail)
         if result.status is ExecutionStatus.HALTED or result.state_after is PairState.HALTED:
             gen.halt(result.detail)
+        elif result.state_after is PairState.RESOLVING:
+            gen.set_state(PairState.RESOLVING)  # no signals until the engine knows what is held
 
     def restore_from_engine(self) -> None:
         """After startup reconciliation each generator takes the engine's word for its pair."""

@@ -47,9 +47,14 @@ from simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from tests.conftest import PROJECT_DIR, BotProcess, clean_env, read_json, start_simulator, write_json
 
 CRASH_PAIRS = ("EOS_AXS", "SAND_EOS", "SXP_ETC", "CRV_ETC")
-TRIGGERS = ("sending", "rolling it back", "repairing the hedge", None)  # None: a random moment
+# None: a random moment. "outcome unknown": an order is unresolved and the resolver is looking it
+# up; "resending under the same id": a confirmed-absent order is being sent again.
+TRIGGERS = ("sending", "rolling it back", "repairing the hedge", "outcome unknown", "resending under the same id",
+            None)
 SIM_FAULTS = ("partial_fill_probability=0.3,reject_probability=0.1,reject_code=-2010,"
-              "lost_response_probability=0.05,latency_ms=20,latency_jitter_ms=60")
+              "lost_response_probability=0.05,latency_ms=20,latency_jitter_ms=60,"
+              "unknown_503_probability=0.05,unknown_503_applied_probability=0.5,"
+              "lands_late_probability=0.03,lands_late_ms=300,timeout_1007_probability=0.02")
 _RECONCILED = re.compile(r"reconciliation \(startup\): (\{.*\})")
 
 
@@ -103,6 +108,7 @@ def _run(options: CrashOptions, workdir: Path) -> dict[str, Any]:
         "startup_repairs": sum(1 for c in cycles if c.get("repaired")),
         "startup_orders_resolved": sum(c.get("orders_updated", 0) for c in cycles),
         "startup_orders_not_found": sum(c.get("orders_not_found", 0) for c in cycles),
+        "startup_orders_unresolved": sum(len(c.get("unresolved") or {}) for c in cycles),
         "restored_in_position": sum(c.get("in_position", 0) for c in cycles),
         "faults_injected": faults,
         **final,
@@ -125,13 +131,15 @@ def _config(path: Path, base_url: str, *, quiet: bool) -> Path:
     """LIVE against the simulator. ``quiet``: thresholds no z-score reaches, so a run only restores."""
     config = read_json(PROJECT_DIR / "config.json")
     config["dry_run"] = False
-    config["exchange"].update(base_url=base_url, enable_rate_limit=False, request_timeout_ms=3000)
+    config["exchange"].update(base_url=base_url, enable_rate_limit=False, request_timeout_ms=3000,
+                              recv_window_ms=1000)  # an unknown order's horizon is 1.2 s away
     config["signal"].update(lookback_bars=30, entry_threshold=0.8, exit_threshold=0.5, stop_loss_threshold=6.0,
                             cooldown_seconds=0, stop_loss_cooldown_seconds=0, max_holding_bars=100_000)
     if quiet:
         config["signal"].update(entry_threshold=50.0, exit_threshold=-50.0, stop_loss_threshold=100.0)
     config["execution"].update(notional_per_pair_usdt=300, max_order_retries=2, retry_backoff_ms=50,
-                               order_timeout_seconds=2, reconcile_interval_seconds=5, duplicate_window_seconds=0)
+                               order_timeout_seconds=2, reconcile_interval_seconds=5, duplicate_window_seconds=0,
+                               clock_error_margin_ms=200)
     config["risk"].update(max_open_pairs=10, max_gross_exposure_usdt=1e6, max_daily_loss_usdt=1e6)
     config["logging"].update(status_interval_seconds=3600)
     return write_json(path, config)
@@ -176,7 +184,10 @@ def _check_startup(bot: BotProcess, upto: int, cycle: dict[str, Any], problems: 
         return
     report = ast.literal_eval(match.group(1))
     cycle.update(orders_updated=report.get("orders_updated", 0), orders_not_found=report.get("orders_not_found", 0),
-                 repaired=report.get("repaired", {}), blocked=report.get("blocked", {}))
+                 repaired=report.get("repaired", {}), blocked=report.get("blocked", {}),
+                 unresolved=report.get("unresolved", {}))
+    if report.get("unresolved"):
+        problems.append(f"restart {cycle['cycle']}: orders left unresolved by the startup: {report['unresolved']}")
     if report.get("blocked") or "kept out of trading" in text:
         problems.append(f"restart {cycle['cycle']}: pairs kept out of trading: {report.get('blocked')}")
     in_position = {p: s for p, s in report.get("restored", {}).items() if s in ("LONG_SPREAD", "SHORT_SPREAD")}

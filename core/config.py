@@ -70,6 +70,9 @@ class ExchangeConfig(_Strict):
     # spaces requests by their weight (an order costs ~200 ms), which would send the two legs of
     # a pair 200 ms apart. Orders are few; a 429/418 is retried with backoff instead.
     enable_rate_limit: bool = True
+    # recvWindow of signed requests. It bounds how long an order whose outcome is unknown can
+    # still land (DESIGN.md section 6): a shorter window resolves a lost order sooner.
+    recv_window_ms: int = Field(default=5_000, ge=100, le=60_000)
 
     @field_validator("id")
     @classmethod
@@ -141,6 +144,15 @@ class ExecutionConfig(_Strict):
     max_hedge_error: float = Field(default=0.05, gt=0, lt=1)
     reconcile_interval_seconds: float = Field(default=30.0, gt=0, le=3_600)
     duplicate_window_seconds: float = Field(default=1.0, ge=0, le=3_600)
+    # Order outcomes (docs/architecture.md): "not found" is final only after the request's
+    # timestamp + recvWindow + this margin for the difference between our clock and the venue's.
+    clock_error_margin_ms: int = Field(default=1_000, ge=0, le=60_000)
+    # How long the resolver keeps looking an unknown order up past its horizon while lookups fail.
+    resolve_extra_seconds: float = Field(default=5.0, ge=0, le=600)
+    # How long an exit waits for its pair's unresolved orders before a CRITICAL line and a refusal.
+    resolving_wait_seconds: float = Field(default=30.0, ge=0, le=3_600)
+    # How long a filled order's trades may lag behind it before reconciliation is left to fetch them.
+    fill_wait_seconds: float = Field(default=2.0, ge=0, le=60)
 
 
 class RiskConfig(_Strict):

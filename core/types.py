@@ -17,6 +17,7 @@ class PairState(str, Enum):
     LONG_SPREAD = "LONG_SPREAD"  # long Y (leg_b), short X (leg_a)
     SHORT_SPREAD = "SHORT_SPREAD"  # short Y (leg_b), long X (leg_a)
     HALTED = "HALTED"  # something is open that the bot could not close; no new entries
+    RESOLVING = "RESOLVING"  # an order of the pair has an unknown outcome; no new entries until resolved
 
 
 class SignalType(str, Enum):

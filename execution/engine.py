@@ -6,7 +6,10 @@ P1 lock: one ``asyncio.Lock`` serialises executions; a signal id seen before (in
 P2 partial fills: after both legs are final, the short leg is topped up, then the long leg is
    trimmed, so the book never keeps more than one lot step of hedge imbalance.
 P3 ghost orders: every order goes through ``OrderPlacer`` (journal first, lookup by
-   clientOrderId before any retry); reconciliation runs at start and periodically.
+   clientOrderId before any retry); reconciliation runs at start and periodically. An order
+   whose outcome stays unknown stops the execution (``OutcomeUnresolved``): the pair goes
+   RESOLVING, takes no entry, and the resolution task runs reconciliation passes until the
+   resolver knows (docs/architecture.md, "Order outcomes").
 P4 precision: both legs are sized, rounded and checked before either is sent (``sizing``).
 P5 rollback: a filled leg whose partner failed for good is closed with a reduce-only market
    order, retried with backoff; if that fails too the pair goes HALTED with a CRITICAL line.
@@ -17,11 +20,13 @@ P5 rollback: a filled leg whose partner failed for good is closed with a reduce-
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from loguru import logger
 
@@ -32,7 +37,9 @@ from core.types import PairState, SignalType, TradingSignal
 from execution.exchange import ExchangeAdapter
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
-from execution.orders import OrderPlacer, OrderRequest, PlacedOrder, ProtocolCounters
+from execution.orders import (OrderPlacer, OrderRequest, OutcomeUnresolved, PlacedOrder, ProtocolCounters,
+                              gather_all, known_filled)
+from execution.resolver import OrderResolver
 from execution.results import ExecutionResult, ExecutionStatus, PairSpec, Reason
 from execution.reconcile import ReconcileReport, Reconciler
 from execution.risk import RiskSnapshot, check_entry
@@ -64,9 +71,13 @@ class ExecutionEngine:
         self._mids = mids
         self._books = books
         self.counters = ProtocolCounters()
-        self.placer = OrderPlacer(adapter, journal, self.counters, max_retries=execution.max_order_retries,
-                                  backoff_ms=execution.retry_backoff_ms,
-                                  final_wait_seconds=min(execution.order_timeout_seconds, 10.0), seed=seed)
+        self.resolver = OrderResolver(adapter, journal, recv_window_ms=adapter.recv_window_ms,
+                                      margin_ms=execution.clock_error_margin_ms,
+                                      extra_budget_seconds=execution.resolve_extra_seconds, seed=seed)
+        self.placer = OrderPlacer(adapter, journal, self.counters, resolver=self.resolver,
+                                  max_retries=execution.max_order_retries, backoff_ms=execution.retry_backoff_ms,
+                                  final_wait_seconds=min(execution.order_timeout_seconds, 10.0),
+                                  fill_wait_seconds=execution.fill_wait_seconds, seed=seed)
         self._lock = asyncio.Lock()
         self._seen: set[str] = set()
         self._last_signal_ts: dict[str, int] = {}
@@ -82,6 +93,12 @@ class ExecutionEngine:
         self._periodic: asyncio.Task[None] | None = None
         self._balance_task: asyncio.Task[None] | None = None
         self._last_refusal: dict[str, str] = {}
+        self._in_flight: dict[str, int] = {}  # pair -> executions/resolutions running on it
+        self._reconciling = False
+        self._resolution_task: asyncio.Task[None] | None = None
+        #: Called once with the error when the journal fails in the order path: the bot must stop.
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self.fatal: BaseException | None = None
         self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)
         self.last_reconcile: ReconcileReport | None = None
 
@@ -102,8 +119,10 @@ class ExecutionEngine:
         """Prepare, reconcile with the exchange, then reconcile periodically (P3)."""
         await self.prepare()
         async with self._lock:
-            self.last_reconcile = await self.reconciler.run(startup=True)
+            self.last_reconcile = await self._reconcile(startup=True)
         self._periodic = asyncio.create_task(self._reconcile_periodically(), name="execution.reconcile")
+        if self.resolving_pairs():
+            self.resolve_soon()
 
     async def _reconcile_periodically(self) -> None:
         while not self._stopping:
@@ -112,9 +131,25 @@ class ExecutionEngine:
                 if self._stopping:
                     return
                 try:
-                    self.last_reconcile = await self.reconciler.run(startup=False)
+                    self.last_reconcile = await self._reconcile(startup=False)
                 except (PairsBotError, JournalError) as exc:
                     logger.error("periodic reconciliation failed: {}", exc)
+
+    async def _reconcile(self, *, startup: bool) -> ReconcileReport:
+        """One reconciliation pass (the caller holds the lock); every pair counts as busy."""
+        self._reconciling = True
+        try:
+            return await self.reconciler.run(startup=startup)
+        finally:
+            self._reconciling = False
+
+    @contextlib.contextmanager
+    def _busy(self, pair_id: str) -> Iterator[None]:
+        self._in_flight[pair_id] = self._in_flight.get(pair_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._in_flight[pair_id] -= 1
 
     @staticmethod
     def journal_now_ms() -> int:
@@ -129,15 +164,31 @@ class ExecutionEngine:
     async def stop(self) -> None:
         """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
         self._stopping = True
-        if self._periodic is not None:
-            self._periodic.cancel()
-            await asyncio.gather(self._periodic, return_exceptions=True)
-            self._periodic = None
+        for task in (self._periodic, self._resolution_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._periodic = self._resolution_task = None
         async with self._lock:
             pass
         if self._balance_task is not None:
             await asyncio.gather(self._balance_task, return_exceptions=True)
         await self.adapter.close()
+
+    def busy_pairs(self) -> frozenset[str]:
+        """Pairs whose book may legitimately be between two states right now: an execution or an
+        order resolution of theirs is in flight, or a reconciliation pass (which may repair any
+        pair) is running. Audits compare the exchange with the journal outside these windows."""
+        if self._reconciling:
+            return frozenset(self.pairs)
+        busy = {p for p, n in self._in_flight.items() if n > 0}
+        if self._resolution_task is not None and not self._resolution_task.done():
+            busy |= set(self.resolving_pairs())
+        return frozenset(busy)
+
+    def resolving_pairs(self) -> list[str]:
+        """Pairs with an order whose outcome is not known yet: no entries until it is."""
+        return sorted(p for p, pos in self.positions.items() if pos.state is PairState.RESOLVING)
 
     def pair_state(self, pair_id: str) -> PairState:
         position = self.positions.get(pair_id)
@@ -149,20 +200,80 @@ class ExecutionEngine:
         received = time.monotonic()
         if self._stopping:
             return self._refuse(signal, Reason.ENGINE_STOPPING, "the bot is stopping")
+        if not signal.signal_type.is_entry and self.pair_state(signal.pair_id) is PairState.RESOLVING:
+            if not await self._wait_resolved(signal.pair_id):
+                logger.critical("{} {}: {} waited {:.0f} s for the pair's unresolved orders and is not sent; "
+                                "the resolver keeps trying", signal.pair_id, signal.signal_id,
+                                signal.signal_type.value, self._exec.resolving_wait_seconds)
         async with self._lock:
-            try:
-                result = await self._execute_locked(signal, received)
-            except JournalError as exc:
-                logger.critical("{} {}: journal failure, no further orders for this signal: {}",
-                                signal.pair_id, signal.signal_id, exc)
-                result = ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type,
-                                         ExecutionStatus.FAILED, Reason.JOURNAL_ERROR, str(exc),
-                                         state_after=self.pair_state(signal.pair_id))
-                self._record_outcome(signal, result)
+            with self._busy(signal.pair_id):
+                try:
+                    result = await self._execute_locked(signal, received)
+                except JournalError as exc:
+                    result = self._journal_failed(signal, exc)
         if result.status is not ExecutionStatus.REFUSED:
             self._refresh_balance_soon()
         self._count_outcome(result)
         return result
+
+    def _journal_failed(self, signal: TradingSignal, exc: JournalError) -> ExecutionResult:
+        """The journal failed in the order path. Every leg task of the execution has ended
+        (``gather_all``); nothing more is sent, anywhere: an intent that cannot be committed must
+        not leave. The bot is told to stop (exit code 1); the next start reconciles."""
+        logger.critical("{} {}: JOURNAL FAILURE in the order path ({}); no new orders on any pair, "
+                        "stopping the bot; the next start reconciles the journal with the exchange",
+                        signal.pair_id, signal.signal_id, exc)
+        self._stopping = True
+        position = self.positions.get(signal.pair_id)
+        if position is not None:  # in memory only: the journal cannot take it
+            self.positions[signal.pair_id] = replace(position, state=PairState.RESOLVING)
+        if self.fatal is None:
+            self.fatal = exc
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+        return ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type, ExecutionStatus.FAILED,
+                               Reason.JOURNAL_ERROR, str(exc), state_after=self.pair_state(signal.pair_id))
+
+    async def _wait_resolved(self, pair_id: str) -> bool:
+        """Wait (bounded by ``resolving_wait_seconds``) until the pair is no longer RESOLVING."""
+        deadline = time.monotonic() + self._exec.resolving_wait_seconds
+        while self.pair_state(pair_id) is PairState.RESOLVING:
+            if time.monotonic() >= deadline or self._stopping:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def resolve_soon(self) -> None:
+        """Run reconciliation passes (under the lock) until no pair is RESOLVING; one task at a time."""
+        if self._stopping or (self._resolution_task is not None and not self._resolution_task.done()):
+            return
+        self._resolution_task = asyncio.create_task(self._resolve_until_done(), name="execution.resolve")
+
+    async def _resolve_until_done(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            async with self._lock:
+                if self._stopping:
+                    return
+                try:
+                    self.last_reconcile = await self._reconcile(startup=False)
+                except (PairsBotError, JournalError) as exc:
+                    logger.error("resolution pass failed: {}", exc)
+            if not self.resolving_pairs():
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def mark_resolving(self, pair_id: str, detail: str) -> None:
+        """The pair has an order whose outcome is unknown: RESOLVING, with its legs as the journal
+        derives them now, until the resolver and reconciliation have the facts."""
+        position = self.positions[pair_id]
+        qa, qb = self.reconciler.derived(pair_id)
+        if position.state is not PairState.RESOLVING:
+            logger.warning("{} RESOLVING | {} | known legs {} {} , {} {} | no new entries until resolved",
+                           pair_id, detail, position.symbol_a, qa, position.symbol_b, qb)
+        self._save_position(replace(position, state=PairState.RESOLVING, qty_a=qa, qty_b=qb, halted_reason=None))
+        self.resolve_soon()
 
     def _refresh_balance_soon(self) -> None:
         """Refresh free margin in the background, outside the lock, so the next signal never
@@ -194,6 +305,8 @@ class ExecutionEngine:
         position = self.positions[signal.pair_id]
         if position.state is PairState.HALTED:
             return self._refuse(signal, Reason.PAIR_HALTED, position.halted_reason or "halted")
+        if position.state is PairState.RESOLVING:
+            return self._refuse(signal, Reason.PAIR_RESOLVING, "an order of the pair has an unknown outcome")
         if signal.signal_type.is_entry and position.state is not PairState.FLAT:
             return self._refuse(signal, Reason.ALREADY_IN_POSITION, position.state.value)
         if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
@@ -210,10 +323,17 @@ class ExecutionEngine:
         if not self.journal.record_signal(signal):
             return self._refuse(signal, Reason.DUPLICATE_SIGNAL, "signal id already in the journal")
         self._last_signal_ts[signal.pair_id] = signal.ts_ms
-        if plan is not None:
-            result = await self._enter(signal, spec, plan, received)
-        else:
-            result = await self._exit(signal, spec, position, received)
+        try:
+            if plan is not None:
+                result = await self._enter(signal, spec, plan, received)
+            else:
+                result = await self._exit(signal, spec, position, received)
+        except OutcomeUnresolved as unresolved:
+            # An order's outcome is unknown: stop this execution here, send nothing more for it,
+            # and let the resolver find out; the pair takes no entry meanwhile.
+            self.mark_resolving(spec.pair_id, str(unresolved))
+            result = self._result(signal, ExecutionStatus.RESOLVING, Reason.OUTCOME_UNKNOWN, str(unresolved),
+                                  state=PairState.RESOLVING)
         self._record_outcome(signal, result)
         return result
 
@@ -250,9 +370,9 @@ class ExecutionEngine:
                         OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
                                      plan.leg_b.side, plan.leg_b.qty)]
             sent_a, sent_b = await self.placer.send_together(requests)
-            placed_a, placed_b = await asyncio.gather(self.placer.finish(sent_a), self.placer.finish(sent_b))
+            placed_a, placed_b = await gather_all(self.placer.finish(sent_a), self.placer.finish(sent_b))
             ack_ms = self._latency(received, placed_a, placed_b)
-            fa, fb = placed_a.filled, placed_b.filled
+            fa, fb = known_filled(placed_a, placed_b)
         fill_ms = (time.monotonic() - received) * 1000
         sign_a = 1 if plan.leg_a.side == "buy" else -1
         sign_b = 1 if plan.leg_b.side == "buy" else -1
@@ -298,10 +418,10 @@ class ExecutionEngine:
             requests.append(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.ENTRY, 0, symbol,
                                          order.side, order.qty, order_type="limit", price=price))
         sent = await self.placer.send_together(requests)
-        placed = await asyncio.gather(*(self.placer.finish(s, working_seconds=self._exec.order_timeout_seconds)
-                                        for s in sent))
+        placed = await gather_all(*(self.placer.finish(s, working_seconds=self._exec.order_timeout_seconds)
+                                    for s in sent))
         ack_ms = self._latency(received, *placed)
-        filled = [p.filled for p in placed]
+        filled = list(known_filled(*placed))
         missing = [(r, r.qty - f) for r, f in zip(requests, filled) if r.qty - f > 0]
         if not missing:
             return filled[0], filled[1], ack_ms
@@ -311,9 +431,9 @@ class ExecutionEngine:
         if moved <= limit:
             chase = [OrderRequest(signal.signal_id, spec.pair_id, r.leg, OrderPurpose.LIMIT_CHASE, 1, r.symbol,
                                   r.side, qty) for r, qty in missing]
-            done = await asyncio.gather(*(self.placer.place(c) for c in chase))
-            for c, d in zip(chase, done):
-                filled[0 if c.leg == "a" else 1] += d.filled
+            done = await gather_all(*(self.placer.place(c) for c in chase))
+            for c, d in zip(chase, known_filled(*done)):
+                filled[0 if c.leg == "a" else 1] += d
             return filled[0], filled[1], ack_ms
         logger.warning("{} {}: limits filled a={} b={} and prices moved {:.4%} (max {:.4%}); unwinding the entry",
                        spec.pair_id, signal.signal_id, filled[0], filled[1], moved, limit)
@@ -328,9 +448,9 @@ class ExecutionEngine:
             return self._result(signal, ExecutionStatus.FAILED, Reason.SLIPPAGE_EXCEEDED,
                                 "no limit filled and prices moved beyond max_slippage_pct; nothing is open",
                                 ack_ms=ack_ms)
-        lefts = await asyncio.gather(*(self._close_quantity(signal, spec, leg, symbol, _opposite(side), qty,
-                                                            OrderPurpose.ROLLBACK, unsaved=qty)
-                                       for leg, symbol, side, qty in legs))
+        lefts = await gather_all(*(self._close_quantity(signal, spec, leg, symbol, _opposite(side), qty,
+                                                        OrderPurpose.ROLLBACK, unsaved=qty)
+                                   for leg, symbol, side, qty in legs))
         round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
                                                   opened_ts_ms=signal.ts_ms)
         if all(left == 0 for left in lefts):
@@ -404,7 +524,7 @@ class ExecutionEngine:
         self.counters.top_ups += 1
         placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.TOP_UP, 0,
                                                       symbol, side, qty))
-        return have + placed.filled
+        return have + known_filled(placed)[0]
 
     async def _trim(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, entry_side: str,
                     excess: Decimal, held: Decimal) -> Decimal:
@@ -469,8 +589,9 @@ class ExecutionEngine:
                 self.counters.exit_retries += 1
             placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, purpose, attempt,
                                                           symbol, order_side, send, reduce_only=reduce_only))
-            left += placed.filled if back else -placed.filled
-            if placed.filled == 0:
+            (filled,) = known_filled(placed)  # unknown stops the loop: no attempt+1 under a new id
+            left += filled if back else -filled
+            if filled == 0:
                 failures += 1
                 if left != 0 and failures <= self._exec.max_order_retries:
                     await asyncio.sleep(self.placer.backoff(failures - 1))
@@ -487,7 +608,7 @@ class ExecutionEngine:
         self._overhead_ms.append((time.monotonic() - received) * 1000)
         closes = [self._close_quantity(signal, spec, leg, symbol, "sell" if held > 0 else "buy", abs(held),
                                        OrderPurpose.EXIT) for leg, symbol, held in legs if held != 0]
-        lefts = iter(await asyncio.gather(*closes))
+        lefts = iter(await gather_all(*closes))
         left = {leg: (next(lefts) if held != 0 else ZERO) for leg, _, held in legs}
         fill_ms = (time.monotonic() - received) * 1000
         if left["a"] == 0 and left["b"] == 0:
@@ -612,6 +733,8 @@ class ExecutionEngine:
             "round_trips": len(closed),
             "realized_pnl_usdt": float(sum((t.net_pnl for t in closed if t.net_pnl is not None), ZERO)),
             "halted_pairs": sorted(p for p, pos in self.positions.items() if pos.state is PairState.HALTED),
+            "resolving_pairs": self.resolving_pairs(),
+            "resolver": dataclasses.asdict(self.resolver.counters),
             "blocked_pairs": dict(self.blocked),
         }
 

@@ -125,6 +125,7 @@ class ExchangeAdapter(Protocol):
 
     name: str
     sends_orders: bool
+    recv_window_ms: int  # signed requests older than this are refused by the venue (0: none sent)
 
     async def load_markets(self) -> None: ...
     def rules(self, symbol: str) -> MarketRules: ...
@@ -190,6 +191,9 @@ class CcxtExchange:
                                     timeout_ms=config.request_timeout_ms, enable_rate_limit=False)
         klass = getattr(ccxt_async, config.id)
         self._ex: Any = klass(client)
+        # Every signed request carries this recvWindow; the resolver's horizon depends on it.
+        self._ex.options["recvWindow"] = config.recv_window_ms
+        self.recv_window_ms = config.recv_window_ms
         if config.base_url:
             point_at_local_exchange(self._ex, base_url=config.base_url, ws_url=config.ws_url)
         elif config.use_testnet:

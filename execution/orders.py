@@ -1,38 +1,45 @@
-"""Placing one order safely: journal first, ghost lookup before any retry, fills recorded.
+"""Placing one order safely: journal first, unknown outcomes resolved, fills recorded.
 
 This is protocol P3 in one routine, shared by every purpose (entry, exit, top-up, trim,
 rollback, repair), so no protocol can forget it:
 
 1. the intent (deterministic clientOrderId) is committed to the journal before the request;
-2. a timeout or a lost response never means "not placed": the order is looked up by its
-   clientOrderId, adopted if found, and only resent (with the same id) if the exchange says it
-   does not know it;
+2. a timeout or a lost response never means "not placed": the order goes to the resolver
+   (``execution/resolver.py``), which looks it up by clientOrderId until it is found or its
+   horizon has passed; only a confirmed "none" is resent, under the same id;
 3. a working order is followed to a final state within a deadline, and its remainder cancelled;
-4. its fills are fetched and recorded, deduplicated by trade id.
+4. its fills are fetched and recorded, deduplicated by trade id, waiting for lagging trades.
+
+Every interaction ends in an ``Outcome``: filled, none, or unknown. ``PlacedOrder.filled``
+refuses to answer for an unknown order, so nothing above this module can turn unknown into
+zero (docs/architecture.md, "Order outcomes").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from loguru import logger
 
-from core.errors import OrderNotFoundError, PermanentError, RetryableError
+from enum import Enum
+
+from core.errors import OrderNotFoundError, PairsBotError, PermanentError, RetryableError
 from core.log_setup import log_trade_event
-from execution.exchange import ExchangeAdapter, ExchangeOrderStatus, OrderState
+from execution.exchange import ExchangeAdapter, ExchangeOrderStatus, OrderState, OrderStatusUnknownError
 from execution.journal import Journal
-from execution.journal_models import TRANSITIONS, OrderPurpose, OrderRecord, OrderStatus
+from execution.journal_models import OrderPurpose, OrderRecord, OrderStatus
+from execution.resolver import OrderResolver, Resolution
 
 _PURPOSE_CODE = {OrderPurpose.ENTRY: "E", OrderPurpose.EXIT: "X", OrderPurpose.TOP_UP: "U",
                  OrderPurpose.TRIM: "T", OrderPurpose.ROLLBACK: "R", OrderPurpose.REPAIR: "P",
                  OrderPurpose.LIMIT_CHASE: "L"}
 CLIENT_ID_PREFIX = "pb-"
-_ABSENT = object()  # a lookup's answer "the exchange does not have this order"
 
 
 def client_order_id(signal_id: str, leg: str, purpose: OrderPurpose, attempt: int) -> str:
@@ -49,9 +56,20 @@ def client_order_id(signal_id: str, leg: str, purpose: OrderPurpose, attempt: in
     return cid
 
 
-class LookupInconclusive(RetryableError):
-    """A lookup by clientOrderId could not tell whether the order exists. Action: do not resend;
-    leave the order unresolved for reconciliation."""
+class OutcomeUnknownError(PairsBotError):
+    """An order's filled quantity was asked for while its outcome is unknown. Action: a bug in
+    the caller: check ``PlacedOrder.unknown`` and hand the order to the resolver instead."""
+
+
+class Outcome(str, Enum):
+    """What one order interaction came to (docs/architecture.md, "Order outcomes")."""
+
+    FILLED = "filled"  # final on the exchange with a fill (possibly partial)
+    NONE = "none"  # confirmed nothing: refused, cancelled or expired unfilled, or not found after its horizon
+    UNKNOWN = "unknown"  # cannot tell yet; the resolver has it, nothing may be resent or counted as zero
+
+
+_UNKNOWN_SEND = object()  # ``_send_with_ghost_protocol``: the request's outcome is unknown
 
 
 @dataclass(slots=True)
@@ -104,38 +122,53 @@ class OrderRequest:
 
 @dataclass(slots=True)
 class PlacedOrder:
-    """Where an order ended: its journal record, and when it was acknowledged (monotonic s)."""
+    """Where an order ended: its journal record, its outcome, and when it was acknowledged
+    (monotonic s). ``filled`` is a fact only when the outcome is known: asking it of an unknown
+    order raises, so no caller can turn unknown into zero by accident."""
 
     record: OrderRecord
     acked_at: float | None
+    outcome: Outcome
+
+    @property
+    def unknown(self) -> bool:
+        return self.outcome is Outcome.UNKNOWN
 
     @property
     def filled(self) -> Decimal:
+        if self.outcome is Outcome.UNKNOWN:
+            raise OutcomeUnknownError(f"order {self.record.client_order_id}: its outcome is unknown "
+                                      f"(journal {self.record.status.value})")
         return self.record.filled_qty
 
 
 @dataclass(slots=True)
 class SentOrder:
-    """An order between its ack and its final state: ``state`` None when it was not placed."""
+    """An order between its ack and its final state: ``state`` None when confirmed not placed;
+    ``unknown`` when nobody can tell yet."""
 
     request: OrderRequest
     record: OrderRecord
     state: OrderState | None
     acked_at: float | None
+    unknown: bool = False
 
 
 class OrderPlacer:
     """Runs the P3 routine for one order at a time (callers may run several concurrently)."""
 
     def __init__(self, adapter: ExchangeAdapter, journal: Journal, counters: ProtocolCounters, *,
-                 max_retries: int, backoff_ms: int, final_wait_seconds: float, seed: int | None = None,
+                 resolver: OrderResolver, max_retries: int, backoff_ms: int, final_wait_seconds: float,
+                 fill_wait_seconds: float = 2.0, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._adapter = adapter
         self._journal = journal
         self._counters = counters
+        self.resolver = resolver
         self._max_retries = max_retries
         self._backoff_ms = backoff_ms
         self._final_wait = final_wait_seconds
+        self._fill_wait = fill_wait_seconds
         self._rng = random.Random(seed)
         self._clock = clock
 
@@ -155,102 +188,90 @@ class OrderPlacer:
 
         The legs of a pair leave back to back: no journal commit (an fsync) sits between them,
         and one leg's writes and trade fetch after its ack (``finish``) never delay the other
-        leg's ack.
+        leg's ack. Every leg's task is awaited even when another one raises (a journal error):
+        none is ever left running unawaited; the first error is raised after all have ended.
         """
         records = self._journal.record_order_intents([dict(
             client_order_id=req.cid, signal_id=req.signal_id, pair_id=req.pair_id, leg=req.leg,
             purpose=req.purpose, attempt=req.attempt, symbol=req.symbol, side=req.side,
             order_type=req.order_type, qty=req.qty, price=req.price, reduce_only=req.reduce_only,
             round_trip_id=req.round_trip_id) for req in requests])
-        return list(await asyncio.gather(*(self._send_one(req, record) for req, record in zip(requests, records))))
+        return await gather_all(*(self._send_one(req, record) for req, record in zip(requests, records)))
 
     async def _send_one(self, req: OrderRequest, record: OrderRecord) -> SentOrder:
         state = await self._send_with_ghost_protocol(req)
+        if state is _UNKNOWN_SEND:
+            return SentOrder(req, record, None, None, unknown=True)
+        assert state is None or isinstance(state, OrderState)
         return SentOrder(req, record, state, self._clock() if state is not None else None)
 
     async def finish(self, sent: SentOrder, *, working_seconds: float | None = None) -> PlacedOrder:
         """Steps 3-4: follow a sent order to a final state, record its state and its fills."""
         req = sent.request
+        if sent.unknown:
+            return PlacedOrder(self._journal.get_order(req.cid) or sent.record, None, Outcome.UNKNOWN)
         if sent.state is None:
-            return PlacedOrder(self._journal.get_order(req.cid) or sent.record, None)
+            return PlacedOrder(self._journal.get_order(req.cid) or sent.record, None, Outcome.NONE)
         state = await self._await_final(req, sent.state, working_seconds)
         record = self._apply_state(req.cid, state)
+        if not state.status.is_final:
+            # The remainder could not be cancelled: it may still fill. Unknown, for the resolver.
+            logger.error("{} {}: still working after its deadline and its cancel failed (filled {} so far); "
+                         "outcome unknown", req.pair_id, req.cid, state.filled)
+            return PlacedOrder(record, sent.acked_at, Outcome.UNKNOWN)
         await self.record_fills(record)
         log_trade_event("order_final", pair_id=req.pair_id, cid=req.cid, purpose=req.purpose.value,
                         symbol=req.symbol, side=req.side, qty=str(req.qty), filled=str(record.filled_qty),
                         avg_price=str(record.avg_price), status=record.status.value)
-        return PlacedOrder(self._journal.get_order(req.cid) or record, sent.acked_at)
+        final = self._journal.get_order(req.cid) or record
+        return PlacedOrder(final, sent.acked_at, Outcome.FILLED if final.filled_qty > 0 else Outcome.NONE)
 
-    async def _send_with_ghost_protocol(self, req: OrderRequest) -> OrderState | None:
+    async def _send_with_ghost_protocol(self, req: OrderRequest) -> OrderState | None | object:
+        """The order's state, None when confirmed not placed, or ``_UNKNOWN_SEND``.
+
+        An unknown outcome goes to the resolver. Only when it confirms the order was never placed
+        (not found after its horizon) is the request sent again, under the same clientOrderId
+        and with a fresh timestamp; a resend of an order that did land (and filled) would be
+        accepted again by Binance and double the position.
+        """
         for attempt in range(self._max_retries + 1):
             try:
                 self._counters.orders_sent += 1
                 return await self._adapter.create_order(
                     symbol=req.symbol, side=req.side, qty=req.qty, order_type=req.order_type,
                     client_order_id=req.cid, price=req.price, reduce_only=req.reduce_only)
-            except RetryableError as exc:
-                logger.warning("{} {}: create_order outcome unknown ({}); looking it up by clientOrderId",
+            except OrderStatusUnknownError as exc:
+                logger.warning("{} {}: create_order outcome unknown ({}); resolving it by clientOrderId",
                                req.pair_id, req.cid, exc)
-                self._safe_update(req.cid, OrderStatus.UNKNOWN, error=str(exc)[:300])
-                outcome = await self._resolve_by_lookup(req)
-                if outcome is not _ABSENT:
-                    return outcome
+                record = self._journal.update_order(req.cid, status=OrderStatus.UNKNOWN, error=str(exc)[:300],
+                                                    horizon_ms=self.resolver.horizon_from_now())
+                self._counters.ghost_lookups += 1
+                found = await self.resolver.resolve(record)
+                if found.resolution is Resolution.FOUND:
+                    self._counters.ghosts_adopted += 1
+                    return found.state
+                if found.resolution is Resolution.UNKNOWN:
+                    return _UNKNOWN_SEND
+                why = "not found after its horizon"
+            except RetryableError as exc:  # refused before processing (429/418, -1021): nothing placed
+                why = f"not processed: {exc}"
+                logger.warning("{} {}: {}", req.pair_id, req.cid, why)
             except PermanentError as exc:
-                if attempt > 0:  # a resend may be refused as a duplicate id: the first one landed
-                    outcome = await self._resolve_by_lookup(req)
-                    if outcome is not _ABSENT:
-                        return outcome
+                if attempt > 0:  # a refused resend (a duplicate id?): one look whether the id is live
+                    with contextlib.suppress(RetryableError, PermanentError):
+                        return await self._adapter.fetch_order(symbol=req.symbol, client_order_id=req.cid)
                 self._counters.orders_rejected += 1
                 logger.warning("{} {}: order rejected: {}", req.pair_id, req.cid, exc)
-                self._safe_update(req.cid, OrderStatus.REJECTED, error=str(exc)[:300])
+                self._update_status(req.cid, OrderStatus.REJECTED, error=str(exc)[:300])
                 return None
             if attempt < self._max_retries:
                 self._counters.ghost_resends += 1
                 await asyncio.sleep(self.backoff(attempt))
-        logger.error("{} {}: gave up after {} attempts; reconciliation will resolve it",
-                     req.pair_id, req.cid, self._max_retries + 1)
+                self._update_status(req.cid, OrderStatus.RESENDING, error=why[:300])
+                logger.info("{} {}: resending under the same id ({})", req.pair_id, req.cid, why)
+        logger.error("{} {}: not placed after {} attempts", req.pair_id, req.cid, self._max_retries + 1)
+        self._update_status(req.cid, OrderStatus.REJECTED, error=f"not placed after {self._max_retries + 1} attempts")
         return None
-
-    async def _lookup(self, req: OrderRequest) -> OrderState | None:
-        """P3: is the order on the exchange after all? Returns it, or None when the exchange says
-        it does not know it.
-
-        Raises ``LookupInconclusive`` when the lookup cannot tell (it kept failing, or was
-        refused). Then nothing may be resent: a clientOrderId is unique only among *open*
-        orders, so a resend of an order that did land and has filled would be accepted again
-        and double the position.
-        """
-        self._counters.ghost_lookups += 1
-        for attempt in range(self._max_retries + 1):
-            try:
-                state = await self._adapter.fetch_order(symbol=req.symbol, client_order_id=req.cid)
-            except OrderNotFoundError:
-                self._safe_update(req.cid, OrderStatus.NOT_FOUND)
-                logger.info("{} {}: not on the exchange; will resend with the same id", req.pair_id, req.cid)
-                return None
-            except RetryableError as exc:
-                if attempt == self._max_retries:
-                    raise LookupInconclusive(f"{attempt + 1} lookups failed, the last with {exc}") from exc
-                await asyncio.sleep(self.backoff(attempt))
-                continue
-            except PermanentError as exc:
-                raise LookupInconclusive(f"lookup refused: {exc}") from exc
-            self._counters.ghosts_adopted += 1
-            logger.warning("{} {}: ghost order found and adopted (status {}, filled {})",
-                           req.pair_id, req.cid, state.status.value, state.filled)
-            return state
-        raise LookupInconclusive("no lookup attempted")  # unreachable: max_retries >= 0
-
-    async def _resolve_by_lookup(self, req: OrderRequest) -> Any:
-        """The order if the exchange has it; ``None`` if nobody can tell (give up, no resend:
-        reconciliation resolves it); ``_ABSENT`` if the exchange says it never got it."""
-        try:
-            found = await self._lookup(req)
-        except LookupInconclusive as why:
-            logger.error("{} {}: cannot tell whether the order was placed ({}); not resending, "
-                         "reconciliation will resolve it", req.pair_id, req.cid, why)
-            return None
-        return _ABSENT if found is None else found
 
     async def _await_final(self, req: OrderRequest, state: OrderState, working_seconds: float | None) -> OrderState:
         """Poll a working order until final; cancel what is left at the deadline."""
@@ -299,49 +320,88 @@ class OrderPlacer:
         return self._apply_state(cid, state)
 
     async def record_fills(self, record: OrderRecord) -> None:
-        """Fetch and record the order's trades; a failure is counted and left to reconciliation."""
+        """Fetch and record the order's trades until they add up to its filled quantity.
+
+        Binance's trade list can lag the order (the order says FILLED, userTrades is still
+        empty or short): the fills that must come are waited for, on a backoff, for up to
+        ``fill_wait_seconds``; what is still missing then is counted and left to reconciliation,
+        whose late fills reprice the round trip (``Journal.record_fill``).
+        """
         if record.filled_qty <= 0 or record.exchange_order_id is None:
             return
-        for attempt in range(self._max_retries + 1):
+        deadline = self._clock() + self._fill_wait
+        attempt = 0
+        while True:
             try:
                 fills = await self._adapter.fetch_order_fills(symbol=record.symbol,
                                                               exchange_order_id=record.exchange_order_id)
             except RetryableError:
-                await asyncio.sleep(self.backoff(attempt))
-                continue
+                fills = None
             except PermanentError as exc:
                 logger.error("{}: fills of {} cannot be read: {}", record.pair_id, record.client_order_id, exc)
-                break
-            for fill in fills:
-                if self._journal.record_fill(record.client_order_id, trade_id=fill.trade_id, qty=fill.qty,
-                                             price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms):
-                    self._counters.fills_recorded += 1
-            total_fee = sum((f.fee for f in fills), Decimal(0))
-            if fills and total_fee != record.fee:
-                self._journal.update_order(record.client_order_id, status=record.status, fee=total_fee)
-            return
-        self._counters.fill_fetch_failures += 1
+                self._counters.fill_fetch_failures += 1
+                return
+            if fills is not None:
+                for fill in fills:
+                    if self._journal.record_fill(record.client_order_id, trade_id=fill.trade_id, qty=fill.qty,
+                                                 price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms):
+                        self._counters.fills_recorded += 1
+                recorded = self._journal.fills_for_order(record.client_order_id)
+                total_fee = sum((f.fee for f in recorded), Decimal(0))
+                current = self._journal.get_order(record.client_order_id) or record
+                if recorded and total_fee != current.fee:
+                    self._journal.update_order(record.client_order_id, status=current.status, fee=total_fee)
+                if sum((f.qty for f in recorded), Decimal(0)) >= current.filled_qty:
+                    return
+            if self._clock() >= deadline:
+                self._counters.fill_fetch_failures += 1
+                logger.warning("{} {}: trades recorded fall short of filled {} after {:.1f} s; reconciliation "
+                               "will fetch the rest", record.pair_id, record.client_order_id, record.filled_qty,
+                               self._fill_wait)
+                return
+            await asyncio.sleep(min(self.backoff(attempt), max(0.0, deadline - self._clock())))
+            attempt = min(attempt + 1, 4)
 
-    def _safe_update(self, cid: str, status: OrderStatus, *, error: str | None = None) -> None:
-        """Record a status the exchange did not report in full (unknown, not found, rejected).
-
-        A transition the journal's table does not allow is logged and skipped rather than raised:
-        after NOT_FOUND, a resend with the same id can end UNKNOWN or REJECTED again, and a
-        ``JournalError`` here would abort the execution between its two legs (no rollback).
-        """
-        current = self._journal.get_order(cid)
-        if current is None or current.status is status:
-            return
-        if status not in TRANSITIONS[current.status]:
-            logger.warning("{}: journal keeps {} (it has no {} -> {} transition)", cid, current.status.value,
-                           current.status.value, status.value)
-            return
+    def _update_status(self, cid: str, status: OrderStatus, *, error: str | None = None) -> None:
+        """Record a status the exchange did not report in full (rejected, resending). Validated by
+        the journal's transition table: an illegal change raises, it is never skipped."""
         self._journal.update_order(cid, status=status, error=error)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter, in seconds (parameters in ms)."""
         base = self._backoff_ms * (2 ** attempt)
         return self._rng.uniform(base / 2, base) / 1000
+
+
+class OutcomeUnresolved(PairsBotError):
+    """An order of the execution has an unknown outcome. Action: stop the execution, mark the pair
+    RESOLVING and hand the order to the resolver; never resend it or count it as zero."""
+
+
+def known_filled(*placed: PlacedOrder) -> tuple[Decimal, ...]:
+    """The filled quantities of orders whose outcomes are known; ``OutcomeUnresolved`` naming the
+    unknown ones otherwise (every order given has ended: the caller awaited them all)."""
+    unknown = [p.record for p in placed if p.unknown]
+    if unknown:
+        raise OutcomeUnresolved("outcome unknown for " + ", ".join(
+            f"{r.client_order_id} ({r.symbol} {r.side.value} {r.qty}, journal {r.status.value})" for r in unknown))
+    return tuple(p.filled for p in placed)
+
+
+T = TypeVar("T")
+
+
+async def gather_all(*aws: Awaitable[T]) -> list[T]:
+    """``asyncio.gather`` that lets every awaitable finish before raising the first error.
+
+    Plain ``gather`` raises at the first exception and leaves the other tasks running
+    unawaited: a leg would go on trading with nobody watching it.
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)  # type: ignore[arg-type]
 
 
 def journal_status(state: OrderState) -> OrderStatus:

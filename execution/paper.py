@@ -129,6 +129,7 @@ class PaperExchange:
 
     name = "paper"
     sends_orders = False
+    recv_window_ms = 0  # nothing leaves the process: no outcome is ever unknown
 
     def __init__(self, *, markets: MarketSource, paper: PaperConfig, state_path: Path | None,
                  market_info: MarketInfoFn | None = None) -> None:

@@ -36,12 +36,15 @@ from typing import Any
 
 from loguru import logger
 
-from core.errors import OrderNotFoundError, PermanentError, RetryableError
+from core.errors import PermanentError, RetryableError
 from core.types import PairState, SignalType, TradingSignal
-from execution.journal_models import OrderPurpose, OrderRecord, OrderStatus, PairPosition, Side
-from execution.orders import CLIENT_ID_PREFIX, OrderRequest
+from execution.journal_models import OrderPurpose, OrderRecord, PairPosition, Side
+from execution.orders import CLIENT_ID_PREFIX, OrderRequest, OutcomeUnresolved, known_filled
+from execution.resolver import Resolution
 
 ZERO = Decimal(0)
+#: Pauses before re-reading positions that differ from the journal (positionRisk lags fills).
+_POSITION_RECHECK_SECONDS = (0.25, 0.5, 1.0)
 
 
 class PairVerdict(str, Enum):
@@ -119,9 +122,16 @@ class Reconciler:
         await self._cancel_orphans(report)
         await self._fill_gaps(report)
         unresolved = self._unresolved(report, startup=startup)
+        skip_symbols = {o.symbol for o in unresolved}
         exchange_positions = await self._exchange_positions()
+        for pause in _POSITION_RECHECK_SECONDS:
+            if exchange_positions is None or not self._differences(exchange_positions, skip_symbols):
+                break
+            # positionRisk can lag the fills: look again before calling a difference real.
+            await asyncio.sleep(pause)
+            exchange_positions = await self._exchange_positions() or exchange_positions
         if exchange_positions is not None:
-            self._compare_positions(exchange_positions, report, skip={o.symbol for o in unresolved})
+            self._compare_positions(exchange_positions, report, skip=skip_symbols)
         await self._restore_pairs(report, startup=startup, skip={o.pair_id for o in unresolved})
         if startup or report.repaired or report.blocked or report.orphans_cancelled:
             logger.info("reconciliation ({}): {}", "startup" if startup else "periodic",
@@ -130,22 +140,18 @@ class Reconciler:
 
     # -- orders ---------------------------------------------------------------------------------
     async def _resolve_open_orders(self, report: ReconcileReport) -> None:
+        """Every open order through the resolver: found (followed, cancelled if still working,
+        fills fetched), confirmed none (not found after its horizon), or left unresolved."""
         engine = self._engine
         for order in engine.journal.open_orders():
             report.orders_checked += 1
-            try:
-                state = await self._lookup(order)
-            except OrderNotFoundError:
+            found = await engine.resolver.resolve(order)
+            if found.resolution is Resolution.NONE:
                 report.orders_not_found += 1
-                if order.status in (OrderStatus.INTENT, OrderStatus.SENT, OrderStatus.UNKNOWN):
-                    engine.journal.update_order(order.client_order_id, status=OrderStatus.NOT_FOUND)
-                else:  # ACKED/PARTIAL once, now purged by the exchange: it is no longer working
-                    engine.journal.update_order(order.client_order_id, status=OrderStatus.CANCELED,
-                                                error="not found at reconciliation")
                 continue
-            except (RetryableError, PermanentError) as exc:
-                logger.warning("reconciliation: lookup of {} failed: {}", order.client_order_id, exc)
+            if found.resolution is Resolution.UNKNOWN or found.state is None:
                 continue
+            state = found.state
             if not state.status.is_final:
                 state = await engine.placer.cancel_remainder(order.symbol, order.client_order_id, state)
                 report.working_cancelled += 1
@@ -155,34 +161,20 @@ class Reconciler:
                 await engine.placer.record_fills(record)
                 engine.counters.fills_adopted += 1
 
-    async def _lookup(self, order: OrderRecord) -> Any:
-        """``fetch_order`` by clientOrderId, retried with backoff while the exchange cannot answer
-        (a rate limit or a dropped connection must not leave an order unresolved for a pass)."""
-        engine = self._engine
-        for attempt in range(engine._exec.max_order_retries):
-            try:
-                return await engine.adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
-            except RetryableError:
-                await asyncio.sleep(engine.placer.backoff(attempt))
-        return await engine.adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
-
     def _unresolved(self, report: ReconcileReport, *, startup: bool) -> list[OrderRecord]:
         """Orders still unresolved after the lookups: their pairs' legs cannot be derived.
 
-        Periodic pass: those pairs and symbols are left alone until a later pass resolves them
-        (comparing or repairing now would act on a book known to be incomplete, and block the
-        pairs for good). Startup: the pairs are blocked, as a pair whose state cannot be
-        reconciled must not trade.
+        Those pairs go RESOLVING (no entries) and, with their symbols, are left alone until a
+        later pass resolves them: comparing or repairing now would act on a book known to be
+        incomplete. The engine's resolution task runs passes until they are resolved.
         """
         engine = self._engine
         unresolved = engine.journal.open_orders()
         for order in unresolved:
             report.unresolved[order.client_order_id] = f"{order.pair_id} {order.symbol} {order.status.value}"
-            if startup:
-                reason = (f"order {order.client_order_id} ({order.symbol}) could not be looked up; "
-                          "its fills are unknown. Restart when the exchange answers")
-                engine.blocked[order.pair_id] = reason
-                report.blocked[order.pair_id] = reason
+            if order.pair_id in engine.positions:
+                engine.mark_resolving(order.pair_id, f"order {order.client_order_id} ({order.symbol}) still "
+                                                     f"unresolved ({order.status.value})")
         if unresolved:
             logger.warning("reconciliation: {} order(s) still unresolved: {}", len(unresolved),
                            ", ".join(o.client_order_id for o in unresolved))
@@ -246,6 +238,13 @@ class Reconciler:
             return None
         return {s: (positions[s].qty if s in positions else ZERO) for s in symbols}
 
+    def _differences(self, exchange: dict[str, Decimal], skip: AbstractSet[str]) -> dict[str, Decimal]:
+        """Per symbol, what the exchange holds beyond what the journal and adopted positions explain."""
+        expected = self.expected_positions()
+        differences = {symbol: held - expected[symbol] - self.external.get(symbol, ZERO)
+                       for symbol, held in exchange.items() if symbol not in skip}
+        return {symbol: d for symbol, d in differences.items() if d != 0}
+
     def _compare_positions(self, exchange: dict[str, Decimal], report: ReconcileReport, *,
                            skip: AbstractSet[str] = frozenset()) -> None:
         engine = self._engine
@@ -281,37 +280,48 @@ class Reconciler:
             position = engine.positions[pair_id]
             open_trip = self._open_trip(pair_id)
             if not startup and (qa, qb) == (position.qty_a, position.qty_b) \
-                    and position.state is not PairState.HALTED and position.round_trip_id == open_trip:
+                    and position.state not in (PairState.HALTED, PairState.RESOLVING) \
+                    and position.round_trip_id == open_trip:
                 continue
-            verdict = classify(qa, qb)
-            if verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD, PairVerdict.NAKED):
-                # A crash can come between the fills and the saved position: take the entry and
-                # its round trip from the journal, so the trim below knows the planned hedge
-                # and the PnL of what is closed later lands in a round trip.
-                entry = self._entry_of(pair_id, position)
-                position = replace(position, round_trip_id=self._trip_for(spec, position, open_trip, entry))
-                if entry is not None and position.entry_signal_id is None and verdict is not PairVerdict.NAKED:
-                    position = replace(position, entry_signal_id=entry.signal_id, entry_ts_ms=entry.ts_ms)
-                if verdict is not PairVerdict.NAKED:
-                    qa, qb = await self._trim_imbalance(spec, position, qa, qb, entry, report)
-                    verdict = classify(qa, qb)
-            if verdict is PairVerdict.FLAT:
-                self._close_trip(open_trip)
-                engine._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
-                                              entry_signal_id=None, entry_ts_ms=None, round_trip_id=None,
-                                              halted_reason=None))
-            elif verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD):
-                engine._save_position(replace(position, state=PairState(verdict.value), qty_a=qa, qty_b=qb,
-                                              halted_reason=None))
-            elif verdict is PairVerdict.NAKED:
-                await self._close_naked(spec, position, qa, qb, report)
-            else:
-                reason = f"legs {spec.symbol_a} {qa} / {spec.symbol_b} {qb} are no spread position"
-                engine.blocked[pair_id] = reason
-                report.blocked[pair_id] = reason
-                logger.error("reconciliation: {}: {}; kept out of trading", pair_id, reason)
-                continue
-            report.restored[pair_id] = engine.positions[pair_id].state.value
+            try:
+                await self._restore_pair(spec, position, qa, qb, open_trip, report, startup=startup)
+            except OutcomeUnresolved as unresolved:
+                report.unresolved[pair_id] = str(unresolved)
+                engine.mark_resolving(pair_id, f"repair order unresolved: {unresolved}")
+
+    async def _restore_pair(self, spec: Any, position: PairPosition, qa: Decimal, qb: Decimal,
+                            open_trip: int | None, report: ReconcileReport, *, startup: bool) -> None:
+        engine = self._engine
+        pair_id = spec.pair_id
+        verdict = classify(qa, qb)
+        if verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD, PairVerdict.NAKED):
+            # A crash can come between the fills and the saved position: take the entry and
+            # its round trip from the journal, so the trim below knows the planned hedge
+            # and the PnL of what is closed later lands in a round trip.
+            entry = self._entry_of(pair_id, position)
+            position = replace(position, round_trip_id=self._trip_for(spec, position, open_trip, entry))
+            if entry is not None and position.entry_signal_id is None and verdict is not PairVerdict.NAKED:
+                position = replace(position, entry_signal_id=entry.signal_id, entry_ts_ms=entry.ts_ms)
+            if verdict is not PairVerdict.NAKED:
+                qa, qb = await self._trim_imbalance(spec, position, qa, qb, entry, report)
+                verdict = classify(qa, qb)
+        if verdict is PairVerdict.FLAT:
+            self._close_trip(open_trip)
+            engine._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
+                                          entry_signal_id=None, entry_ts_ms=None, round_trip_id=None,
+                                          halted_reason=None))
+        elif verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD):
+            engine._save_position(replace(position, state=PairState(verdict.value), qty_a=qa, qty_b=qb,
+                                          halted_reason=None))
+        elif verdict is PairVerdict.NAKED:
+            await self._close_naked(spec, position, qa, qb, report)
+        else:
+            reason = f"legs {spec.symbol_a} {qa} / {spec.symbol_b} {qb} are no spread position"
+            engine.blocked[pair_id] = reason
+            report.blocked[pair_id] = reason
+            logger.error("reconciliation: {}: {}; kept out of trading", pair_id, reason)
+            return
+        report.restored[pair_id] = engine.positions[pair_id].state.value
 
     async def _trim_imbalance(self, spec: Any, position: PairPosition, qa: Decimal, qb: Decimal,
                               entry: _Entry | None, report: ReconcileReport) -> tuple[Decimal, Decimal]:
@@ -404,7 +414,8 @@ class Reconciler:
             if request.cid in existing:
                 continue
             placed = await engine.placer.place(request)
-            removed += -placed.filled if back else placed.filled
+            (filled,) = known_filled(placed)  # unknown: stop, the resolver has it (no attempt+1)
+            removed += -filled if back else filled
         return removed
 
     def _repair_signal_id(self, spec: Any) -> str:

@@ -15,6 +15,7 @@ class ExecutionStatus(str, Enum):
     FAILED = "FAILED"  # orders were sent but nothing is open because of them
     ROLLED_BACK = "ROLLED_BACK"  # one leg filled, the other failed; the filled leg was closed
     HALTED = "HALTED"  # something is open that could not be closed or hedged; the pair is halted
+    RESOLVING = "RESOLVING"  # an order's outcome is unknown; the resolver finds out, the pair waits
 
 
 class Reason(str, Enum):
@@ -26,6 +27,7 @@ class Reason(str, Enum):
     PAIR_UNKNOWN = "pair_unknown"
     PAIR_HALTED = "pair_halted"
     PAIR_BLOCKED = "pair_blocked"  # reconciliation could not explain the pair's book
+    PAIR_RESOLVING = "pair_resolving"  # an order of the pair has an unknown outcome
     ALREADY_IN_POSITION = "already_in_position"
     NOT_IN_POSITION = "not_in_position"
     ENGINE_STOPPING = "engine_stopping"
@@ -49,6 +51,7 @@ class Reason(str, Enum):
     EXIT_INCOMPLETE = "exit_incomplete"
     SLIPPAGE_EXCEEDED = "slippage_exceeded"  # limit entry: prices left max_slippage_pct before completion
     JOURNAL_ERROR = "journal_error"
+    OUTCOME_UNKNOWN = "outcome_unknown"  # an order's outcome is unknown: handed to the resolver
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ _FLAT = PairState.FLAT
 _LONG = PairState.LONG_SPREAD
 _SHORT = PairState.SHORT_SPREAD
 _HALTED = PairState.HALTED
+_RESOLVING = PairState.RESOLVING
 _EL = SignalType.ENTER_LONG_SPREAD
 _ES = SignalType.ENTER_SHORT_SPREAD
 _EXIT = SignalType.EXIT
@@ -300,7 +301,7 @@ class SignalGenerator:
             self._gated[_G_IN_FLIGHT] += 1
             return None
         state = self._state
-        if state is _HALTED:
+        if state is _HALTED or state is _RESOLVING:  # the engine is finding out what is held
             self._gated[_G_HALTED] += 1
             return None
         if not calc.std > self._min_std:  # NaN while the window fills, 0 when flat

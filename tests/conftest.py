@@ -194,3 +194,7 @@ def assert_logged(text: str, *needles: str) -> None:
         if all(n in line for n in needles):
             return
     raise AssertionError(f"no line contains all of {needles!r} in:\n{text}")
+
+
+# The engine rig's fixtures (a real CcxtExchange against an in-process simulator), for every test module.
+from tests.engine_rig import make_rig, sim_data  # noqa: E402,F401

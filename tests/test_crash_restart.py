@@ -192,6 +192,14 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {  # name: (signal kind, faul
     "exit": ("exit", {}),
     "exit_partial_fills": ("exit", {"partial_fill_probability": 1.0, "seed": 5}),
     "exit_leg_refused": ("exit", {"reject_probability": 0.5, "reject_code": -2010, "seed": REJECT_SEED}),
+    # Unknown outcomes (issue 8): killed while an order is unresolved, while the resolver looks it
+    # up, and while it is resent under the same id (503 "execution status unknown", not applied).
+    "entry_unknown_not_applied": ("entry", {"unknown_503_probability": 1.0, "unknown_503_applied_probability": 0.0}),
+    # The order lands after the first lookups said -2013 (within its recvWindow).
+    "entry_lands_late": ("entry", {"lands_late_probability": 1.0, "lands_late_ms": 150}),
+    # -1007 on the exits, applied or not by seed.
+    "exit_unknown_1007": ("exit", {"timeout_1007_probability": 1.0, "timeout_1007_applied_probability": 0.5,
+                                   "seed": 2}),
 }
 MAX_CRASH_POINTS = 16
 
@@ -234,7 +242,9 @@ class Bench:
 
     def engine(self, journal_path: Path, wrap: Callable[[CcxtExchange], Any] | None = None
                ) -> tuple[ExecutionEngine, Journal, CcxtExchange, Any]:
-        exchange = ExchangeConfig(base_url=self.sim.base_url, enable_rate_limit=False, request_timeout_ms=3000)
+        # A short recvWindow: an unknown order's horizon (recvWindow + margin) is 0.5 s away.
+        exchange = ExchangeConfig(base_url=self.sim.base_url, enable_rate_limit=False, request_timeout_ms=3000,
+                                  recv_window_ms=400)
         inner = CcxtExchange(exchange, Secrets(self.sim.api_key, self.sim.api_secret, "simulator"))
         adapter = wrap(inner) if wrap else inner
         journal = Journal.open(journal_path, mode="live")
@@ -242,7 +252,8 @@ class Bench:
             adapter=adapter, journal=journal,
             pairs=[PairSpec(p, a, b, Decimal(h), Decimal(300), "log") for p, a, b, h in PAIRS],
             execution=ExecutionConfig(max_order_retries=2, retry_backoff_ms=5, order_timeout_seconds=1,
-                                      duplicate_window_seconds=0, reconcile_interval_seconds=3600),
+                                      duplicate_window_seconds=0, reconcile_interval_seconds=3600,
+                                      clock_error_margin_ms=100, resolve_extra_seconds=0.5, fill_wait_seconds=0.5),
             risk=RiskConfig(max_open_pairs=10, max_gross_exposure_usdt=1e9, max_daily_loss_usdt=1e9),
             leverage=5, margin_mode="cross", mids=self.mid,
             external_positions_path=journal_path.with_suffix(".external.json"), seed=1)
@@ -346,6 +357,10 @@ async def test_crash_at_every_exchange_call_then_restart_leaves_a_clean_book(ben
     assert len(points) >= 5
     if scenario == "entry_leg_refused_rollback":  # killed during the rollback itself, both ways
         assert any("-aR0" in c or "-bR0" in c for c in crashed_in), crashed_in
+    if scenario == "entry_unknown_not_applied":  # killed while resolving, and while resending the same id
+        assert any(c.startswith("fetch_order") for c in crashed_in), crashed_in
+        creates = [c for c in crashed_in if c.startswith("create_order")]
+        assert len(creates) > len(set(creates)), crashed_in
 
 
 async def test_restart_after_clean_entries_repairs_nothing(bench: Bench, tmp_path: Path) -> None:
