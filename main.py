@@ -95,7 +95,7 @@ class TradingBot:
                                        adopt=self.options.adopt)
         self.components = self.pipeline.components
         if self.pipeline.engine is not None:
-            self.pipeline.engine.on_fatal = self._on_engine_fatal
+            self.watch_engine(self.pipeline.engine)
         for component in self.components:
             self.stats.register_section(component.name, component.stats)
 
@@ -113,6 +113,10 @@ class TradingBot:
             await asyncio.wait_for(self._stop_event.wait(), timeout=duration)
         except TimeoutError:
             self.request_stop(f"duration {duration:g}s reached")
+
+    def watch_engine(self, engine: Any) -> None:
+        """Stop the bot (exit code 1) when the engine reports it cannot trade safely."""
+        engine.on_fatal = self._on_engine_fatal
 
     def _on_engine_fatal(self, exc: BaseException) -> None:
         """The engine cannot trade safely (its journal failed in the order path): stop, exit 1."""

@@ -213,3 +213,38 @@ async def test_second_ctrl_c_forces_exit(bot_dir: Path) -> None:
     os.kill(os.getpid(), signal.SIGINT)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=2)
+
+
+class _EngineWhoseJournalFails:
+    """Plays the engine's part in the lifecycle: at start its journal fails in the order path."""
+
+    name = "execution"
+
+    def __init__(self) -> None:
+        self.on_fatal: Any = None
+
+    async def start(self) -> None:
+        from execution.journal_models import JournalStorageError
+        self.on_fatal(JournalStorageError("journal logs/journal.sqlite: write failed: disk I/O error"))
+
+    async def stop(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class _WatchedBot(_BareBot):
+    async def initialize_components(self) -> None:
+        await super().initialize_components()
+        self.watch_engine(self._component)
+
+
+async def test_a_journal_failure_in_the_order_path_stops_the_bot_with_exit_code_1(bot_dir: Path) -> None:
+    options = bot_main.parse_options(["--config", str(bot_dir / "config.json"), "--duration", "30"])
+    bot = _WatchedBot(options, _EngineWhoseJournalFails())
+    started = time.monotonic()
+    code = await asyncio.wait_for(bot.run(), timeout=10)
+    assert code == 1 and time.monotonic() - started < 10  # it did not wait for --duration
+    (session,) = (bot_dir / "logs").glob("session-*.json")
+    assert "journal failure" in json.loads(session.read_text())["stop_reason"]
