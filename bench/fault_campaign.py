@@ -1,9 +1,10 @@
 """Fault campaign: many executions through real ccxt and the simulator under injected faults,
-then an audit of the exchange against the journal. Prints one JSON object on stdout.
+audited at every moment while they run and against the journal at the end. Prints one JSON
+object on stdout.
 
 Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/fault_campaign.py --executions 1000 --seed 1``
-(a few minutes on a 2-core box; progress bar on stderr). Exit code 0 when the three audit
-numbers are zero, 1 otherwise.
+(a few minutes on a 2-core box; progress bar on stderr). Exit code 0 when the six audit
+numbers (three of the moments, three of the end) are zero, 1 otherwise.
 
 Setup, all in this process on one event loop:
 
@@ -26,12 +27,19 @@ Setup, all in this process on one event loop:
   a re-submission of an earlier signal id (P1 must refuse it). An *execution* is one signal
   handled by ``ExecutionEngine.execute_signal``.
 
+While the signals run, an ``ExposureMonitor`` (``bench/exposure_audit.py``, definitions there)
+samples the book after every result and every ``--sample-ms`` in between, outside the pairs
+``ExecutionEngine.busy_pairs()`` names: ``naked_seconds`` (a pair's journal-derived legs naked
+or beyond one lot step of the hedge), ``belief_mismatches`` (a symbol whose true position in
+the simulator's own state differs from the engine's belief) and ``max_unhedged_notional_usdt``;
+``double_fills`` comes from the simulator's order log at the end.
+
 At the end the faults are switched off, every execution has returned, and two reconciliation
 passes run under the engine's lock (the second must find nothing left to do). Then
 ``audit_book`` compares the simulator's order log and positions with the journal (definitions
-at the top of the audit section). The report has the three numbers that must be zero, the
-protocol counters (``engine.counters``), the outcomes, the faults the simulator injected, the
-seed and the elapsed time.
+at the top of the audit section). The report has the six numbers that must be zero
+(``MUST_BE_ZERO``), the protocol counters (``engine.counters``), the outcomes, the faults the
+simulator injected, the seed and the elapsed time.
 
 ``--crash-restarts N`` runs the other campaign instead: the real bot as a process against a
 standalone simulator, SIGKILLed N times mid-trade (``bench/crash_restarts.py``).
@@ -60,14 +68,17 @@ if str(ROOT) not in sys.path:
 
 from loguru import logger  # noqa: E402
 
+from bench.exposure_audit import (ExposureMonitor, JournalBelief, PairLegs, double_fills,  # noqa: E402,F401
+                                  hedge_problem, planned_legs, simulator_positions,
+                                  within_one_step)  # PairLegs, within_one_step: re-exported
 from core.config import (ExchangeConfig, ExecutionConfig, PairConfig, RiskConfig, Secrets,  # noqa: E402
                          compact_symbol, load_pairs_config, SignalConfig)
 from core.types import PairState, Quote, SignalType, TradingSignal  # noqa: E402
 from execution.engine import ExecutionEngine  # noqa: E402
 from execution.exchange import CcxtExchange  # noqa: E402
 from execution.journal import Journal  # noqa: E402
-from execution.journal_models import OrderPurpose, OrderRecord, OrderStatus, PairPosition  # noqa: E402
-from execution.reconcile import PairVerdict, classify, derived_legs  # noqa: E402
+from execution.journal_models import OrderRecord, OrderStatus, PairPosition  # noqa: E402
+from execution.reconcile import classify, derived_legs  # noqa: E402
 from execution.results import PairSpec  # noqa: E402
 from signals.generator import make_signal_id  # noqa: E402
 
@@ -76,6 +87,9 @@ DEFAULT_PAIRS = ROOT / "pairs_config.json"
 REJECT_CODE = -2010  # NEW_ORDER_REJECTED: ccxt InvalidOrder, a refusal for good
 RESUBMIT_EVERY = 50  # every 50th signal re-submits an earlier signal id (P1 must refuse it)
 FRESH_QUOTE_WAIT_SECONDS = 10.0
+# The exit code is 0 only when all of these are 0: the end audit's three, then the moments'.
+MUST_BE_ZERO = ("naked_legs", "orphan_open_orders", "journal_mismatches", "naked_seconds", "belief_mismatches",
+                "double_fills")
 
 # =============================================================================================
 # The audit (pure; also used by bench/crash_restarts.py and the tests)
@@ -92,6 +106,8 @@ FRESH_QUOTE_WAIT_SECONDS = 10.0
 #   derived legs; a symbol whose exchange position differs from the derived sum.
 # Also counted, not among the three: clientOrderIds present more than once on the exchange
 # (an intent sent twice) and orders whose recorded trades do not add up to their filled qty.
+# The pair rule (``hedge_problem``) is shared with the audit of every moment while the campaign
+# runs (``bench/exposure_audit.py``: naked seconds, belief mismatches, double fills).
 
 OPEN_ON_EXCHANGE = frozenset({"NEW", "PARTIALLY_FILLED"})
 _EXPECTED_STATUS = {"FILLED": {OrderStatus.FILLED}, "EXPIRED": {OrderStatus.EXPIRED},
@@ -99,17 +115,6 @@ _EXPECTED_STATUS = {"FILLED": {OrderStatus.FILLED}, "EXPIRED": {OrderStatus.EXPI
                     "PARTIALLY_FILLED": {OrderStatus.PARTIALLY_FILLED}}
 _ON_EXCHANGE = frozenset({OrderStatus.ACKED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
                           OrderStatus.CANCELED, OrderStatus.EXPIRED})
-
-
-@dataclass(frozen=True, slots=True)
-class PairLegs:
-    """A pair as the audit sees it: exchange symbols (``EOSUSDT``) and lot steps."""
-
-    pair_id: str
-    symbol_a: str
-    symbol_b: str
-    step_a: Decimal
-    step_b: Decimal
 
 
 @dataclass(slots=True)
@@ -138,38 +143,6 @@ def sim_account_positions(report: Mapping[str, Any], account: str = "default") -
     """``{EOSUSDT: signed amount}`` from the simulator's ``/sim/positions`` report."""
     rows = (report.get(account) or {}).get("positions") or {}
     return {symbol: Decimal(str(row["amount"])) for symbol, row in rows.items()}
-
-
-def within_one_step(qa: Decimal, qb: Decimal, planned: tuple[Decimal, Decimal], step_a: Decimal,
-                    step_b: Decimal) -> bool:
-    """True if either leg is within one lot step of the exact hedge of the other at the planned
-    ``want_a : want_b`` (exact rationals: no rounded ratio in between). Quantities are unsigned.
-
-    Legs move in whole steps, so one of them can always be brought within a step of the other's
-    exact hedge; P2 leaves at most that.
-
-    >>> within_one_step(Decimal(259), Decimal("183.5"), (Decimal(427), Decimal("302.5")), Decimal(1),
-    ...                 Decimal("0.1"))
-    True
-    >>> within_one_step(Decimal(259), Decimal("180"), (Decimal(427), Decimal("302.5")), Decimal(1),
-    ...                 Decimal("0.1"))
-    False
-    """
-    want_a, want_b = planned
-    off_b = abs(qb * want_a - qa * want_b)  # = |qb - exact hedge of qa| * want_a
-    return off_b <= step_b * want_a or off_b <= step_a * want_b
-
-
-def planned_legs(orders: Iterable[OrderRecord]) -> tuple[Decimal, Decimal] | None:
-    """The leg quantities of the pair's most recent entry that planned both legs."""
-    by_signal: dict[str, dict[str, Decimal]] = {}
-    for order in orders:
-        if order.purpose is OrderPurpose.ENTRY:
-            by_signal.setdefault(order.signal_id, {})[order.leg.value] = order.qty
-    for legs in reversed(list(by_signal.values())):
-        if legs.get("a") and legs.get("b"):
-            return legs["a"], legs["b"]
-    return None
 
 
 def audit_book(*, pairs: list[PairLegs], journal_orders: Mapping[str, list[OrderRecord]],
@@ -243,17 +216,9 @@ def _audit_positions(result: AuditResult, pairs: list[PairLegs], journal_orders:
         expected[pair.symbol_a] = expected.get(pair.symbol_a, ZERO) + qa
         expected[pair.symbol_b] = expected.get(pair.symbol_b, ZERO) + qb
         verdict = classify(qa, qb)
-        if verdict is PairVerdict.NAKED:
-            result.naked_legs.append(f"{pair.pair_id}: naked, {pair.symbol_a} {qa} / {pair.symbol_b} {qb}")
-        elif verdict is PairVerdict.INCONSISTENT:
-            result.naked_legs.append(f"{pair.pair_id}: legs {qa} / {qb} are no spread position")
-        elif verdict is not PairVerdict.FLAT:
-            planned = planned_legs(orders)
-            if planned is None:
-                result.naked_legs.append(f"{pair.pair_id}: in position {qa} / {qb} with no entry on record")
-            elif not within_one_step(abs(qa), abs(qb), planned, pair.step_a, pair.step_b):
-                result.naked_legs.append(f"{pair.pair_id}: hedge imbalance {qa} / {qb} (planned "
-                                         f"{planned[0]}:{planned[1]}, more than one lot step off)")
+        problem = hedge_problem(pair, qa, qb, planned_legs(orders))
+        if problem is not None:
+            result.naked_legs.append(problem)
         position = journal_positions.get(pair.pair_id)
         held = (position.qty_a, position.qty_b) if position is not None else (ZERO, ZERO)
         if held != (qa, qb):
@@ -305,8 +270,20 @@ class CampaignOptions:
     burst_size: int = 4
     latency_ms: int = 5
     latency_jitter_ms: int = 10
+    # Binance's unknown outcomes (issue 8): a lost response whose order lands later, a 503
+    # "execution status unknown" and a -1007, each applied or not by seed; trades and positions
+    # that lag the fills.
+    lands_late_probability: float = 0.03
+    lands_late_ms: int = 300
+    unknown_503_probability: float = 0.02
+    timeout_1007_probability: float = 0.01
+    trade_lag_ms: int = 150
+    position_lag_ms: int = 300
+    recv_window_ms: int = 1000  # horizon of an unknown order: recvWindow + 200 ms margin
     concurrency: int = 3
     speed: float = 60.0
+    sample_interval_seconds: float = 0.05  # the exposure monitor's timer (it also samples after each result)
+    cache_check_seconds: float = 10.0  # how often the monitor's cached belief is checked uncached
     notional_usdt: float = 400.0
     pairs_file: Path = DEFAULT_PAIRS
     workdir: Path | None = None
@@ -363,13 +340,18 @@ async def _run(options: CampaignOptions, workdir: Path) -> dict[str, Any]:
                          reject_probability=options.reject_probability, reject_code=REJECT_CODE,
                          lost_response_probability=options.lost_response_probability,
                          ws_disconnect_every_seconds=options.ws_drop_seconds, latency_ms=options.latency_ms,
-                         latency_jitter_ms=options.latency_jitter_ms)
+                         latency_jitter_ms=options.latency_jitter_ms,
+                         lands_late_probability=options.lands_late_probability, lands_late_ms=options.lands_late_ms,
+                         unknown_503_probability=options.unknown_503_probability,
+                         timeout_1007_probability=options.timeout_1007_probability,
+                         trade_lag_ms=options.trade_lag_ms, position_lag_ms=options.position_lag_ms)
     exchange = ExchangeConfig(base_url=sim.base_url, enable_rate_limit=False,
-                              request_timeout_ms=3000, leverage=5)
+                              request_timeout_ms=3000, leverage=5, recv_window_ms=options.recv_window_ms)
     hub = MarketDataHub(exchange_config=exchange, max_quote_age_ms=5000, watch_timeout_s=2.0, seed=options.seed)
     quotes = _Quotes()
     journal: Journal | None = None
     engine: ExecutionEngine | None = None
+    belief: JournalBelief | None = None
     try:
         await hub.connect()
         specs = [_spec(p, hub, options.notional_usdt) for p in pairs_config]
@@ -381,24 +363,38 @@ async def _run(options: CampaignOptions, workdir: Path) -> dict[str, Any]:
             adapter=CcxtExchange(exchange, Secrets(sim.api_key, sim.api_secret, "simulator")), journal=journal,
             pairs=specs, execution=ExecutionConfig(
                 notional_per_pair_usdt=options.notional_usdt, max_order_retries=3, retry_backoff_ms=20,
-                order_timeout_seconds=2, reconcile_interval_seconds=5, duplicate_window_seconds=0),
+                order_timeout_seconds=2, reconcile_interval_seconds=5, duplicate_window_seconds=0,
+                clock_error_margin_ms=200, resolve_extra_seconds=1.0,
+                # Trades that lag are not waited for here: the periodic reconciliation records
+                # them and reprices the round trips they belong to (issue 8, scenario 4).
+                fill_wait_seconds=0.05),
             risk=RiskConfig(max_open_pairs=len(specs), max_gross_exposure_usdt=1e9, max_daily_loss_usdt=1e9),
             leverage=5, margin_mode="cross", mids=quotes.mid,
             external_positions_path=workdir / "external-positions.json", seed=options.seed)
         await engine.start()
         await _wait_for_quotes(quotes, specs)
+        legs = [_legs(engine, s) for s in specs]
+        belief = JournalBelief(engine, legs)
+        monitor = ExposureMonitor(legs, belief, simulator_positions(sim), sim.replay.mark_price)
         sim.set_fault_config(faults)
         started = time.monotonic()
-        drive = await _drive(engine, sim, quotes, specs, options)
+        drive = await _drive(engine, sim, quotes, specs, options, monitor, belief)
         elapsed = time.monotonic() - started
         sim.set_fault_config(FaultConfig())  # the audit needs an exchange that answers
+        # The final passes below run outside busy_pairs() (not through the engine's own pass),
+        # so the monitor has stopped sampling before them; the end audit covers what follows.
         async with engine._lock:  # the same lock the periodic pass takes: nothing is in flight
             final = await engine.reconciler.run(startup=False)
             settle = await engine.reconciler.run(startup=False)
-        audit = audit_journal(journal, [_legs(engine, s) for s in specs], sim_orders=sim.order_log(),
+        sim_orders = sim.order_log()
+        audit = audit_journal(journal, legs, sim_orders=sim_orders,
                               sim_positions=sim_account_positions(sim.positions()))
-        return _report(options, engine, sim, hub, drive, audit, final.as_dict(), settle.as_dict(), elapsed)
+        moments = _moments(monitor, belief, drive, double_fills(sim_orders))
+        return _report(options, engine, sim, hub, drive, audit, moments, final.as_dict(), settle.as_dict(),
+                       elapsed)
     finally:
+        if belief is not None:
+            belief.close()
         if engine is not None:
             await engine.stop()
         await hub.stop()
@@ -437,15 +433,20 @@ class _DriveStats:
     signals_on_old_quotes: int = 0
     http_bursts: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    cache_checks: int = 0
+    cache_errors: list[str] = field(default_factory=list)
+    cache_check_cost_seconds: float = 0.0
 
 
 async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list[PairSpec],
-                 options: CampaignOptions) -> _DriveStats:
+                 options: CampaignOptions, monitor: ExposureMonitor, belief: JournalBelief) -> _DriveStats:
     """Submit ``options.executions`` signals, ``concurrency`` at a time, with 429 bursts meanwhile.
 
     Each new signal of a pair waits for a quote of one of its legs newer than the pair's last
     signal (up to ``FRESH_QUOTE_WAIT_SECONDS``), so signals follow the live stream, and stall
-    with it while the WebSocket is down.
+    with it while the WebSocket is down. ``monitor`` samples after every result and, in a task
+    of its own, every ``sample_interval_seconds``; every ``cache_check_seconds`` its cached
+    belief is compared with the engine's uncached one (``JournalBelief.verify``).
     """
     rng = random.Random(options.seed)
     stats = _DriveStats()
@@ -455,6 +456,8 @@ async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list
     async def bursts() -> None:
         while True:
             await asyncio.sleep(options.burst_every_seconds)
+            if sim.faults.pending_http_errors:
+                continue  # the last burst has not hit anything yet: a rate limit does not pile up
             sim.inject_http_errors(429, options.burst_size)
             stats.http_bursts += 1
 
@@ -465,9 +468,23 @@ async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list
                                            FRESH_QUOTE_WAIT_SECONDS):
                 stats.signals_on_old_quotes += 1
             signal = _signal(engine, spec, quotes, rng, last_ts)
-        return signal, await engine.execute_signal(signal)
+        result = await engine.execute_signal(signal)
+        monitor.sample("after_result")
+        return signal, result
 
+    async def check_cache() -> None:
+        while True:
+            await asyncio.sleep(options.cache_check_seconds)
+            began = time.perf_counter()
+            problems = belief.verify()
+            stats.cache_check_cost_seconds += time.perf_counter() - began
+            stats.cache_checks += 1
+            stats.cache_errors.extend(problems[:max(0, 20 - len(stats.cache_errors))])
+
+    monitor.sample("start")
     burst_task = asyncio.create_task(bursts(), name="campaign.bursts")
+    owned = [burst_task, asyncio.create_task(monitor.run(options.sample_interval_seconds), name="campaign.sampler"),
+             asyncio.create_task(check_cache(), name="campaign.cache_check")]
     try:
         with progress_bar(options.executions, label="executions", enabled=options.progress) as advance:
             while stats.executions < options.executions:
@@ -485,9 +502,17 @@ async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list
                     stats.outcomes[f"{result.status.value}:{result.reason.value}"] += 1
                     handled.append(signal)
                 advance(len(jobs))
+        monitor.sample("end")
+        problems = belief.verify()
+        stats.cache_checks += 1
+        stats.cache_errors.extend(problems[:max(0, 20 - len(stats.cache_errors))])
     finally:
-        burst_task.cancel()
-        await asyncio.gather(burst_task, return_exceptions=True)
+        for task in owned:
+            task.cancel()
+        await asyncio.gather(*owned, return_exceptions=True)
+    for task in owned:  # a sampler that died would leave the moments unaudited: say so
+        if not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"{task.get_name()} failed") from task.exception()
     return stats
 
 
@@ -533,8 +558,23 @@ class progress_bar:
             self._bar.stop()
 
 
+def _moments(monitor: ExposureMonitor, belief: JournalBelief, drive: _DriveStats,
+             doubles: list[str]) -> dict[str, Any]:
+    """The audit of every moment: the monitor's numbers, the double fills, and how the monitor
+    itself fared (its cache checked against the engine's uncached belief, its cost)."""
+    report = monitor.report()
+    report["double_fills"] = len(doubles)
+    report["details"]["double_fills_first"] = doubles[:20]
+    report["details"]["monitor"] = {
+        "cache_checks": drive.cache_checks, "cache_errors": drive.cache_errors,
+        "cache_check_cost_seconds": round(drive.cache_check_cost_seconds, 3), "journal_pair_reads": belief.pair_reads,
+        "journal_order_reads": belief.order_reads, "change_feed_failures": belief.feed_failures}
+    return report
+
+
 def _report(options: CampaignOptions, engine: ExecutionEngine, sim: Any, hub: Any, drive: _DriveStats,
-            audit: AuditResult, final: dict[str, Any], settle: dict[str, Any], elapsed: float) -> dict[str, Any]:
+            audit: AuditResult, moments: dict[str, Any], final: dict[str, Any], settle: dict[str, Any],
+            elapsed: float) -> dict[str, Any]:
     counts = audit.counts()
     sim_stats = sim.stats()
     engine_stats = engine.stats()
@@ -546,9 +586,14 @@ def _report(options: CampaignOptions, engine: ExecutionEngine, sim: Any, hub: An
         "naked_legs": counts["naked_legs"],
         "orphan_open_orders": counts["orphan_open_orders"],
         "journal_mismatches": counts["journal_mismatches"],
+        "naked_seconds": moments["naked_seconds"],
+        "belief_mismatches": moments["belief_mismatches"],
+        "double_fills": moments["double_fills"],
+        "max_unhedged_notional_usdt": moments["max_unhedged_notional_usdt"],
         "duplicate_client_order_ids": counts["duplicate_client_order_ids"],
         "fill_record_gaps": counts["fill_record_gaps"],
         "problems": audit.details(),
+        "moments": moments["details"],
         "signals": {"entries": drive.entries, "exits": drive.exits, "resubmitted": drive.resubmissions,
                     "priced_on_quotes_older_than_the_last_signal": drive.signals_on_old_quotes},
         "outcomes": dict(sorted(drive.outcomes.items())),
@@ -571,6 +616,8 @@ def _report(options: CampaignOptions, engine: ExecutionEngine, sim: Any, hub: An
         "exchange_errors_seen_by_ccxt_adapter": dict(engine.adapter.counters.errors),
         "orders": {"simulator": len(sim.order_log()), "journal": sum(len(engine.journal.orders_for_pair(p))
                                                                     for p in engine.pairs)},
+        "resolver": engine_stats["resolver"],
+        "resolving_pairs": engine_stats["resolving_pairs"],
         "halted_pairs": engine_stats["halted_pairs"],
         "blocked_pairs": engine_stats["blocked_pairs"],
         "final_reconciliation": {k: v for k, v in final.items() if v},
@@ -583,8 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = CampaignOptions()
     p = argparse.ArgumentParser(
         prog="bench/fault_campaign.py", description=__doc__.split("\n\n")[0],
-        epilog="Prints one JSON object; exit code 0 when naked_legs, orphan_open_orders and "
-               "journal_mismatches are all 0, 1 otherwise.")
+        epilog="Prints one JSON object; exit code 0 when naked_legs, orphan_open_orders, "
+               "journal_mismatches, naked_seconds, belief_mismatches and double_fills are all 0, 1 otherwise.")
     p.add_argument("--executions", type=int, default=d.executions, help="signals to execute (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of faults, signals and replay (default %(default)s)")
     p.add_argument("--partial", type=float, default=d.partial_fill_probability, help="partial fill probability")
@@ -597,8 +644,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst-size", type=int, default=d.burst_size, help="requests failed per burst")
     p.add_argument("--latency-ms", type=int, default=d.latency_ms, help="REST latency added by the simulator")
     p.add_argument("--latency-jitter-ms", type=int, default=d.latency_jitter_ms, help="random extra REST latency")
+    p.add_argument("--lands-late", type=float, default=d.lands_late_probability,
+                   help="probability that an order's response is lost and it lands --lands-late-ms later")
+    p.add_argument("--lands-late-ms", type=int, default=d.lands_late_ms, help="delay of a late order")
+    p.add_argument("--unknown-503", type=float, default=d.unknown_503_probability,
+                   help="probability of a 503 'execution status unknown' on an order (applied or not)")
+    p.add_argument("--timeout-1007", type=float, default=d.timeout_1007_probability,
+                   help="probability of a -1007 on an order (applied or not)")
+    p.add_argument("--trade-lag-ms", type=int, default=d.trade_lag_ms, help="userTrades lag behind fills")
+    p.add_argument("--position-lag-ms", type=int, default=d.position_lag_ms, help="positionRisk lag behind fills")
+    p.add_argument("--recv-window-ms", type=int, default=d.recv_window_ms, help="the order client's recvWindow")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="signals submitted at once")
     p.add_argument("--speed", type=float, default=d.speed, help="replay speed (default %(default)s)")
+    p.add_argument("--sample-ms", type=float, default=d.sample_interval_seconds * 1000,
+                   help="exposure monitor: ms between timer samples (default %(default)s; it also samples "
+                        "after every result)")
     p.add_argument("--pairs", type=Path, default=d.pairs_file, help="pairs file (default: the shipped one)")
     p.add_argument("--workdir", type=Path, default=None, help="keep journal and log here (default: a temp dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -612,12 +672,25 @@ def options_from_args(argv: list[str] | None = None) -> CampaignOptions:
     a = build_parser().parse_args(argv)
     if a.executions < 1 or a.concurrency < 1:
         raise SystemExit("--executions and --concurrency must be >= 1")
+    if a.sample_ms <= 0:
+        raise SystemExit("--sample-ms must be > 0")
     return CampaignOptions(executions=a.executions, seed=a.seed, partial_fill_probability=a.partial,
                            reject_probability=a.reject, lost_response_probability=a.lost,
                            ws_drop_seconds=a.ws_drop_seconds, burst_every_seconds=a.burst_every,
                            burst_size=a.burst_size, latency_ms=a.latency_ms,
-                           latency_jitter_ms=a.latency_jitter_ms, concurrency=a.concurrency, speed=a.speed,
-                           pairs_file=a.pairs, workdir=a.workdir, progress=not a.no_progress)
+                           latency_jitter_ms=a.latency_jitter_ms, lands_late_probability=a.lands_late,
+                           lands_late_ms=a.lands_late_ms, unknown_503_probability=a.unknown_503,
+                           timeout_1007_probability=a.timeout_1007, trade_lag_ms=a.trade_lag_ms,
+                           position_lag_ms=a.position_lag_ms, recv_window_ms=a.recv_window_ms,
+                           concurrency=a.concurrency, speed=a.speed,
+                           sample_interval_seconds=a.sample_ms / 1000, pairs_file=a.pairs, workdir=a.workdir,
+                           progress=not a.no_progress)
+
+
+def campaign_clean(report: Mapping[str, Any]) -> bool:
+    """The exit criterion: the end audit's three numbers and the moments' three are all zero,
+    and the monitor's cached belief always matched the engine's uncached one."""
+    return all(report[name] == 0 for name in MUST_BE_ZERO) and not report["moments"]["monitor"]["cache_errors"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,8 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.add(sys.stderr, level="CRITICAL")
     report = asyncio.run(run_campaign(options))
     print(json.dumps(report, indent=2, default=str))
-    clean = report["naked_legs"] == report["orphan_open_orders"] == report["journal_mismatches"] == 0
-    return 0 if clean else 1
+    return 0 if campaign_clean(report) else 1
 
 
 if __name__ == "__main__":

@@ -127,9 +127,10 @@ class Reconciler:
         for pause in _POSITION_RECHECK_SECONDS:
             if exchange_positions is None or not self._differences(exchange_positions, skip_symbols):
                 break
-            # positionRisk can lag the fills: look again before calling a difference real.
+            # positionRisk can lag the fills: look again before calling a difference real. A
+            # failed re-read leaves nothing to compare: a stale snapshot must never block a pair.
             await asyncio.sleep(pause)
-            exchange_positions = await self._exchange_positions() or exchange_positions
+            exchange_positions = await self._exchange_positions()
         if exchange_positions is not None:
             self._compare_positions(exchange_positions, report, skip=skip_symbols)
         await self._restore_pairs(report, startup=startup, skip={o.pair_id for o in unresolved})

@@ -195,6 +195,11 @@ class FaultInjector:
             raise ValueError("count must be >= 0")
         self._burst.extend([status] * count)
 
+    @property
+    def pending_http_errors(self) -> int:
+        """How many queued burst failures have not hit a request yet."""
+        return len(self._burst)
+
     def http_error(self) -> int | None:
         """The status to fail this REST request with, or None."""
         if self._burst:
