@@ -43,6 +43,8 @@ class CliOptions:
     log_level: str | None
     demo_speed: float = 600.0
     adopt: bool = False
+    resume_halted: bool = False
+    resume_pairs: tuple[str, ...] = ()
 
 
 class TradingBot:
@@ -92,7 +94,7 @@ class TradingBot:
         self.pipeline = await assemble(config=config, pairs=self.pairs, mode=mode, secrets=secrets,
                                        stats=self.stats, storage_dir=self._resolve(config.storage.dir),
                                        started=self._started, demo_speed=self.options.demo_speed,
-                                       adopt=self.options.adopt)
+                                       adopt=self.options.adopt, resume_halted=self.options.resume_halted)
         self.components = self.pipeline.components
         if self.pipeline.engine is not None:
             self.watch_engine(self.pipeline.engine)
@@ -284,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--adopt", action="store_true", default=argparse.SUPPRESS,
                      help="at start, accept exchange positions the journal cannot explain as not the bot's "
                           "(it never trades them) instead of keeping those pairs out of trading")
+    run.add_argument("--resume-halted", action="store_true", default=argparse.SUPPRESS,
+                     help="at start, clear every HALTED or BLOCKED pair and reconcile it afresh")
+    resume = sub.add_parser("resume", parents=[common],
+                            help="clear HALTED or BLOCKED pairs in the journal (bot stopped); the next start "
+                                 "reconciles them")
+    resume.add_argument("resume_pairs", nargs="+", metavar="PAIR", help="pair ids, e.g. EOS_AXS")
     demo = sub.add_parser("demo", parents=[common], help="run offline against the bundled exchange simulator")
     demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
                       help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
@@ -302,6 +310,8 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         log_level=args.get("log_level"),
         demo_speed=args.get("speed", 600.0),
         adopt=bool(args.get("adopt", False)),
+        resume_halted=bool(args.get("resume_halted", False)),
+        resume_pairs=tuple(args.get("resume_pairs", ())),
     )
 
 
@@ -357,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "check-config":
             return check_config(options, console)
+        if options.command == "resume":
+            from app.resume import resume_pairs
+            for line in resume_pairs(load_app_config(options.config_path), options.config_path,
+                                     list(options.resume_pairs)):
+                console.print(line)
+            return EXIT_OK
         bot = TradingBot(options, console=console)
         try:
             return asyncio.run(bot.run())

@@ -47,7 +47,7 @@ class Pipeline:
 
 async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode, secrets: Secrets,
                    stats: SessionStats, storage_dir: Path, started: list[Component], demo_speed: float,
-                   adopt: bool) -> Pipeline:
+                   adopt: bool, resume_halted: bool = False) -> Pipeline:
     """Build everything; parts that hold connections are appended to ``started`` at once, so
     a failure halfway still closes them."""
     pipeline = Pipeline()
@@ -94,7 +94,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
                              margin_mode=config.exchange.margin_mode, mids=lambda s: router.mid(s),
                              books=lambda s: router.book(s),
                              external_positions_path=storage_dir / f"external-positions-{mode.value.lower()}.json",
-                             adopt=adopt, seed=config.paper.seed)
+                             adopt=adopt, resume_halted=resume_halted, seed=config.paper.seed)
     pipeline.engine = engine
     router = SignalRouter(generators=generators, engine=engine, stats=stats, history=hub.fetch_history,
                           observers=observers)

@@ -67,9 +67,10 @@ class SignalRouter:
         self.latest[quote.symbol] = quote
         for observer in self._observers:
             observer(quote)
+        engine = self.engine
         for gen in self._by_symbol.get(quote.symbol, ()):
-            if gen.state is PairState.HALTED or gen.state is PairState.RESOLVING:
-                self._resume_if_repaired(gen)
+            if engine is not None:
+                self._follow_engine(gen, engine.pair_state(gen.pair_id))
             signal = gen.update(quote)
             if signal is not None:
                 if self._accepting:
@@ -77,16 +78,22 @@ class SignalRouter:
                 else:
                     gen.complete(signal, False)
 
-    def _resume_if_repaired(self, gen: SignalGenerator) -> None:
-        """A pair halted by an execution (a leg left open) is repaired by the engine's periodic
-        reconciliation, which closes the leg and sets the pair FLAT (or restores it in position).
-        The generator then follows the engine again; before, it stayed HALTED until a restart
-        although the engine would trade the pair."""
-        engine = self.engine
-        if engine is None or gen.pair_id in engine.blocked:
+    def _follow_engine(self, gen: SignalGenerator, state: PairState) -> None:
+        """The generator takes the engine's word where the engine's lifecycle moved on its own.
+
+        HALTED and BLOCKED (sticky, set by an execution or by reconciliation) stop the
+        generator's signals; RESOLVING pauses them; when reconciliation has repaired, resolved or
+        an operator has cleared the pair, the generator follows it back to FLAT or into position.
+        ENTERING and EXITING belong to the execution in flight, whose result moves the generator.
+        """
+        if state is gen.state or state in (PairState.ENTERING, PairState.EXITING):
             return
-        state = engine.pair_state(gen.pair_id)
-        if state is not gen.state and state not in (PairState.HALTED, PairState.RESOLVING):
+        if state in (PairState.HALTED, PairState.BLOCKED):
+            if gen.state is not PairState.HALTED:
+                gen.halt(f"{state.value} in the engine")
+        elif state is PairState.RESOLVING:
+            gen.set_state(PairState.RESOLVING)
+        elif gen.state in (PairState.HALTED, PairState.RESOLVING):
             logger.warning("{}: {} by reconciliation; trading resumes from {}", gen.pair_id,
                            "resolved" if gen.state is PairState.RESOLVING else "repaired", state.value)
             gen.set_state(state)
@@ -145,10 +152,10 @@ class SignalRouter:
         if self.engine is None:
             return
         for pair_id, gen in self.generators.items():
-            if pair_id in self.engine.blocked:
-                gen.halt(f"blocked by reconciliation: {self.engine.blocked[pair_id]}")
-                continue
             position = self.engine.positions.get(pair_id)
+            if position is not None and position.state is PairState.BLOCKED:
+                gen.halt(f"blocked by reconciliation: {position.halted_reason}")
+                continue
             if position is not None and position.state is not PairState.FLAT:
                 gen.restore_state(position.state, position.entry_ts_ms)
 

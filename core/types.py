@@ -18,6 +18,10 @@ class PairState(str, Enum):
     SHORT_SPREAD = "SHORT_SPREAD"  # short Y (leg_b), long X (leg_a)
     HALTED = "HALTED"  # something is open that the bot could not close; no new entries
     RESOLVING = "RESOLVING"  # an order of the pair has an unknown outcome; no new entries until resolved
+    # The engine's own lifecycle states (execution/lifecycle.py); a generator never holds them.
+    ENTERING = "ENTERING"  # an entry's orders are in flight
+    EXITING = "EXITING"  # an exit's orders are in flight
+    BLOCKED = "BLOCKED"  # the exchange holds what the journal cannot explain; no trading
 
 
 class SignalType(str, Enum):

@@ -37,6 +37,7 @@ from core.types import PairState, SignalType, TradingSignal
 from execution.exchange import ExchangeAdapter
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
+from execution.lifecycle import PairEvent, PairLifecycle
 from execution.orders import (OrderPlacer, OrderRequest, OutcomeUnresolved, PlacedOrder, ProtocolCounters,
                               gather_all, known_filled)
 from execution.resolver import OrderResolver
@@ -60,7 +61,7 @@ class ExecutionEngine:
     def __init__(self, *, adapter: ExchangeAdapter, journal: Journal, pairs: list[PairSpec],
                  execution: ExecutionConfig, risk: RiskConfig, leverage: int, margin_mode: str,
                  mids: MidSource, external_positions_path: Path, adopt: bool = False,
-                 books: BookSource | None = None, seed: int | None = None) -> None:
+                 books: BookSource | None = None, resume_halted: bool = False, seed: int | None = None) -> None:
         self.adapter = adapter
         self.journal = journal
         self.pairs = {p.pair_id: p for p in pairs}
@@ -82,7 +83,8 @@ class ExecutionEngine:
         self._seen: set[str] = set()
         self._last_signal_ts: dict[str, int] = {}
         self.positions: dict[str, PairPosition] = {}
-        self.blocked: dict[str, str] = {}
+        #: The only writer of ``positions`` (one transition table, journaled on every change).
+        self.lifecycle = PairLifecycle(journal, self.positions)
         self._free_margin = ZERO
         self._stopping = False
         self._refusals: dict[str, int] = {}
@@ -99,6 +101,7 @@ class ExecutionEngine:
         #: Called once with the error when the journal fails in the order path: the bot must stop.
         self.on_fatal: Callable[[BaseException], None] | None = None
         self.fatal: BaseException | None = None
+        self._resume_halted = resume_halted
         self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)
         self.last_reconcile: ReconcileReport | None = None
 
@@ -118,6 +121,10 @@ class ExecutionEngine:
     async def start(self) -> None:
         """Prepare, reconcile with the exchange, then reconcile periodically (P3)."""
         await self.prepare()
+        if self._resume_halted:  # run --resume-halted: the operator clears every sticky pair
+            for pair_id in [p for p, pos in self.positions.items()
+                            if pos.state in (PairState.HALTED, PairState.BLOCKED)]:
+                self.resume(pair_id)
         async with self._lock:
             self.last_reconcile = await self._reconcile(startup=True)
         self._periodic = asyncio.create_task(self._reconcile_periodically(), name="execution.reconcile")
@@ -127,13 +134,18 @@ class ExecutionEngine:
     async def _reconcile_periodically(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self._exec.reconcile_interval_seconds)
-            async with self._lock:
-                if self._stopping:
-                    return
-                try:
-                    self.last_reconcile = await self._reconcile(startup=False)
-                except (PairsBotError, JournalError) as exc:
-                    logger.error("periodic reconciliation failed: {}", exc)
+            await self._locked_pass("periodic reconciliation")
+
+    async def _locked_pass(self, what: str) -> None:
+        """One reconciliation pass under the lock, unless the engine is stopping. A pass that
+        fails is logged; the next one (periodic, or the resolution loop's) tries again."""
+        async with self._lock:
+            if self._stopping:
+                return
+            try:
+                self.last_reconcile = await self._reconcile(startup=False)
+            except (PairsBotError, JournalError) as exc:
+                logger.error("{} failed: {}", what, exc)
 
     async def _reconcile(self, *, startup: bool) -> ReconcileReport:
         """One reconciliation pass (the caller holds the lock); every pair counts as busy."""
@@ -174,6 +186,24 @@ class ExecutionEngine:
         if self._balance_task is not None:
             await asyncio.gather(self._balance_task, return_exceptions=True)
         await self.adapter.close()
+
+    @property
+    def blocked(self) -> dict[str, str]:
+        """Pairs kept out of trading because the exchange holds what the journal cannot explain."""
+        return {p: pos.halted_reason or "blocked" for p, pos in self.positions.items()
+                if pos.state is PairState.BLOCKED}
+
+    def resume(self, pair_id: str) -> bool:
+        """Operator: clear HALTED or BLOCKED; the pair is reconciled afresh (RESOLVING) at once.
+        Returns False when the pair was neither."""
+        if self.pair_state(pair_id) not in (PairState.HALTED, PairState.BLOCKED):
+            return False
+        before = self.positions[pair_id]
+        self.lifecycle.apply(pair_id, PairEvent.OPERATOR_RESUME, PairState.RESOLVING,
+                             reason=f"operator resume from {before.state.value}: {before.halted_reason}")
+        logger.warning("{}: {} cleared by the operator; reconciling it afresh", pair_id, before.state.value)
+        self.resolve_soon()
+        return True
 
     def busy_pairs(self) -> frozenset[str]:
         """Pairs whose book may legitimately be between two states right now: an execution or an
@@ -252,13 +282,7 @@ class ExecutionEngine:
     async def _resolve_until_done(self) -> None:
         delay = 0.2
         while not self._stopping:
-            async with self._lock:
-                if self._stopping:
-                    return
-                try:
-                    self.last_reconcile = await self._reconcile(startup=False)
-                except (PairsBotError, JournalError) as exc:
-                    logger.error("resolution pass failed: {}", exc)
+            await self._locked_pass("resolution pass")
             if not self.resolving_pairs():
                 return
             await asyncio.sleep(delay)
@@ -268,11 +292,18 @@ class ExecutionEngine:
         """The pair has an order whose outcome is unknown: RESOLVING, with its legs as the journal
         derives them now, until the resolver and reconciliation have the facts."""
         position = self.positions[pair_id]
+        if position.state in (PairState.HALTED, PairState.BLOCKED):
+            # Sticky: the order is still resolved (every pass looks up every open order), but the
+            # pair waits for its operator.
+            logger.warning("{} {}: {} (the pair stays {})", pair_id, position.state.value, detail,
+                           position.state.value)
+            return
         qa, qb = self.reconciler.derived(pair_id)
         if position.state is not PairState.RESOLVING:
             logger.warning("{} RESOLVING | {} | known legs {} {} , {} {} | no new entries until resolved",
                            pair_id, detail, position.symbol_a, qa, position.symbol_b, qb)
-        self._save_position(replace(position, state=PairState.RESOLVING, qty_a=qa, qty_b=qb, halted_reason=None))
+        self.lifecycle.apply(pair_id, PairEvent.OUTCOME_UNKNOWN, PairState.RESOLVING, qty_a=qa, qty_b=qb,
+                             reason=detail[:500])
         self.resolve_soon()
 
     def _refresh_balance_soon(self) -> None:
@@ -300,9 +331,9 @@ class ExecutionEngine:
         if last is not None and 0 <= signal.ts_ms - last < window_ms:
             return self._refuse(signal, Reason.DUPLICATE_WINDOW,
                                 f"{signal.ts_ms - last} ms after the previous signal (window {window_ms} ms)")
-        if signal.pair_id in self.blocked:
-            return self._refuse(signal, Reason.PAIR_BLOCKED, self.blocked[signal.pair_id])
         position = self.positions[signal.pair_id]
+        if position.state is PairState.BLOCKED:
+            return self._refuse(signal, Reason.PAIR_BLOCKED, position.halted_reason or "blocked")
         if position.state is PairState.HALTED:
             return self._refuse(signal, Reason.PAIR_HALTED, position.halted_reason or "halted")
         if position.state is PairState.RESOLVING:
@@ -369,7 +400,7 @@ class ExecutionEngine:
                                      plan.leg_a.side, plan.leg_a.qty),
                         OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
                                      plan.leg_b.side, plan.leg_b.qty)]
-            sent_a, sent_b = await self.placer.send_together(requests)
+            sent_a, sent_b = await self.placer.send_together(requests, prelude=self._entering(spec))
             placed_a, placed_b = await gather_all(self.placer.finish(sent_a), self.placer.finish(sent_b))
             ack_ms = self._latency(received, placed_a, placed_b)
             fa, fb = known_filled(placed_a, placed_b)
@@ -377,6 +408,7 @@ class ExecutionEngine:
         sign_a = 1 if plan.leg_a.side == "buy" else -1
         sign_b = 1 if plan.leg_b.side == "buy" else -1
         if fa == 0 and fb == 0:
+            self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_UNDONE, PairState.FLAT)
             return self._result(signal, ExecutionStatus.FAILED, Reason.BOTH_LEGS_FAILED,
                                 "neither leg filled; nothing is open", ack_ms=ack_ms)
         if fa == 0 or fb == 0:
@@ -393,11 +425,11 @@ class ExecutionEngine:
                                                    side=plan.leg_a.side if fa > 0 else plan.leg_b.side,
                                                    ack_ms=ack_ms)
         state = PairState.LONG_SPREAD if signal.signal_type is SignalType.ENTER_LONG_SPREAD else PairState.SHORT_SPREAD
-        round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
-                                                  opened_ts_ms=signal.ts_ms)
-        self._save_position(replace(self.positions[spec.pair_id], state=state, qty_a=sign_a * fa, qty_b=sign_b * fb,
-                                    entry_signal_id=signal.signal_id, entry_ts_ms=signal.ts_ms,
-                                    round_trip_id=round_trip, halted_reason=None))
+        with self.journal.batch():  # the round trip and the position naming it: both or neither
+            round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
+                                                      opened_ts_ms=signal.ts_ms)
+            self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_FILLED, state, qty_a=sign_a * fa, qty_b=sign_b * fb,
+                                 entry_signal_id=signal.signal_id, entry_ts_ms=signal.ts_ms, round_trip_id=round_trip)
         self._fill_ms.append(fill_ms)
         return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, f"holding {spec.symbol_a} {sign_a * fa}, "
                             f"{spec.symbol_b} {sign_b * fb}", fa, fb, ack_ms=ack_ms, fill_ms=fill_ms)
@@ -417,7 +449,7 @@ class ExecutionEngine:
             price = self.adapter.price_to_precision(symbol, self._touch(symbol, order.side, _dec(mid)))
             requests.append(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.ENTRY, 0, symbol,
                                          order.side, order.qty, order_type="limit", price=price))
-        sent = await self.placer.send_together(requests)
+        sent = await self.placer.send_together(requests, prelude=self._entering(spec))
         placed = await gather_all(*(self.placer.finish(s, working_seconds=self._exec.order_timeout_seconds)
                                     for s in sent))
         ack_ms = self._latency(received, *placed)
@@ -445,6 +477,7 @@ class ExecutionEngine:
         legs = [(leg, symbol, order.side, qty) for leg, symbol, order, qty in
                 (("a", spec.symbol_a, plan.leg_a, fa), ("b", spec.symbol_b, plan.leg_b, fb)) if qty > 0]
         if not legs:
+            self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_UNDONE, PairState.FLAT)
             return self._result(signal, ExecutionStatus.FAILED, Reason.SLIPPAGE_EXCEEDED,
                                 "no limit filled and prices moved beyond max_slippage_pct; nothing is open",
                                 ack_ms=ack_ms)
@@ -455,8 +488,10 @@ class ExecutionEngine:
                                                   opened_ts_ms=signal.ts_ms)
         if all(left == 0 for left in lefts):
             self.counters.rollbacks += 1
-            self.journal.close_round_trip(round_trip, exit_signal_id=None, closed_ts_ms=signal.ts_ms,
-                                          exit_reason="unwound")
+            with self.journal.batch():
+                self.journal.close_round_trip(round_trip, exit_signal_id=None, closed_ts_ms=signal.ts_ms,
+                                              exit_reason="unwound")
+                self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_UNDONE, PairState.FLAT)
             return self._result(signal, ExecutionStatus.ROLLED_BACK, Reason.SLIPPAGE_EXCEEDED,
                                 f"entry unwound: filled a={fa} b={fb} closed", ack_ms=ack_ms)
         self.counters.rollbacks_failed += 1
@@ -546,8 +581,10 @@ class ExecutionEngine:
                                                   opened_ts_ms=signal.ts_ms)
         if left == 0:
             self.counters.rollbacks += 1
-            self.journal.close_round_trip(round_trip, exit_signal_id=None, closed_ts_ms=signal.ts_ms,
-                                          exit_reason="rollback")
+            with self.journal.batch():
+                self.journal.close_round_trip(round_trip, exit_signal_id=None, closed_ts_ms=signal.ts_ms,
+                                              exit_reason="rollback")
+                self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_UNDONE, PairState.FLAT)
             log_trade_event("rollback", pair_id=spec.pair_id, signal_id=signal.signal_id, symbol=symbol, qty=str(qty))
             return self._result(signal, ExecutionStatus.ROLLED_BACK, Reason.ONE_LEG_FAILED,
                                 f"leg {filled_leg} filled {qty} alone and was closed", ack_ms=ack_ms)
@@ -606,6 +643,7 @@ class ExecutionEngine:
         """Close exactly what is held, both legs at once; retry a failing leg until flat."""
         legs = [("a", spec.symbol_a, position.qty_a), ("b", spec.symbol_b, position.qty_b)]
         self._overhead_ms.append((time.monotonic() - received) * 1000)
+        self.lifecycle.apply(spec.pair_id, PairEvent.EXIT_SENT, PairState.EXITING)
         closes = [self._close_quantity(signal, spec, leg, symbol, "sell" if held > 0 else "buy", abs(held),
                                        OrderPurpose.EXIT) for leg, symbol, held in legs if held != 0]
         lefts = iter(await gather_all(*closes))
@@ -613,11 +651,12 @@ class ExecutionEngine:
         fill_ms = (time.monotonic() - received) * 1000
         if left["a"] == 0 and left["b"] == 0:
             trip = None
-            if position.round_trip_id is not None:
-                trip = self.journal.close_round_trip(position.round_trip_id, exit_signal_id=signal.signal_id,
-                                                     closed_ts_ms=signal.ts_ms, exit_reason=signal.signal_type.value)
-            self._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
-                                        entry_signal_id=None, entry_ts_ms=None, round_trip_id=None))
+            with self.journal.batch():
+                if position.round_trip_id is not None:
+                    trip = self.journal.close_round_trip(position.round_trip_id, exit_signal_id=signal.signal_id,
+                                                         closed_ts_ms=signal.ts_ms,
+                                                         exit_reason=signal.signal_type.value)
+                self.lifecycle.apply(spec.pair_id, PairEvent.EXIT_DONE, PairState.FLAT)
             self._fill_ms.append(fill_ms)
             pnl = f"net PnL {trip.net_pnl:.4f} USDT" if trip and trip.net_pnl is not None else "closed"
             return self._result(signal, ExecutionStatus.EXECUTED, Reason.OK, pnl, abs(position.qty_a),
@@ -636,12 +675,12 @@ class ExecutionEngine:
         logger.critical("{} HALTED | {} | open: {} {} , {} {} | signal {} | no new entries on this pair",
                         spec.pair_id, reason, spec.symbol_a, held_a, spec.symbol_b, held_b, signal.signal_id)
         log_trade_event("halt", pair_id=spec.pair_id, reason=reason, qty_a=str(held_a), qty_b=str(held_b))
-        position = self.positions[spec.pair_id]
-        self._save_position(replace(position, state=PairState.HALTED, qty_a=held_a, qty_b=held_b,
-                                    round_trip_id=round_trip, halted_reason=reason))
+        self.lifecycle.apply(spec.pair_id, PairEvent.HALT, PairState.HALTED, qty_a=held_a, qty_b=held_b,
+                             reason=reason, round_trip_id=round_trip)
 
-    def _save_position(self, position: PairPosition) -> None:
-        self.positions[position.pair_id] = self.journal.save_position(position)
+    def _entering(self, spec: PairSpec) -> Callable[[], None]:
+        """ENTERING, committed in the same transaction as the entry's intents (no extra fsync)."""
+        return lambda: self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_SENT, PairState.ENTERING)
 
     def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal, unsaved: Decimal = ZERO) -> bool:
         """Reduce-only only when the account's net position on the symbol can absorb it.
@@ -681,7 +720,7 @@ class ExecutionEngine:
         """``now_ms`` is the signal's exchange time: round trips are closed with signal times,
         so "today" for the daily loss must be the UTC day of that clock too (in a replay it is
         not the wall clock's day, and a wall-clock day never saw a replayed loss)."""
-        open_pairs = sum(p.state is not PairState.FLAT for p in self.positions.values())
+        open_pairs = sum(p.state is not PairState.FLAT for p in self.positions.values())  # ENTERING counts
         exposure = ZERO
         for p in self.positions.values():
             for symbol, qty in ((p.symbol_a, p.qty_a), (p.symbol_b, p.qty_b)):

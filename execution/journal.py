@@ -204,6 +204,7 @@ class Journal:
     def __init__(self, conn: sqlite3.Connection, *, path: Path, mode: JournalMode,
                  now_ms: Callable[[], int]) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._depth = 0  # > 0 while a transaction is open (nested writes join it)
         self.path = path
         self.mode = mode
         self._now_ms = now_ms
@@ -270,11 +271,23 @@ class Journal:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken up front, so validation reads
         and the writes that follow see the same state. SQLite failures (locked, disk full,
-        I/O) become ``JournalStorageError``; nothing of the transaction is kept."""
+        I/O) become ``JournalStorageError``; nothing of the transaction is kept. Inside
+        ``batch()`` it joins the open transaction instead (one commit for all)."""
         conn = self._db()
+        if self._depth:
+            self._depth += 1
+            try:
+                yield conn
+            finally:
+                self._depth -= 1
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
-            yield conn
+            self._depth = 1
+            try:
+                yield conn
+            finally:
+                self._depth = 0
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(conn)
@@ -282,6 +295,13 @@ class Journal:
         except BaseException:
             self._rollback(conn)
             raise
+
+    def batch(self) -> Any:
+        """Several writes in ONE transaction (one fsync): all of them are kept, or none.
+
+        Used where two records must not be split by a crash (a round trip and the position that
+        names it) or where one commit must carry several (an entry's state and its intents)."""
+        return self._tx()
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -591,6 +611,15 @@ class Journal:
                          (saved.pair_id, state.value, _txt(saved.qty_a), _txt(saved.qty_b), saved.symbol_a,
                           saved.symbol_b, saved.entry_signal_id, saved.entry_ts_ms, saved.round_trip_id,
                           saved.halted_reason, saved.updated_ms))
+        return saved
+
+    def save_position_transition(self, position: PairPosition, *, event: str, from_state: str) -> PairPosition:
+        """Save a pair's position and a ``pair_transition`` event saying why, in one transaction."""
+        with self._tx() as conn:
+            saved = self.save_position(position)
+            self._insert_event(conn, "pair_transition", position.pair_id, {
+                "from": from_state, "to": saved.state.value, "event": event, "qty_a": _txt(saved.qty_a),
+                "qty_b": _txt(saved.qty_b), "reason": saved.halted_reason})
         return saved
 
     def all_positions(self) -> list[PairPosition]:

@@ -363,8 +363,8 @@ def validate_position(position: PairPosition) -> None:
     where = f"position {position.pair_id}"
     if position.state is PairState.FLAT and (position.qty_a != 0 or position.qty_b != 0):
         raise InvalidRecordError(f"{where}: FLAT with qty_a={position.qty_a} qty_b={position.qty_b}")
-    if position.state is PairState.HALTED and not position.halted_reason:
-        raise InvalidRecordError(f"{where}: HALTED needs a halted_reason saying what is open")
+    if position.state in (PairState.HALTED, PairState.BLOCKED, PairState.RESOLVING) and not position.halted_reason:
+        raise InvalidRecordError(f"{where}: {position.state.value} needs a reason saying what is open or unknown")
     if position.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD) and position.qty_a == 0 == position.qty_b:
         raise InvalidRecordError(f"{where}: {position.state.value} with nothing held")
 

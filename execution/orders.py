@@ -183,7 +183,8 @@ class OrderPlacer:
         """Steps 1-2 only: commit the intent, send with the ghost protocol, return at the ack."""
         return (await self.send_together([req]))[0]
 
-    async def send_together(self, requests: list[OrderRequest]) -> list[SentOrder]:
+    async def send_together(self, requests: list[OrderRequest], *,
+                            prelude: Callable[[], object] | None = None) -> list[SentOrder]:
         """Commit every intent first, then send all requests at once and return at their acks.
 
         The legs of a pair leave back to back: no journal commit (an fsync) sits between them,
@@ -191,19 +192,21 @@ class OrderPlacer:
         leg's ack. Every leg's task is awaited even when another one raises (a journal error):
         none is ever left running unawaited; the first error is raised after all have ended.
         """
-        records = self._journal.record_order_intents([dict(
-            client_order_id=req.cid, signal_id=req.signal_id, pair_id=req.pair_id, leg=req.leg,
-            purpose=req.purpose, attempt=req.attempt, symbol=req.symbol, side=req.side,
-            order_type=req.order_type, qty=req.qty, price=req.price, reduce_only=req.reduce_only,
-            round_trip_id=req.round_trip_id) for req in requests])
+        with self._journal.batch():  # ``prelude`` (e.g. the pair's ENTERING) commits with the intents
+            if prelude is not None:
+                prelude()
+            records = self._journal.record_order_intents([dict(
+                client_order_id=req.cid, signal_id=req.signal_id, pair_id=req.pair_id, leg=req.leg,
+                purpose=req.purpose, attempt=req.attempt, symbol=req.symbol, side=req.side,
+                order_type=req.order_type, qty=req.qty, price=req.price, reduce_only=req.reduce_only,
+                round_trip_id=req.round_trip_id) for req in requests])
         return await gather_all(*(self._send_one(req, record) for req, record in zip(requests, records)))
 
     async def _send_one(self, req: OrderRequest, record: OrderRecord) -> SentOrder:
         state = await self._send_with_ghost_protocol(req)
-        if state is _UNKNOWN_SEND:
-            return SentOrder(req, record, None, None, unknown=True)
-        assert state is None or isinstance(state, OrderState)
-        return SentOrder(req, record, state, self._clock() if state is not None else None)
+        if not isinstance(state, OrderState):  # None: confirmed not placed; else the unknown marker
+            return SentOrder(req, record, None, None, unknown=state is _UNKNOWN_SEND)
+        return SentOrder(req, record, state, self._clock())
 
     async def finish(self, sent: SentOrder, *, working_seconds: float | None = None) -> PlacedOrder:
         """Steps 3-4: follow a sent order to a final state, record its state and its fills."""

@@ -39,6 +39,7 @@ from loguru import logger
 from core.errors import PermanentError, RetryableError
 from core.types import PairState, SignalType, TradingSignal
 from execution.journal_models import OrderPurpose, OrderRecord, PairPosition, Side
+from execution.lifecycle import PairEvent
 from execution.orders import CLIENT_ID_PREFIX, OrderRequest, OutcomeUnresolved, known_filled
 from execution.resolver import Resolution
 
@@ -248,8 +249,11 @@ class Reconciler:
 
     def _compare_positions(self, exchange: dict[str, Decimal], report: ReconcileReport, *,
                            skip: AbstractSet[str] = frozenset()) -> None:
+        """Block the pairs on a symbol whose exchange position the journal cannot explain (or
+        adopt the difference with ``--adopt``); unblock a BLOCKED pair whose symbols match again."""
         engine = self._engine
         expected = self.expected_positions()
+        differing: set[str] = set()
         for symbol, held in exchange.items():
             if symbol in skip:
                 continue  # an unresolved order on it: the journal's side is not known yet
@@ -264,24 +268,34 @@ class Reconciler:
                 logger.warning("reconciliation: {} {} on the exchange is not the bot's; adopted as external "
                                "(never traded by the bot)", symbol, difference)
                 continue
+            differing.add(symbol)
             reason = (f"exchange holds {held} {symbol} but the journal explains {expected[symbol]}; "
                       f"difference {difference}. Close it by hand or restart with --adopt")
             for pair_id in pairs:
+                if engine.pair_state(pair_id) is PairState.HALTED:
+                    continue  # sticky: its operator decides
+                qa, qb = self.derived(pair_id)
+                engine.lifecycle.apply(pair_id, PairEvent.BLOCK, PairState.BLOCKED, qty_a=qa, qty_b=qb, reason=reason)
                 report.blocked[pair_id] = reason
-                engine.blocked[pair_id] = reason
             logger.error("reconciliation: {} -> pairs {} kept out of trading", reason, ", ".join(pairs))
+        for pair_id, spec in engine.pairs.items():
+            legs = {spec.symbol_a, spec.symbol_b}
+            if engine.pair_state(pair_id) is PairState.BLOCKED and legs <= set(exchange) and not legs & (differing | skip):
+                engine.lifecycle.apply(pair_id, PairEvent.UNBLOCK, PairState.RESOLVING,
+                                       reason="the exchange matches the journal again")
+                logger.warning("reconciliation: {}: the exchange matches the journal again; unblocked", pair_id)
 
     async def _restore_pairs(self, report: ReconcileReport, *, startup: bool,
                              skip: AbstractSet[str] = frozenset()) -> None:
         engine = self._engine
         for pair_id, spec in engine.pairs.items():
-            if pair_id in engine.blocked or pair_id in skip:
-                continue
-            qa, qb = self.derived(pair_id)
             position = engine.positions[pair_id]
+            if position.state in (PairState.BLOCKED, PairState.HALTED) or pair_id in skip:
+                continue  # sticky (an operator, or for BLOCKED a matching exchange, clears it)
+            qa, qb = self.derived(pair_id)
             open_trip = self._open_trip(pair_id)
             if not startup and (qa, qb) == (position.qty_a, position.qty_b) \
-                    and position.state not in (PairState.HALTED, PairState.RESOLVING) \
+                    and position.state in (PairState.FLAT, PairState.LONG_SPREAD, PairState.SHORT_SPREAD) \
                     and position.round_trip_id == open_trip:
                 continue
             try:
@@ -306,19 +320,20 @@ class Reconciler:
             if verdict is not PairVerdict.NAKED:
                 qa, qb = await self._trim_imbalance(spec, position, qa, qb, entry, report)
                 verdict = classify(qa, qb)
+        event = _restore_event(position.state)
         if verdict is PairVerdict.FLAT:
-            self._close_trip(open_trip)
-            engine._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
-                                          entry_signal_id=None, entry_ts_ms=None, round_trip_id=None,
-                                          halted_reason=None))
+            with engine.journal.batch():
+                self._close_trip(open_trip)
+                engine.lifecycle.apply(pair_id, event, PairState.FLAT)
         elif verdict in (PairVerdict.LONG_SPREAD, PairVerdict.SHORT_SPREAD):
-            engine._save_position(replace(position, state=PairState(verdict.value), qty_a=qa, qty_b=qb,
-                                          halted_reason=None))
+            engine.lifecycle.apply(pair_id, event, PairState(verdict.value), qty_a=qa, qty_b=qb,
+                                   entry_signal_id=position.entry_signal_id, entry_ts_ms=position.entry_ts_ms,
+                                   round_trip_id=position.round_trip_id)
         elif verdict is PairVerdict.NAKED:
             await self._close_naked(spec, position, qa, qb, report)
         else:
             reason = f"legs {spec.symbol_a} {qa} / {spec.symbol_b} {qb} are no spread position"
-            engine.blocked[pair_id] = reason
+            engine.lifecycle.apply(pair_id, PairEvent.BLOCK, PairState.BLOCKED, qty_a=qa, qty_b=qb, reason=reason)
             report.blocked[pair_id] = reason
             logger.error("reconciliation: {}: {}; kept out of trading", pair_id, reason)
             return
@@ -364,19 +379,18 @@ class Reconciler:
         if left == 0:
             engine.counters.rollbacks += 1
             report.repaired[spec.pair_id] = f"closed naked {symbol} {held}"
-            self._close_trip(position.round_trip_id, exit_reason="reconcile_rollback")
-            engine._save_position(replace(position, state=PairState.FLAT, qty_a=ZERO, qty_b=ZERO,
-                                          entry_signal_id=None, entry_ts_ms=None, round_trip_id=None,
-                                          halted_reason=None))
+            with engine.journal.batch():
+                self._close_trip(position.round_trip_id, exit_reason="reconcile_rollback")
+                engine.lifecycle.apply(spec.pair_id, _restore_event(engine.pair_state(spec.pair_id)), PairState.FLAT)
             return
         engine.counters.rollbacks_failed += 1
         signed = left if held > 0 else -left
         reason = f"naked {symbol} {signed} could not be closed at reconciliation"
         engine.counters.halts += 1
         logger.critical("{} HALTED | {} | no new entries on this pair", spec.pair_id, reason)
-        engine._save_position(replace(position, state=PairState.HALTED,
-                                      qty_a=signed if leg == "a" else ZERO, qty_b=signed if leg == "b" else ZERO,
-                                      halted_reason=reason))
+        engine.lifecycle.apply(spec.pair_id, PairEvent.HALT, PairState.HALTED,
+                               qty_a=signed if leg == "a" else ZERO, qty_b=signed if leg == "b" else ZERO,
+                               reason=reason, round_trip_id=position.round_trip_id)
         report.repaired[spec.pair_id] = reason
 
     async def _repair_order(self, spec: Any, position: PairPosition, leg: str, symbol: str, held: Decimal,
@@ -486,6 +500,11 @@ class Reconciler:
                 break
         engine.journal.close_round_trip(trip.id, exit_signal_id=exit_id, closed_ts_ms=engine.journal_now_ms(),
                                         exit_reason=exit_reason)
+
+
+def _restore_event(state: PairState) -> PairEvent:
+    """The lifecycle event of a pair restored from its derived legs."""
+    return PairEvent.RESOLVED if state is PairState.RESOLVING else PairEvent.RESTORED
 
 
 @dataclass(frozen=True, slots=True)
