@@ -143,16 +143,18 @@ class TradingBot:
         self._shutdown_done = True
         logger.info("initiating graceful shutdown")
         self._started.sort(key=self._stop_rank)
+        # The engine lets executions in flight finish (its stop_grace_seconds) before it closes.
+        bound = SHUTDOWN_TIMEOUT_SECONDS + max((getattr(c, "stop_grace_seconds", 0.0) for c in self._started),
+                                               default=0.0)
         try:
-            async with asyncio.timeout(SHUTDOWN_TIMEOUT_SECONDS):
+            async with asyncio.timeout(bound):
                 for component in reversed(self._started):
                     try:
                         await component.stop()
                     except Exception:
                         logger.exception("component {} failed to stop cleanly", component.name)
         except TimeoutError:
-            logger.error("shutdown took longer than {}s; remaining components abandoned",
-                         SHUTDOWN_TIMEOUT_SECONDS)
+            logger.error("shutdown took longer than {}s; remaining components abandoned", bound)
         if self.stats is not None:
             self.stats.mark_stopped(self._stop_reason or "stopped")
             self._report_statistics()
@@ -201,7 +203,8 @@ class TradingBot:
             if presses["n"] == 1:
                 self.request_stop(f"signal {name}")
             else:
-                logger.warning("second {}: forcing exit without waiting", name)
+                logger.warning("second {}: forcing exit without waiting. UNSAFE: executions in flight are cut "
+                               "where they stand; the next start resolves their orders", name)
                 if main_task is not None:
                     main_task.cancel(msg="forced")
 

@@ -153,6 +153,9 @@ class ExecutionConfig(_Strict):
     resolving_wait_seconds: float = Field(default=30.0, ge=0, le=3_600)
     # How long a filled order's trades may lag behind it before reconciliation is left to fetch them.
     fill_wait_seconds: float = Field(default=2.0, ge=0, le=60)
+    # How long a stop waits for executions in flight (rollbacks included) before it journals
+    # their pairs RESOLVING for the next start.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
 
 
 class RiskConfig(_Strict):

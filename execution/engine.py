@@ -38,6 +38,7 @@ from execution.exchange import ExchangeAdapter
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
 from execution.lifecycle import PairEvent, PairLifecycle
+from execution.locks import SymbolLocks
 from execution.orders import (OrderPlacer, OrderRequest, OutcomeUnresolved, PlacedOrder, ProtocolCounters,
                               gather_all, known_filled)
 from execution.resolver import OrderResolver
@@ -79,7 +80,12 @@ class ExecutionEngine:
                                   max_retries=execution.max_order_retries, backoff_ms=execution.retry_backoff_ms,
                                   final_wait_seconds=min(execution.order_timeout_seconds, 10.0),
                                   fill_wait_seconds=execution.fill_wait_seconds, seed=seed)
-        self._lock = asyncio.Lock()
+        self._locks = SymbolLocks()
+        self._all_symbols = sorted({s for p in pairs for s in (p.symbol_a, p.symbol_b)})
+        self._executions: set[asyncio.Task[ExecutionResult]] = set()
+        #: Entries in flight (signal id -> (gross notional, margin)): counted by the risk check until
+        #: the balance refreshed after them, so a burst of entries never sees margin twice.
+        self._reserved: dict[str, tuple[str, Decimal, Decimal]] = {}  # signal -> (pair, notional, margin)
         self._seen: set[str] = set()
         self._last_signal_ts: dict[str, int] = {}
         self.positions: dict[str, PairPosition] = {}
@@ -102,6 +108,8 @@ class ExecutionEngine:
         self.on_fatal: Callable[[BaseException], None] | None = None
         self.fatal: BaseException | None = None
         self._resume_halted = resume_halted
+        #: How much longer than other components the bot's shutdown gives this one (main.py).
+        self.stop_grace_seconds = execution.shutdown_grace_seconds
         self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)
         self.last_reconcile: ReconcileReport | None = None
 
@@ -176,6 +184,7 @@ class ExecutionEngine:
     async def stop(self) -> None:
         """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
         self._stopping = True
+        await self._finish_executions()
         for task in (self._periodic, self._resolution_task):
             if task is not None:
                 task.cancel()
@@ -186,6 +195,15 @@ class ExecutionEngine:
         if self._balance_task is not None:
             await asyncio.gather(self._balance_task, return_exceptions=True)
         await self.adapter.close()
+
+    @property
+    def _lock(self) -> Any:
+        """Every symbol's lock, in order: what a reconciliation pass (which may touch any pair)
+        holds. An execution holds only its own two symbols (``_pair_lock``)."""
+        return self._locks.hold(self._all_symbols)
+
+    def _pair_lock(self, spec: PairSpec) -> Any:
+        return self._locks.hold((spec.symbol_a, spec.symbol_b))
 
     @property
     def blocked(self) -> dict[str, str]:
@@ -220,29 +238,62 @@ class ExecutionEngine:
         """Pairs with an order whose outcome is not known yet: no entries until it is."""
         return sorted(p for p, pos in self.positions.items() if pos.state is PairState.RESOLVING)
 
+    async def _finish_executions(self) -> None:
+        """Let every execution in flight finish (rollbacks included) within the grace; journal
+        what is still unfinished as RESOLVING, for the next start to resume, then cancel it."""
+        running = [t for t in self._executions if not t.done()]
+        if not running:
+            return
+        grace = self._exec.shutdown_grace_seconds
+        logger.warning("stopping: waiting up to {:.0f} s for {} execution(s) in flight", grace, len(running))
+        _, pending = await asyncio.wait(running, timeout=grace)
+        if not pending:
+            return
+        pairs = sorted(p for p, n in self._in_flight.items() if n > 0)
+        logger.critical("stopping: {} execution(s) did not finish within {:.0f} s; pair(s) {} are journaled "
+                        "RESOLVING and the next start resolves them", len(pending), grace, ", ".join(pairs))
+        for pair in pairs:
+            self.mark_resolving(pair, "the bot stopped during an execution of this pair")
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def pair_state(self, pair_id: str) -> PairState:
         position = self.positions.get(pair_id)
         return position.state if position else PairState.FLAT
 
     # -- the entry point ------------------------------------------------------------------------
     async def execute_signal(self, signal: TradingSignal) -> ExecutionResult:
-        """Run one signal through the protocols. Never raises for exchange trouble."""
-        received = time.monotonic()
+        """Run one signal through the protocols. Never raises for exchange trouble.
+
+        The protocol runs in a task of the engine's, shielded from the caller's cancellation: a
+        shutdown (or a cancelled caller) never cuts an execution or a rollback in half; ``stop``
+        waits for it within ``shutdown_grace_seconds``.
+        """
         if self._stopping:
             return self._refuse(signal, Reason.ENGINE_STOPPING, "the bot is stopping")
+        task = asyncio.create_task(self._execute(signal, time.monotonic()), name=f"execution.{signal.signal_id}")
+        self._executions.add(task)
+        task.add_done_callback(self._executions.discard)
+        return await asyncio.shield(task)
+
+    async def _execute(self, signal: TradingSignal, received: float) -> ExecutionResult:
+        spec = self.pairs.get(signal.pair_id)
+        if spec is None:
+            return self._refuse(signal, Reason.PAIR_UNKNOWN, "no such pair in this engine")
         if not signal.signal_type.is_entry and self.pair_state(signal.pair_id) is PairState.RESOLVING:
             if not await self._wait_resolved(signal.pair_id):
                 logger.critical("{} {}: {} waited {:.0f} s for the pair's unresolved orders and is not sent; "
                                 "the resolver keeps trying", signal.pair_id, signal.signal_id,
                                 signal.signal_type.value, self._exec.resolving_wait_seconds)
-        async with self._lock:
+        async with self._pair_lock(spec):
             with self._busy(signal.pair_id):
                 try:
                     result = await self._execute_locked(signal, received)
                 except JournalError as exc:
                     result = self._journal_failed(signal, exc)
         if result.status is not ExecutionStatus.REFUSED:
-            self._refresh_balance_soon()
+            self._refresh_balance_soon(release=signal.signal_id)
         self._count_outcome(result)
         return result
 
@@ -306,11 +357,20 @@ class ExecutionEngine:
                              reason=detail[:500])
         self.resolve_soon()
 
-    def _refresh_balance_soon(self) -> None:
+    def _refresh_balance_soon(self, *, release: str | None = None) -> None:
         """Refresh free margin in the background, outside the lock, so the next signal never
-        waits for a balance request; one refresh at a time."""
-        if self._balance_task is None or self._balance_task.done():
-            self._balance_task = asyncio.create_task(self.refresh_balance(), name="execution.balance")
+        waits for a balance request. The entry's margin reservation (``release``) is dropped only
+        once a refresh that started after the entry ended has returned: until then the risk check
+        counts it, so a burst of entries never spends the same margin twice."""
+        task = asyncio.create_task(self._refresh_then_release(release), name="execution.balance")
+        self._balance_task = task
+
+    async def _refresh_then_release(self, signal_id: str | None) -> None:
+        try:
+            await self.refresh_balance()
+        finally:
+            if signal_id is not None:
+                self._reserved.pop(signal_id, None)
 
     def _record_outcome(self, signal: TradingSignal, result: ExecutionResult) -> None:
         """Store what became of a signal this engine recorded. Only then: a refused duplicate
@@ -382,6 +442,8 @@ class ExecutionEngine:
         decision = check_entry(self._risk, self._risk_snapshot(signal.ts_ms), plan.gross_notional)
         if decision.refusal is not None:
             return self._refuse(signal, Reason(decision.refusal.value), decision.detail)
+        self._reserved[signal.signal_id] = (signal.pair_id, plan.gross_notional,
+                                            plan.gross_notional / Decimal(self._leverage))
         return plan
 
     async def _enter(self, signal: TradingSignal, spec: PairSpec, plan: EntryPlan,
@@ -727,7 +789,14 @@ class ExecutionEngine:
                 if qty:
                     exposure += abs(qty) * (self._mids(symbol) or ZERO)
         realized = self.journal.realized_pnl_since(now_ms - now_ms % _DAY_MS)
-        return RiskSnapshot(open_pairs, exposure, realized, self._free_margin, self._leverage)
+        # Entries in flight, or done but not yet seen by a balance refresh, count as spent.
+        # Margin: until a balance refresh has seen the entry. Exposure: while its legs are not in
+        # ``positions`` yet (ENTERING), so a finished entry is not counted twice.
+        reserved_notional = sum((n for pair, n, _ in self._reserved.values()
+                                 if self.pair_state(pair) is PairState.ENTERING), ZERO)
+        reserved_margin = sum((m for _, _, m in self._reserved.values()), ZERO)
+        return RiskSnapshot(open_pairs, exposure + reserved_notional, realized, self._free_margin - reserved_margin,
+                            self._leverage)
 
     def _latency(self, received: float, *placed: PlacedOrder) -> float | None:
         acks = [p.acked_at for p in placed]

@@ -1,0 +1,104 @@
+"""Per-symbol locks, fresh margin and shutdown that never cuts a protocol in half (issue 9).
+
+Real ccxt against the simulator (``tests/engine_rig.py``). Orders of events are read from the
+simulator's order log (its arrival order), never from wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from core.config import ExecutionConfig, RiskConfig
+from core.types import PairState, SignalType
+from execution.journal_models import OrderPurpose, OrderType
+from execution.results import ExecutionStatus, Reason
+from simulator.config import AccountConfig, SimulatorConfig
+from simulator.server import SimulatorServer
+from tests.engine_rig import (BTC_ETH, EOS_AXS, FAST_EXEC, REPLAY, SYMBOLS, TEST_TIMEOUT_S,
+                              assert_journal_matches_exchange, wait_for_state)
+
+LIMIT_EXEC = FAST_EXEC.model_copy(update={"use_limit_orders": True, "order_timeout_seconds": 1.5})
+
+
+async def test_a_stop_loss_of_one_pair_does_not_wait_for_another_pairs_resting_limit(make_rig) -> None:
+    """Pair A's limit entry rests at the touch for 1.5 s (a paused book never fills it). Pair B's
+    stop-loss, sent meanwhile, is on the exchange before A's limits are cancelled and completed:
+    with one global lock it went out only after A's whole entry."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(pairs=(EOS_AXS, BTC_ETH), execution=LIMIT_EXEC)
+        opened = await rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.ENTER_SHORT_SPREAD))
+        assert opened.executed
+        entry_a = asyncio.create_task(rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)))
+        while not rig.sim_orders(f"pb-t2-"):  # A's limits are resting
+            await asyncio.sleep(0.01)
+        stop_b = await rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.STOP_LOSS))
+        assert stop_b.executed and not entry_a.done()  # B is flat while A still rests
+        assert (await entry_a).executed
+        log = [o["clientOrderId"] for o in rig.sim.order_log()]
+        stop_orders = [i for i, cid in enumerate(log) if cid.startswith(f"pb-{stop_b.signal_id}-")]
+        chases = [i for i, cid in enumerate(log) if cid.startswith("pb-t2-") and cid[-2] == "L"]
+        assert stop_orders and chases and max(stop_orders) < min(chases), log
+        assert_journal_matches_exchange(rig)
+
+
+async def test_a_burst_of_two_entries_is_refused_by_the_risk_check_not_by_the_exchange(sim_data, make_rig) -> None:
+    """Margin for one entry only. Two entries on different pairs at once: the second must be
+    refused by the engine's risk check (insufficient_margin), because the first one's margin is
+    reserved until a balance refresh has seen it; before, it passed on the stale balance and the
+    exchange refused one of its legs (-2019), which was then rolled back."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=REPLAY,
+                                              accounts=(AccountConfig(starting_balance_usdt=Decimal(700)),)),
+                              data=sim_data)
+        await sim.start()
+        sim.pause()
+        rig = await make_rig(pairs=(EOS_AXS, BTC_ETH), sim=sim,
+                             risk=RiskConfig(max_open_pairs=5, max_gross_exposure_usdt=50_000,
+                                             max_daily_loss_usdt=1_000))
+        first, second = await asyncio.gather(
+            rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)),
+            rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.ENTER_LONG_SPREAD)))
+        assert first.executed
+        assert (second.status, second.reason) == (ExecutionStatus.REFUSED, Reason.INSUFFICIENT_MARGIN)
+        assert not rig.sim_orders(f"pb-{second.signal_id}")  # nothing of it reached the exchange
+        assert rig.engine.counters.orders_rejected == 0 and rig.engine.counters.rollbacks == 0
+
+
+async def test_stop_lets_a_limit_entry_in_flight_finish(make_rig) -> None:
+    """Shutdown during a resting limit entry: the execution finishes (cancel, complete at market)
+    before the engine closes; nothing is left resting and the legs are hedged."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=LIMIT_EXEC)
+        caller = asyncio.create_task(rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)))
+        while not rig.sim_orders("pb-t1-"):
+            await asyncio.sleep(0.01)
+        caller.cancel()  # the caller goes away (as the router's task does at shutdown) ...
+        await rig.engine.stop()  # ... and the stop waits for the protocol, shielded
+        assert rig.engine.pair_state("EOS_AXS") is PairState.LONG_SPREAD
+        chases = [o for o in rig.journal.orders_for_signal("t1-LONG") if o.purpose is OrderPurpose.LIMIT_CHASE]
+        assert len(chases) == 2
+        assert_journal_matches_exchange(rig)  # nothing resting, journal equals exchange
+
+
+async def test_stop_with_a_short_grace_journals_resolving_and_the_restart_repairs(make_rig, tmp_path) -> None:
+    """The grace runs out while the limits rest: the pair is journaled RESOLVING, the execution is
+    cut, and the next start cancels the resting limits and leaves no naked leg."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        path = tmp_path / "grace.sqlite"
+        execution = LIMIT_EXEC.model_copy(update={"order_timeout_seconds": 5.0, "shutdown_grace_seconds": 0.3})
+        rig = await make_rig(execution=execution, journal_path=path)
+        caller = asyncio.create_task(rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)))
+        while len(rig.sim_orders("pb-t1-")) < 2:
+            await asyncio.sleep(0.01)
+        await rig.engine.stop()
+        assert rig.journal.get_position("EOS_AXS").state is PairState.RESOLVING
+        assert caller.done()
+        assert any(o["status"] == "NEW" and o["type"] == "LIMIT" for o in rig.sim_orders("pb-t1-"))  # left resting
+        rig.journal.close()
+        restarted = await make_rig(execution=FAST_EXEC, journal_path=path, sim=rig.sim)
+        await wait_for_state(restarted, "EOS_AXS", PairState.FLAT)
+        spec = restarted.pairs["EOS_AXS"]
+        assert restarted.sim_qty(spec.symbol_a) == restarted.sim_qty(spec.symbol_b) == 0
+        assert not [o for o in restarted.sim_orders("pb-") if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+        assert_journal_matches_exchange(restarted)
