@@ -1,10 +1,12 @@
 """The dry-run exchange: the adapter interface of ``execution/exchange.py``, filled on paper.
 
-Why it reuses the simulator's engine: a strategy should behave the same in a dry run, against
-the offline simulator and (as far as a model can tell) live. So nothing here matches or
-accounts on its own: orders go through ``simulator.engine.TradingEngine`` (Binance's filters,
-reduce-only and margin checks, one-way positions, fees, slippage, partial fills from
-``simulator.fill_model``), and only the edges are ours:
+Why it reuses the simulator's matching engine: a strategy should behave the same in a dry run,
+against the offline simulator and (as far as a model can tell) live. So nothing here matches or
+accounts on its own: orders go through ``matching.engine.TradingEngine``, the engine behind the
+simulator too (Binance's filters, reduce-only and margin checks, one-way positions, fees,
+slippage, partial fills from ``matching.fill_model`` drawn from a seeded ``PartialFills``).
+``matching/`` is a package of its own so that this module never imports ``simulator/``, the
+test exchange. Only the edges are ours:
 
 - **Quotes** come from the live market-data hub through ``on_quote``; the latest book of each
   symbol is what market orders take and what resting limit orders wait for.
@@ -40,15 +42,14 @@ from core.errors import (InsufficientFundsError, InvalidOrderError, OrderNotFoun
                          RetryableError)
 from core.types import Quote
 from execution.exchange import BalanceInfo, ExchangeOrderStatus, MarketRules, OrderState, PositionInfo, TradeFill
-from simulator.accounts import Account, margin_summary
-from simulator.config import AccountConfig, FillConfig
-from simulator.engine import TradingEngine
-from simulator.errors import BinanceError
-from simulator.faults import FaultConfig, FaultInjector
-from simulator.fill_model import BookTop, InvalidBookError
-from simulator.markets import SymbolRules, rules_from_info
-from simulator.orders import Order
-from simulator.requests import OrderRef, parse_new_order
+from matching.accounts import Account, margin_summary
+from matching.config import AccountConfig, FillConfig
+from matching.engine import PartialFills, TradingEngine
+from matching.errors import BinanceError
+from matching.fill_model import BookTop, InvalidBookError
+from matching.orders import Order
+from matching.requests import OrderRef, parse_new_order
+from matching.rules import SymbolRules, rules_from_info
 
 STATE_VERSION = 1
 ACCOUNT_NAME = "paper"
@@ -144,8 +145,7 @@ class PaperExchange:
         self._fills = FillConfig(taker_fee_rate=_dec(paper.taker_fee_rate),
                                  maker_fee_rate=_dec(paper.maker_fee_rate),
                                  slippage_bps=_dec(paper.slippage_bps))
-        self._faults = FaultInjector(FaultConfig(seed=paper.seed,
-                                                 partial_fill_probability=paper.partial_fill_probability))
+        self._partial_fills = PartialFills(paper.partial_fill_probability, seed=paper.seed)
         self._account_config = AccountConfig(name=ACCOUNT_NAME, api_key="paper", secret="paper",
                                              starting_balance_usdt=_dec(paper.starting_balance_usdt))
         self._market = LiveBooks()
@@ -364,8 +364,8 @@ class PaperExchange:
             raise PermanentError(f"paper: cannot read the filters of {symbol}: {exc!r}") from exc
 
     def _new_engine(self, rules: Mapping[str, SymbolRules], state: Mapping[str, Any] | None) -> TradingEngine:
-        """A fresh engine over ``rules`` carrying ``state``; the fault injector (RNG) is shared."""
-        engine = TradingEngine(rules=rules, market=self._market, fills=self._fills, faults=self._faults,
+        """A fresh engine over ``rules`` carrying ``state``; the partial-fill coin (RNG) is shared."""
+        engine = TradingEngine(rules=rules, market=self._market, fills=self._fills, faults=self._partial_fills,
                                accounts=(self._account_config,), first_order_id=FIRST_ORDER_ID)
         if state is not None:
             engine.load_state(state)

@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
-from simulator import errors
+from matching import errors
 
 DEFAULT_RECV_WINDOW_MS = 5_000
 

@@ -3,6 +3,8 @@
 ``SimulatorConfig`` is what both the CLI (``python -m simulator``) and the in-process handle
 (``SimulatorServer``) are built from. Nothing here reads files or the environment.
 
+The matching engine's parts (``FillConfig``, ``AccountConfig``, the default key pair) live in
+``matching/config.py`` and are re-exported here, so one import configures a simulator run.
 The default account is ``DEFAULT_API_KEY`` / ``DEFAULT_API_SECRET``: test credentials for a
 local fake exchange, not secrets. Configure more accounts with ``accounts=(AccountConfig(...),)``.
 """
@@ -10,15 +12,26 @@ local fake exchange, not secrets. Configure more accounts with ``accounts=(Accou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from matching.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, AccountConfig, FillConfig
 from simulator.faults import FaultConfig
 
-DEFAULT_API_KEY = "sim-api-key-0000000000000000000000000000000000000000000000000000000"
-DEFAULT_API_SECRET = "sim-api-secret-000000000000000000000000000000000000000000000000000"
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_API_SECRET",
+    "DEFAULT_DATA_DIR",
+    "LOOPBACK_HOST",
+    "REPO_ROOT",
+    "AccountConfig",
+    "FaultConfig",
+    "FillConfig",
+    "ReplayConfig",
+    "SimulatorConfig",
+]
+
 LOOPBACK_HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -62,46 +75,6 @@ class ReplayConfig:
             raise ValueError("top_qty_volume_fraction must be within (0, 1]")
         if self.max_gap_ms < 1 or self.max_steps_per_advance < 1:
             raise ValueError("max_gap_ms and max_steps_per_advance must be >= 1")
-
-
-@dataclass(frozen=True, slots=True)
-class FillConfig:
-    """Trading costs of the simulated venue (fractions of notional; slippage in bps)."""
-
-    taker_fee_rate: Decimal = Decimal("0.0004")
-    maker_fee_rate: Decimal = Decimal("0.0002")
-    slippage_bps: Decimal = Decimal("0")
-    depth_levels: int = 5
-
-    def __post_init__(self) -> None:
-        if not (Decimal("-0.01") <= self.maker_fee_rate <= Decimal("0.01")):
-            raise ValueError("maker_fee_rate must be within [-0.01, 0.01]")
-        if not (0 <= self.taker_fee_rate <= Decimal("0.01")):
-            raise ValueError("taker_fee_rate must be within [0, 0.01]")
-        if self.slippage_bps < 0 or self.depth_levels < 0:
-            raise ValueError("slippage_bps and depth_levels must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class AccountConfig:
-    """One simulated futures account (USDT-margined, one-way position mode)."""
-
-    name: str = "default"
-    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
-    secret: str = field(default=DEFAULT_API_SECRET, repr=False)
-    starting_balance_usdt: Decimal = Decimal("10000")
-    default_leverage: int = 20
-    default_margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
-
-    def __post_init__(self) -> None:
-        if not self.api_key or not self.secret:
-            raise ValueError(f"account {self.name!r}: api_key and secret must be non-empty")
-        if self.starting_balance_usdt < 0:
-            raise ValueError(f"account {self.name!r}: starting_balance_usdt must be >= 0")
-        if not 1 <= self.default_leverage <= 125:
-            raise ValueError(f"account {self.name!r}: default_leverage must be within 1..125")
-        if self.default_margin_type not in ("CROSSED", "ISOLATED"):
-            raise ValueError(f"account {self.name!r}: default_margin_type CROSSED or ISOLATED")
 
 
 @dataclass(frozen=True, slots=True)

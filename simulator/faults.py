@@ -2,15 +2,17 @@
 
 ``FaultConfig`` is the knob set (per run, changeable at run time through
 ``SimulatorServer.set_faults`` or ``POST /sim/faults``). ``FaultInjector`` makes the yes/no
-decisions. Each kind of fault draws from its own ``random.Random(f"{seed}:{kind}")``, so turning
-one knob does not shift the random sequence of another, and a run with the same seed and the
-same request sequence injects the same faults. Changing the config reseeds every stream.
+decisions; the matching engine asks it for its share (rejects, the partial-fill coin's stream,
+the position lag) through ``matching.engine.VenueFaults``. Each kind of fault draws from its
+own ``random.Random(f"{seed}:{kind}")``, so turning one knob does not shift the random sequence
+of another, and a run with the same seed and the same request sequence injects the same faults.
+Changing the config reseeds every stream.
 
 Knobs (probabilities are per event, in [0, 1]):
 
 - ``partial_fill_probability``: a fill is cut to a random number of lot steps (fill model).
 - ``reject_probability`` / ``reject_code``: a new order is refused before it is placed, with
-  one of ``simulator.errors.REJECT_CODES``.
+  one of ``matching.errors.REJECT_CODES``.
 - ``lost_response_probability``: the order IS placed, then the connection is dropped before
   the reply (the client sees a network error; the order exists).
 - ``latency_ms`` + ``latency_jitter_ms``: added before every REST request is processed.
@@ -63,7 +65,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.errors import REJECT_CODES
+from matching.errors import REJECT_CODES
 
 MALFORMED_KINDS: tuple[str, ...] = (
     "nan_price",

@@ -1,5 +1,7 @@
-"""Instrument rules (tick, lot, notional) from the recorded Binance exchangeInfo.
+"""The simulator's markets: which symbols it serves, with which exchangeInfo entries.
 
+Reading an entry into ``SymbolRules`` is the matching engine's job (``matching/rules.py``);
+this module picks the entries and builds the exchangeInfo and leverageBracket payloads.
 The simulator serves ``GET /fapi/v1/exchangeInfo`` from a real recorded response
 (``data/exchange-info/binance_usdm_fapi_v1_exchangeInfo_2021-07-21.json``) so ccxt parses the
 same precision and limits it would on the venue. Two departures, both forced by the data and
@@ -26,19 +28,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MIN_NOTIONAL = Decimal("5")
+from matching.rules import DEFAULT_MIN_NOTIONAL, SymbolRules, decimal_places, rules_from_info
+
 ORDER_TYPES = ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
                "TRAILING_STOP_MARKET"]
 TIME_IN_FORCE = ["GTC", "IOC", "FOK", "GTX"]
-# Max leverage per symbol as Binance offered it (BTC/ETH 125x, the others 75x or less); the
-# recorded file has no leverage brackets, so these are served by /fapi/v1/leverageBracket.
-_MAX_LEVERAGE = {"BTCUSDT": 125, "ETHUSDT": 100}
-_DEFAULT_MAX_LEVERAGE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,44 +46,6 @@ class PriceHint:
 
     reference_price: Decimal
     price_decimals: int
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolRules:
-    """Everything the engine checks an order against, as exact decimals.
-
-    ``provenance`` is ``"recorded"``, ``"recorded, tick refined from X"`` or ``"derived"``.
-    ``info`` is the exchangeInfo symbol object served to clients.
-    """
-
-    symbol: str
-    base_asset: str
-    quote_asset: str
-    tick_size: Decimal
-    min_price: Decimal
-    max_price: Decimal
-    step_size: Decimal
-    min_qty: Decimal
-    max_qty: Decimal
-    market_step_size: Decimal
-    market_min_qty: Decimal
-    market_max_qty: Decimal
-    min_notional: Decimal
-    price_precision: int
-    quantity_precision: int
-    maint_margin_ratio: Decimal
-    max_leverage: int
-    provenance: str
-    info: dict[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def price_decimals(self) -> int:
-        """Decimal places of the tick (the most a valid price may carry)."""
-        return _decimals(self.tick_size)
-
-    @property
-    def qty_decimals(self) -> int:
-        return _decimals(self.step_size)
 
 
 def load_exchange_info(path: Path) -> dict[str, Any]:
@@ -110,36 +71,6 @@ def build_rules(
             info, provenance = derive_symbol_info(symbol, hint), "derived"
         rules[symbol] = rules_from_info(info, provenance)
     return rules
-
-
-def rules_from_info(info: Mapping[str, Any], provenance: str) -> SymbolRules:
-    """Parse one exchangeInfo symbol object into ``SymbolRules``."""
-    filters = {f["filterType"]: f for f in info["filters"]}
-    price, lot = filters["PRICE_FILTER"], filters["LOT_SIZE"]
-    market_lot = filters.get("MARKET_LOT_SIZE", lot)
-    notional = filters.get("MIN_NOTIONAL", {}).get("notional", str(DEFAULT_MIN_NOTIONAL))
-    symbol = info["symbol"]
-    return SymbolRules(
-        symbol=symbol,
-        base_asset=info["baseAsset"],
-        quote_asset=info["quoteAsset"],
-        tick_size=Decimal(price["tickSize"]),
-        min_price=Decimal(price["minPrice"]),
-        max_price=Decimal(price["maxPrice"]),
-        step_size=Decimal(lot["stepSize"]),
-        min_qty=Decimal(lot["minQty"]),
-        max_qty=Decimal(lot["maxQty"]),
-        market_step_size=Decimal(market_lot["stepSize"]),
-        market_min_qty=Decimal(market_lot["minQty"]),
-        market_max_qty=Decimal(market_lot["maxQty"]),
-        min_notional=Decimal(notional),
-        price_precision=int(info["pricePrecision"]),
-        quantity_precision=int(info["quantityPrecision"]),
-        maint_margin_ratio=Decimal(info.get("maintMarginPercent", "2.5")) / 100,
-        max_leverage=_MAX_LEVERAGE.get(symbol, _DEFAULT_MAX_LEVERAGE),
-        provenance=provenance,
-        info=dict(info),
-    )
 
 
 def derive_symbol_info(symbol: str, hint: PriceHint, quote_asset: str = "USDT") -> dict[str, Any]:
@@ -169,8 +100,8 @@ def derive_symbol_info(symbol: str, hint: PriceHint, quote_asset: str = "USDT") 
         "baseAsset": symbol[: -len(quote_asset)],
         "quoteAsset": quote_asset,
         "marginAsset": quote_asset,
-        "pricePrecision": _decimals(tick),
-        "quantityPrecision": _decimals(step),
+        "pricePrecision": decimal_places(tick),
+        "quantityPrecision": decimal_places(step),
         "baseAssetPrecision": 8,
         "quotePrecision": 8,
         "underlyingType": "COIN",
@@ -243,16 +174,11 @@ def _refine_recorded(entry: Mapping[str, Any], hint: PriceHint) -> tuple[dict[st
     price_filter = next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")
     tick = Decimal(price_filter["tickSize"])
     data_tick = Decimal(1).scaleb(-hint.price_decimals)
-    if hint.price_decimals <= _decimals(tick):
+    if hint.price_decimals <= decimal_places(tick):
         return info, "recorded"
     price_filter["tickSize"] = _plain(data_tick)
     info["pricePrecision"] = max(int(info["pricePrecision"]), hint.price_decimals)
     return info, f"recorded, tick refined from {tick} to {_plain(data_tick)}"
-
-
-def _decimals(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -int(exponent))
 
 
 def _plain(value: Decimal) -> str:

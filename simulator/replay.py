@@ -38,10 +38,10 @@ import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
+from matching.fill_model import BookTop
+from matching.rules import SymbolRules
 from simulator.config import ReplayConfig
 from simulator.datasets import CandleSeries, TickSeries
-from simulator.fill_model import BookTop
-from simulator.markets import SymbolRules
 from simulator.replay_sources import (
     CandleSource,
     Instruments,

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from matching.rules import SymbolRules
 from simulator.config import ReplayConfig
 from simulator.datasets import CandleSeries, TickSeries
 from simulator.formats import UnitFormatter
-from simulator.markets import SymbolRules
 from simulator.paths import bar_rng, choose_low_first, intrabar_path
 
 # (symbol index, event time ms, bid ticks, ask ticks, bid lots, ask lots, update id)

@@ -31,15 +31,12 @@ import orjson
 from aiohttp import web
 from loguru import logger
 
-from simulator import auth, errors
-from simulator.accounts import Account
-from simulator.engine import TradingEngine
-from simulator.errors import BinanceError
-from simulator.faults import FaultInjector
-from simulator.markets import exchange_info_payload, leverage_bracket_payload
-from simulator.orders import _text
-from simulator.replay import MarketReplay
-from simulator.requests import (
+from matching import errors
+from matching.accounts import Account
+from matching.engine import TradingEngine
+from matching.errors import BinanceError
+from matching.orders import decimal_text
+from matching.requests import (
     NewOrder,
     int_param,
     optional_int,
@@ -48,6 +45,10 @@ from simulator.requests import (
     parse_order_ref,
     text,
 )
+from simulator import auth
+from simulator.faults import FaultInjector
+from simulator.markets import exchange_info_payload, leverage_bracket_payload
+from simulator.replay import MarketReplay
 
 INTERVALS_MS: dict[str, int] = {
     "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
@@ -182,9 +183,10 @@ class RestApi:
             rules = self.engine.rules[symbol]
             step = max(rules.tick_size, book.ask - book.bid)
             levels = min(limit, self.engine.fills.depth_levels + 1)
-            bids = [[_text(book.bid - step * n), _text(book.bid_qty)] for n in range(levels)
-                    if book.bid - step * n > 0]
-            asks = [[_text(book.ask + step * n), _text(book.ask_qty)] for n in range(levels)]
+            bids = [[decimal_text(book.bid - step * n), decimal_text(book.bid_qty)]
+                    for n in range(levels) if book.bid - step * n > 0]
+            asks = [[decimal_text(book.ask + step * n), decimal_text(book.ask_qty)]
+                    for n in range(levels)]
         now = self.replay.now_ms
         return json_response({"lastUpdateId": self.replay.uid[i], "E": now, "T": now,
                               "bids": bids, "asks": asks})
@@ -205,7 +207,7 @@ class RestApi:
     async def ticker_price(self, request: web.Request) -> web.Response:
         symbol = optional_text(request.query, "symbol")
         names = [self._symbol(symbol)] if symbol else self.replay.symbols
-        rows = [{"symbol": s, "price": _text(self.replay.last_price(s) or Decimal(0)),
+        rows = [{"symbol": s, "price": decimal_text(self.replay.last_price(s) or Decimal(0)),
                  "time": self.replay.now_ms} for s in names]
         return json_response(rows[0] if symbol else rows)
 
@@ -216,7 +218,7 @@ class RestApi:
         now = self.replay.now_ms
         rows = []
         for s in names:
-            mark = _text(self.replay.mark_price(s) or Decimal(0))
+            mark = decimal_text(self.replay.mark_price(s) or Decimal(0))
             rows.append({"symbol": s, "markPrice": mark, "indexPrice": mark,
                          "estimatedSettlePrice": mark, "lastFundingRate": "0",
                          "interestRate": "0",
@@ -412,10 +414,10 @@ class RestApi:
         book = self.replay.book(symbol)
         i = self.replay.index[symbol]
         zero = Decimal(0)
-        return {"symbol": symbol, "bidPrice": _text(book.bid if book else zero),
-                "bidQty": _text(book.bid_qty if book else zero),
-                "askPrice": _text(book.ask if book else zero),
-                "askQty": _text(book.ask_qty if book else zero),
+        return {"symbol": symbol, "bidPrice": decimal_text(book.bid if book else zero),
+                "bidQty": decimal_text(book.bid_qty if book else zero),
+                "askPrice": decimal_text(book.ask if book else zero),
+                "askQty": decimal_text(book.ask_qty if book else zero),
                 "time": self.replay.ts[i], "lastUpdateId": self.replay.uid[i]}
 
     def _keyed(self, request: web.Request) -> Account:

@@ -11,6 +11,9 @@ quote by quote, fan quotes out to WebSocket clients, send tickers once per inter
 scheduled WebSocket drops and save the state file periodically. ``stop()`` cancels and awaits
 it, closes every client and the listening socket, and saves the state.
 
+Orders are matched by ``matching.engine.TradingEngine`` (the paper exchange's engine too);
+this module owns what is around it: the replay, the faults, the REST and WebSocket layers.
+
 The server binds 127.0.0.1 only; there is no option to listen elsewhere.
 """
 
@@ -25,14 +28,14 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from simulator import errors
+from matching import errors
+from matching.engine import TradingEngine
+from matching.errors import BinanceError
+from matching.fill_model import BookTop
 from simulator.admin_api import AdminApi
 from simulator.config import LOOPBACK_HOST, SimulatorConfig
 from simulator.datasets import CandleSeries, TickSeries, load_candles, load_ticks
-from simulator.engine import TradingEngine
-from simulator.errors import BinanceError
 from simulator.faults import FaultConfig, FaultInjector
-from simulator.fill_model import BookTop
 from simulator.markets import build_rules, load_exchange_info
 from simulator.replay import MarketReplay, QuoteTick, ReplayClock
 from simulator.rest_api import ListenKeys, RestApi, json_response, wall_ms

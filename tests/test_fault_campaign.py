@@ -86,8 +86,8 @@ async def test_campaign_monitor_sees_a_position_the_bot_did_not_open(tmp_path: P
     account is filled on the simulator directly (its matching engine, in process, not through
     the bot), so the exchange holds EOS the journal cannot explain from then on."""
     import bench.fault_campaign as campaign
-    from simulator.errors import BinanceError
-    from simulator.requests import NewOrder
+    from matching.errors import BinanceError
+    from matching.requests import NewOrder
 
     placed: list[Decimal] = []
     real_source = campaign.simulator_positions

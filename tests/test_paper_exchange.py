@@ -25,9 +25,10 @@ from core.errors import (InsufficientFundsError, InvalidOrderError, OrderNotFoun
 from core.types import Quote
 from execution.exchange import ExchangeOrderStatus, MarketRules
 from execution.paper import PaperExchange, translate_binance_error
-from simulator.errors import BinanceError
-from simulator.fill_model import BookTop, FillRules, OrderSpec, take_liquidity
-from simulator.markets import load_exchange_info, rules_from_info
+from matching.errors import BinanceError
+from matching.fill_model import BookTop, FillRules, OrderSpec, take_liquidity
+from matching.rules import rules_from_info
+from simulator.markets import load_exchange_info
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 EXCHANGE_INFO = DATA / "exchange-info" / "binance_usdm_fapi_v1_exchangeInfo_2021-07-21.json"

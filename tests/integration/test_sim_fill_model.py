@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from simulator.fill_model import (
+from matching.fill_model import (
     BookTop,
     FillRules,
     InvalidBookError,

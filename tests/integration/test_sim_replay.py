@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-import simulator.fill_model
+import matching.fill_model
 import simulator.formats
 import simulator.paths
 from simulator.config import ReplayConfig, SimulatorConfig
@@ -122,7 +122,7 @@ def test_fault_config_validation_names_the_problem() -> None:
         FaultConfig.from_mapping({"malformed_kinds": "nan_price,bogus"})
 
 
-@pytest.mark.parametrize("module", [simulator.fill_model, simulator.formats, simulator.paths])
+@pytest.mark.parametrize("module", [matching.fill_model, simulator.formats, simulator.paths])
 def test_docstring_examples(module: object) -> None:
     failures, _ = doctest.testmod(module)  # type: ignore[arg-type]
     assert failures == 0

@@ -1,9 +1,10 @@
 """How an order fills against a best bid/ask: the one fill model of the project.
 
-Both the offline exchange (``simulator/engine.py``) and the paper exchange
-(``execution/paper.py``) fill orders with these functions, so a strategy behaves the same in a
-dry run and against the simulator. The module is pure: no I/O, no clock, no globals; the caller
-passes the book, the order, the rules and a seeded ``random.Random``, and gets fills back.
+The matching engine (``matching/engine.py``), behind both the offline simulator and the paper
+exchange (``execution/paper.py``), fills orders with these functions, so a strategy behaves the
+same in a dry run and against the simulator. The module is pure: no I/O, no clock, no globals;
+the caller passes the book, the order, the rules and a seeded ``random.Random``, and gets fills
+back.
 
 Money is exact. Prices, quantities and fees are ``Decimal``; nothing here compares floats.
 
@@ -20,7 +21,8 @@ The liquidity model, stated plainly so results can be reasoned about:
   reaches it (buy: ask <= limit; sell: bid >= limit), at most the size shown at the top.
 - With probability ``partial_fill_probability`` a fill is cut to a random whole number of lot
   steps short of the quantity asked (at least one step filled). That is how the simulator and
-  the paper exchange exercise partial-fill handling.
+  the paper exchange exercise partial-fill handling; the coin draws from the ``random.Random``
+  passed in (the engine gets it from its ``VenueFaults``), never from a global.
 
 >>> import random
 >>> book = BookTop(bid=Decimal("100.0"), ask=Decimal("100.1"), bid_qty=Decimal("5"),

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from simulator import errors
-from simulator.markets import SymbolRules
+from matching import errors
+from matching.rules import SymbolRules
 
 
 def check_quantity(rules: SymbolRules, qty: Decimal, *, market_order: bool) -> None:

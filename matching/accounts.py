@@ -1,4 +1,4 @@
-"""Accounts, positions and margin: the bookkeeping half of the simulated venue.
+"""Accounts, positions and margin: the bookkeeping half of the venue model (simulator and paper).
 
 One-way position mode (``positionSide`` BOTH): each symbol has one signed position amount.
 Accounting rules, plainly:
@@ -12,7 +12,7 @@ Accounting rules, plainly:
   the position-increasing part of each open order's remainder * its price / leverage;
   available = wallet + unrealized PnL - position margin - open-order margin. Cross and
   isolated are computed alike (isolated wallets are not separated) and nothing is ever
-  liquidated; both are documented gaps of the simulator.
+  liquidated; both are documented gaps of the model.
 
 Payload builders render ``GET /fapi/v3/account``, ``GET /fapi/v3/positionRisk`` and the
 user-stream ``ACCOUNT_UPDATE`` event as Binance shapes them.
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from simulator.config import AccountConfig
-from simulator.orders import Order, _text
+from matching.config import AccountConfig
+from matching.orders import Order, decimal_text
 
 _ENTRY = Decimal("1E-10")
 _MONEY = Decimal("1E-8")
@@ -193,20 +193,20 @@ def position_risk_payload(account: Account, symbol: str, mark: Decimal | None,
     return {
         "symbol": symbol,
         "positionSide": "BOTH",
-        "positionAmt": _text(pos.amount),
-        "entryPrice": _text(pos.entry_price),
-        "breakEvenPrice": _text(pos.entry_price),
-        "markPrice": _text(price),
-        "unRealizedProfit": _text(pos.unrealized(price)),
+        "positionAmt": decimal_text(pos.amount),
+        "entryPrice": decimal_text(pos.entry_price),
+        "breakEvenPrice": decimal_text(pos.entry_price),
+        "markPrice": decimal_text(price),
+        "unRealizedProfit": decimal_text(pos.unrealized(price)),
         "liquidationPrice": "0",
-        "isolatedMargin": _text(isolated_margin),
-        "notional": _text(notional),
+        "isolatedMargin": decimal_text(isolated_margin),
+        "notional": decimal_text(notional),
         "marginAsset": "USDT",
-        "isolatedWallet": _text(isolated_margin),
-        "initialMargin": _text(initial + order_margin),
-        "maintMargin": _text((abs(notional) * maint_ratio).quantize(_MONEY)),
-        "positionInitialMargin": _text(initial),
-        "openOrderInitialMargin": _text(order_margin),
+        "isolatedWallet": decimal_text(isolated_margin),
+        "initialMargin": decimal_text(initial + order_margin),
+        "maintMargin": decimal_text((abs(notional) * maint_ratio).quantize(_MONEY)),
+        "positionInitialMargin": decimal_text(initial),
+        "openOrderInitialMargin": decimal_text(order_margin),
         "adl": 0,
         "bidNotional": "0",
         "askNotional": "0",
@@ -220,10 +220,10 @@ def account_v3_payload(account: Account, summary: MarginSummary,
 
     The asset row's ``updateTime`` is never 0 (ccxt drops rows with 0 as uninitialised).
     """
-    wallet, unrealized = _text(account.wallet), _text(summary.unrealized)
-    margin_balance = _text(summary.margin_balance)
-    initial = _text(summary.position_margin + summary.order_margin)
-    available = _text(summary.available)
+    wallet, unrealized = decimal_text(account.wallet), decimal_text(summary.unrealized)
+    margin_balance = decimal_text(summary.margin_balance)
+    initial = decimal_text(summary.position_margin + summary.order_margin)
+    available = decimal_text(summary.available)
     asset = {
         "asset": "USDT",
         "walletBalance": wallet,
@@ -231,8 +231,8 @@ def account_v3_payload(account: Account, summary: MarginSummary,
         "marginBalance": margin_balance,
         "maintMargin": "0",
         "initialMargin": initial,
-        "positionInitialMargin": _text(summary.position_margin),
-        "openOrderInitialMargin": _text(summary.order_margin),
+        "positionInitialMargin": decimal_text(summary.position_margin),
+        "openOrderInitialMargin": decimal_text(summary.order_margin),
         "crossWalletBalance": wallet,
         "crossUnPnl": unrealized,
         "availableBalance": available,
@@ -245,8 +245,8 @@ def account_v3_payload(account: Account, summary: MarginSummary,
         "totalWalletBalance": wallet,
         "totalUnrealizedProfit": unrealized,
         "totalMarginBalance": margin_balance,
-        "totalPositionInitialMargin": _text(summary.position_margin),
-        "totalOpenOrderInitialMargin": _text(summary.order_margin),
+        "totalPositionInitialMargin": decimal_text(summary.position_margin),
+        "totalOpenOrderInitialMargin": decimal_text(summary.order_margin),
         "totalCrossWalletBalance": wallet,
         "totalCrossUnPnl": unrealized,
         "availableBalance": available,
@@ -267,7 +267,7 @@ def account_update_event(account: Account, symbol: str, mark: Decimal | None,
                          event_ms: int, reason: str = "ORDER") -> dict[str, Any]:
     """The user-stream ``ACCOUNT_UPDATE`` after a fill on ``symbol``."""
     pos = account.position(symbol)
-    wallet = _text(account.wallet)
+    wallet = decimal_text(account.wallet)
     return {
         "e": "ACCOUNT_UPDATE",
         "E": event_ms,
@@ -277,11 +277,11 @@ def account_update_event(account: Account, symbol: str, mark: Decimal | None,
             "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": "0"}],
             "P": [{
                 "s": symbol,
-                "pa": _text(pos.amount),
-                "ep": _text(pos.entry_price),
-                "bep": _text(pos.entry_price),
-                "cr": _text(pos.realized_pnl),
-                "up": _text(pos.unrealized(mark)),
+                "pa": decimal_text(pos.amount),
+                "ep": decimal_text(pos.entry_price),
+                "bep": decimal_text(pos.entry_price),
+                "cr": decimal_text(pos.realized_pnl),
+                "up": decimal_text(pos.unrealized(mark)),
                 "mt": "isolated" if account.margin_type_of(symbol) == "ISOLATED" else "cross",
                 "iw": "0",
                 "ps": "BOTH",

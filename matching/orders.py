@@ -1,4 +1,4 @@
-"""Simulated orders: state, the lifecycle transition table, and Binance's JSON shapes.
+"""Orders of the venue model: state, the lifecycle transition table, and Binance's JSON shapes.
 
 The lifecycle is an explicit table (``TRANSITIONS``): ``Order.apply_status`` checks it and
 raises ``IllegalTransition`` for anything else, so an engine bug cannot, say, fill a
@@ -55,7 +55,7 @@ class TradeRecord:
 
 @dataclass(slots=True)
 class Order:
-    """A simulated order of one account (one-way mode: positionSide is always BOTH)."""
+    """An order of one account (one-way mode: positionSide is always BOTH)."""
 
     order_id: int
     client_order_id: str
@@ -116,12 +116,12 @@ class Order:
             "symbol": self.symbol,
             "status": self.status,
             "clientOrderId": self.client_order_id,
-            "price": _text(self.price),
-            "avgPrice": _text(self.avg_price),
-            "origQty": _text(self.orig_qty),
-            "executedQty": _text(self.executed_qty),
-            "cumQty": _text(self.executed_qty),
-            "cumQuote": _text(self.cum_quote),
+            "price": decimal_text(self.price),
+            "avgPrice": decimal_text(self.avg_price),
+            "origQty": decimal_text(self.orig_qty),
+            "executedQty": decimal_text(self.executed_qty),
+            "cumQty": decimal_text(self.executed_qty),
+            "cumQuote": decimal_text(self.cum_quote),
             "timeInForce": self.time_in_force,
             "type": self.order_type,
             "reduceOnly": self.reduce_only,
@@ -159,16 +159,16 @@ class Order:
             "S": self.side,
             "o": self.order_type,
             "f": self.time_in_force,
-            "q": _text(self.orig_qty),
-            "p": _text(self.price),
-            "ap": _text(self.avg_price),
+            "q": decimal_text(self.orig_qty),
+            "p": decimal_text(self.price),
+            "ap": decimal_text(self.avg_price),
             "sp": "0",
             "x": execution_type,
             "X": self.status,
             "i": self.order_id,
-            "l": _text(last_qty),
-            "z": _text(self.executed_qty),
-            "L": _text(last_price),
+            "l": decimal_text(last_qty),
+            "z": decimal_text(self.executed_qty),
+            "L": decimal_text(last_price),
             "T": event_ms,
             "t": trade.trade_id if trade else 0,
             "b": "0",
@@ -179,7 +179,7 @@ class Order:
             "ot": self.order_type,
             "ps": "BOTH",
             "cp": False,
-            "rp": _text(trade.realized_pnl) if trade else "0",
+            "rp": decimal_text(trade.realized_pnl) if trade else "0",
             "pP": False,
             "si": 0,
             "ss": 0,
@@ -189,7 +189,7 @@ class Order:
         }
         if trade is not None:
             inner["N"] = "USDT"
-            inner["n"] = _text(trade.fee)
+            inner["n"] = decimal_text(trade.fee)
         return {"e": "ORDER_TRADE_UPDATE", "E": event_ms, "T": event_ms, "o": inner}
 
     def trade_payloads(self) -> list[dict[str, Any]]:
@@ -198,15 +198,15 @@ class Order:
         return [
             {
                 "buyer": buyer,
-                "commission": _text(t.fee),
+                "commission": decimal_text(t.fee),
                 "commissionAsset": "USDT",
                 "id": t.trade_id,
                 "maker": t.is_maker,
                 "orderId": self.order_id,
-                "price": _text(t.price),
-                "qty": _text(t.qty),
-                "quoteQty": _text(t.quote_qty),
-                "realizedPnl": _text(t.realized_pnl),
+                "price": decimal_text(t.price),
+                "qty": decimal_text(t.qty),
+                "quoteQty": decimal_text(t.quote_qty),
+                "realizedPnl": decimal_text(t.realized_pnl),
                 "side": self.side,
                 "positionSide": "BOTH",
                 "symbol": self.symbol,
@@ -247,8 +247,12 @@ class Order:
         return order
 
 
-def _text(value: Decimal) -> str:
-    """Plain decimal text without exponent: ``Decimal('1E+1')`` -> ``'10'``."""
+def decimal_text(value: Decimal) -> str:
+    """Binance's decimal text: no exponent, no trailing zeros.
+
+    >>> decimal_text(Decimal("1E+1")), decimal_text(Decimal("0.50")), decimal_text(Decimal("-0"))
+    ('10', '0.5', '0')
+    """
     if value == 0:
         return "0"
     text = f"{value:f}"

@@ -1,11 +1,15 @@
-"""Binance USD-M error replies, as the simulator sends them.
+"""Binance USD-M error replies: the one catalog, for the matching engine and the simulator.
 
 Why a catalog: ccxt maps Binance's numeric ``code`` (and for a few legacy cases the ``msg`` text,
 e.g. ``LOT_SIZE`` or ``No need to change margin type.``) to its exception classes. The client
 code under test must meet the same code *and* message as on the real venue, so every rejection
-the simulator can produce is built here, once, with Binance's wording.
+the simulator can produce is built here, once, with Binance's wording. It is kept whole rather
+than split by layer: the engine raises the order, filter and account rejections, the
+simulator's HTTP layer (``simulator/auth.py``, ``rest_api.py``, ``server.py``) the
+authentication, rate-limit and route ones, and the paper exchange translates them by code and
+status (``execution/paper.py``). Nothing here does I/O.
 
-Each factory returns a ``BinanceError``; the HTTP layer turns it into
+Each factory returns a ``BinanceError``; the simulator's HTTP layer turns it into
 ``{"code": -NNNN, "msg": "..."}`` with the HTTP status Binance uses (400 for request errors,
 401 for key errors, 404 for unknown orders is *not* used: Binance answers 400 there too).
 """

@@ -1,8 +1,9 @@
 """Typed request parameters: Binance's form/query strings parsed once, with Binance's errors.
 
-The HTTP layer hands a flat ``{name: text}`` mapping here; what comes back is typed, or a
-``BinanceError`` with the code the venue would send (-1102 missing, -1100 illegal characters,
--1116/-1117/-1115 bad enums, -4015 bad client order id, -4061 position side).
+The simulator's HTTP layer hands a flat ``{name: text}`` mapping here, and the paper exchange
+builds the same mapping, so a paper order is parsed as a sent one would be. What comes back is
+typed, or a ``BinanceError`` with the code the venue would send (-1102 missing, -1100 illegal
+characters, -1116/-1117/-1115 bad enums, -4015 bad client order id, -4061 position side).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from simulator import errors
+from matching import errors
 
 _NUMBER = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")

@@ -1,10 +1,18 @@
-"""The matching and accounting engine of the simulated venue. No HTTP, no clock of its own.
+"""The matching and accounting engine of the venue model. No HTTP, no clock of its own.
 
-``TradingEngine`` takes typed requests (``simulator/requests.py``), checks them the way
+One engine serves the offline simulator (``simulator/server.py`` puts HTTP and WebSocket in
+front of it) and the paper exchange (``execution/paper.py`` calls it directly), so an order
+meets the same rules in a dry run as against the simulator.
+
+``TradingEngine`` takes typed requests (``matching/requests.py``), checks them the way
 Binance does (filters, reduce-only, margin, client order ids), fills them through the shared
-fill model (``simulator/fill_model.py``) against the replay's current book, and keeps orders,
+fill model (``matching/fill_model.py``) against the market's current book, and keeps orders,
 positions and balances per account. Every change is also pushed to ``sink`` as the Binance
 user-stream event (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) for the WebSocket layer.
+
+The venue's seeded decisions (random rejects, the partial-fill coin, reporting lags) come from
+a ``VenueFaults`` passed in: the simulator's ``FaultInjector`` (``simulator/faults.py``, where
+fault configuration and injection stay) or ``PartialFills`` here (no faults but partial fills).
 
 Semantics worth knowing (and where they differ from Binance, why):
 
@@ -35,8 +43,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
 
-from simulator import errors
-from simulator.accounts import (
+from matching import errors
+from matching.accounts import (
     Account,
     Position,
     account_update_event,
@@ -45,9 +53,8 @@ from simulator.accounts import (
     margin_summary,
     position_risk_payload,
 )
-from simulator.config import AccountConfig, FillConfig
-from simulator.faults import FaultInjector
-from simulator.fill_model import (
+from matching.config import AccountConfig, FillConfig
+from matching.fill_model import (
     BookTop,
     FillResult,
     FillRules,
@@ -57,10 +64,10 @@ from simulator.fill_model import (
     is_marketable,
     take_liquidity,
 )
-from simulator.filters import check_notional, check_price, check_quantity
-from simulator.markets import SymbolRules
-from simulator.orders import CANCELED, EXPIRED, Order, TradeRecord
-from simulator.requests import NewOrder, OrderRef
+from matching.filters import check_notional, check_price, check_quantity
+from matching.orders import CANCELED, EXPIRED, Order, TradeRecord
+from matching.requests import NewOrder, OrderRef
+from matching.rules import SymbolRules
 
 EventSink = Callable[[str, dict[str, Any]], None]
 WallClock = Callable[[], int]
@@ -73,7 +80,7 @@ def wall_clock_ms() -> int:
 
 
 class MarketView(Protocol):
-    """What the engine needs from the market: the replay time, books and marks."""
+    """What the engine needs from the market: the current time, books and marks."""
 
     now_ms: int
 
@@ -82,8 +89,58 @@ class MarketView(Protocol):
     def mark_price(self, symbol: str) -> Decimal | None: ...
 
 
+class VenueFaults(Protocol):
+    """The seeded decisions the engine asks the venue for, at the moment it needs them.
+
+    Asked each time, never cached: the simulator changes its faults at run time (and reseeds).
+    ``simulator.faults.FaultInjector`` is the full implementation; ``PartialFills`` the one
+    for paper trading.
+    """
+
+    @property
+    def partial_fill_probability(self) -> float: ...
+
+    @property
+    def position_lag_ms(self) -> int: ...
+
+    def reject_order(self) -> int | None:
+        """The code to refuse this new order with (one of ``errors.REJECT_CODES``), or None."""
+        ...
+
+    def fill_rng(self) -> random.Random:
+        """The random stream the fill model's partial-fill coin draws from."""
+        ...
+
+
+class PartialFills:
+    """``VenueFaults`` with partial fills only: no random rejects, no reporting lags.
+
+    The coin's stream is seeded as the simulator's fill stream (``random.Random(f"{seed}:fills")``,
+    as in ``FaultInjector``), so for one seed and one order sequence a paper run cuts the same
+    fills as the simulator.
+
+    >>> PartialFills(0.5, seed=3).fill_rng().random() == random.Random("3:fills").random()
+    True
+    """
+
+    position_lag_ms = 0
+
+    def __init__(self, probability: float = 0.0, *, seed: int = 0) -> None:
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"partial_fill_probability = {probability!r}: expected a probability "
+                             "within [0, 1]")
+        self.partial_fill_probability = probability
+        self._rng = random.Random(f"{seed}:fills")
+
+    def reject_order(self) -> int | None:
+        return None
+
+    def fill_rng(self) -> random.Random:
+        return self._rng
+
+
 class TradingEngine:
-    """Orders, positions and balances of every simulated account."""
+    """Orders, positions and balances of every account of one venue (simulated or paper)."""
 
     def __init__(
         self,
@@ -91,7 +148,7 @@ class TradingEngine:
         rules: Mapping[str, SymbolRules],
         market: MarketView,
         fills: FillConfig,
-        faults: FaultInjector,
+        faults: VenueFaults,
         accounts: Iterable[AccountConfig],
         first_order_id: int,
         sink: EventSink | None = None,
