@@ -39,7 +39,8 @@ from loguru import logger
 from core.errors import PermanentError, RetryableError
 from core.types import PairState, SignalType, TradingSignal
 from execution.journal_models import OrderPurpose, OrderRecord, PairPosition, Side
-from execution.lifecycle import PairEvent
+from execution.journal_models import FillConflictError, IllegalTransitionError
+from execution.lifecycle import IllegalPairTransition, PairEvent
 from execution.orders import CLIENT_ID_PREFIX, OrderRequest, OutcomeUnresolved, known_filled
 from execution.resolver import Resolution
 
@@ -99,6 +100,7 @@ class ReconcileReport:
     blocked: dict[str, str] = field(default_factory=dict)
     external: dict[str, str] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)  # orders whose lookup kept failing
+    anomalies: dict[str, str] = field(default_factory=dict)  # journal and exchange contradict
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -135,7 +137,7 @@ class Reconciler:
         if exchange_positions is not None:
             self._compare_positions(exchange_positions, report, skip=skip_symbols)
         await self._restore_pairs(report, startup=startup, skip={o.pair_id for o in unresolved})
-        if startup or report.repaired or report.blocked or report.orphans_cancelled:
+        if startup or report.repaired or report.blocked or report.orphans_cancelled or report.anomalies:
             logger.info("reconciliation ({}): {}", "startup" if startup else "periodic",
                         {k: v for k, v in report.as_dict().items() if v})
         return report
@@ -157,10 +159,11 @@ class Reconciler:
             if not state.status.is_final:
                 state = await engine.placer.cancel_remainder(order.symbol, order.client_order_id, state)
                 report.working_cancelled += 1
-            record = engine.placer.apply_state(order.client_order_id, state)
+            record = await self._adopt_state(order, state, report)
+            if record is None:
+                continue
             report.orders_updated += 1
             if record.filled_qty > 0:
-                await engine.placer.record_fills(record)
                 engine.counters.fills_adopted += 1
 
     def _unresolved(self, report: ReconcileReport, *, startup: bool) -> list[OrderRecord]:
@@ -201,8 +204,7 @@ class Reconciler:
                 report.orphans_cancelled += 1
                 engine.counters.orphans_cancelled += 1
                 if known is not None:
-                    record = engine.placer.apply_state(order.client_order_id, state)
-                    await engine.placer.record_fills(record)
+                    await self._adopt_state(known, state, report)
 
     async def _fill_gaps(self, report: ReconcileReport) -> None:
         engine = self._engine
@@ -211,8 +213,34 @@ class Reconciler:
             recorded = _fill_qty_by_order(engine.journal, pair_id)
             for order in orders:
                 if order.filled_qty > recorded.get(order.client_order_id, ZERO):
-                    await engine.placer.record_fills(order)
+                    try:
+                        await engine.placer.record_fills(order)
+                    except (IllegalTransitionError, FillConflictError) as exc:
+                        self._anomaly(order, "its trades", exc, report)
+                        continue
                     report.fills_fetched += 1
+
+    async def _adopt_state(self, known: OrderRecord, state: Any, report: ReconcileReport) -> OrderRecord | None:
+        """Record the exchange's view of an order and its fills. A view the journal's rules refuse
+        (REJECTED in the journal, CANCELED on the exchange; fills that contradict) is an anomaly:
+        recorded with both versions, and the pass goes on with the other orders and pairs."""
+        engine = self._engine
+        try:
+            record = engine.placer.apply_state(known.client_order_id, state)
+            await engine.placer.record_fills(record)
+        except (IllegalTransitionError, FillConflictError) as exc:
+            self._anomaly(known, f"{state.status.value} filled {state.filled}", exc, report)
+            return None
+        return record
+
+    def _anomaly(self, known: OrderRecord, exchange_says: str, exc: Exception, report: ReconcileReport) -> None:
+        engine = self._engine
+        detail = {"order": known.client_order_id, "journal": f"{known.status.value} filled {known.filled_qty}",
+                  "exchange": exchange_says, "error": str(exc)}
+        engine.journal.record_event("anomaly", known.pair_id, detail)
+        report.anomalies[known.client_order_id] = f"journal {detail['journal']}, exchange {exchange_says}"
+        logger.error("reconciliation: ANOMALY {} ({}): journal {} but exchange {}: {}; kept as recorded, the pass "
+                     "goes on", known.client_order_id, known.pair_id, detail["journal"], exchange_says, exc)
 
     # -- positions ------------------------------------------------------------------------------
     def derived(self, pair_id: str) -> tuple[Decimal, Decimal]:
@@ -303,6 +331,10 @@ class Reconciler:
             except OutcomeUnresolved as unresolved:
                 report.unresolved[pair_id] = str(unresolved)
                 engine.mark_resolving(pair_id, f"repair order unresolved: {unresolved}")
+            except IllegalPairTransition as exc:  # one pair's contradiction never stops the pass
+                engine.journal.record_event("anomaly", pair_id, {"pair": pair_id, "error": str(exc)})
+                report.anomalies[pair_id] = str(exc)
+                logger.error("reconciliation: ANOMALY {}: {}; the pass goes on", pair_id, exc)
 
     async def _restore_pair(self, spec: Any, position: PairPosition, qa: Decimal, qb: Decimal,
                             open_trip: int | None, report: ReconcileReport, *, startup: bool) -> None:

@@ -125,3 +125,37 @@ def test_the_resume_command_clears_a_halted_pair_in_the_journal(tmp_path: Path, 
         assert journal.get_position("EOS_AXS").qty_a == Decimal(-5)  # the legs stay as they are
         assert transitions(journal, "EOS_AXS") == [("HALTED", "operator_resume", "RESOLVING")]
     assert bot_main.main(["resume", "NOPE", "--config", str(config)]) == 2
+
+
+async def test_a_contradicted_journal_row_is_an_anomaly_and_the_pass_goes_on(make_rig) -> None:
+    """The journal says an order was REJECTED, the exchange has it resting (then CANCELED by the
+    orphan sweep). Applying that view raised IllegalTransitionError out of the pass, which then
+    skipped the position comparison (and at start aborted start()). Now it is an anomaly event
+    with both versions, and the same pass still blocks a pair whose position is unexplained."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig()
+        signal = rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)
+        rig.journal.record_signal(signal)
+        cid = f"pb-{signal.signal_id}-aE0"
+        spec = rig.pairs["EOS_AXS"]
+        book = rig.book(spec.symbol_a)
+        rig.journal.record_order_intent(client_order_id=cid, signal_id=signal.signal_id, pair_id="EOS_AXS", leg="a",
+                                        purpose="ENTRY", attempt=0, symbol=spec.symbol_a, side="buy",
+                                        order_type="limit", qty=D(20), price=book.bid)
+        rig.journal.update_order(cid, status="REJECTED", error="refused, as the journal believes")
+        client = local_client(ccxt_async.binanceusdm, rig.sim)
+        try:
+            await client.load_markets()
+            await client.create_order("EOS/USDT:USDT", "limit", "buy", 20, float(book.bid),
+                                      {"newClientOrderId": cid})
+            await client.create_order("AXS/USDT:USDT", "market", "buy", 3)  # unexplained, on AXS
+        finally:
+            await client.close()
+        async with rig.engine._lock:
+            report = await rig.engine.reconciler.run(startup=False)
+        assert cid in report.anomalies and "REJECTED" in report.anomalies[cid]
+        (event,) = rig.journal.events("anomaly")
+        assert event["detail"]["journal"].startswith("REJECTED") and event["detail"]["exchange"].startswith("canceled")
+        assert rig.journal.get_order(cid).status.value == "REJECTED"  # kept as recorded
+        assert rig.engine.pair_state("EOS_AXS") is PairState.BLOCKED  # the comparison still ran
+        assert "AXS" in rig.engine.blocked["EOS_AXS"]
