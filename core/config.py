@@ -156,6 +156,9 @@ class ExecutionConfig(_Strict):
     # How long a stop waits for executions in flight (rollbacks included) before it journals
     # their pairs RESOLVING for the next start.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
+    # A leg that vanished from the exchange with no order of ours (liquidation, ADL, a manual
+    # close): "close" the surviving leg of every pair on it, or "alert" (HALT, touch nothing).
+    on_leg_vanished: Literal["close", "alert"] = "close"
 
 
 class RiskConfig(_Strict):

@@ -123,6 +123,8 @@ class OrderPurpose(str, Enum):
     ROLLBACK = "ROLLBACK"  # close a filled leg whose partner failed for good
     REPAIR = "REPAIR"  # reconciliation fixing what a crash left behind
     LIMIT_CHASE = "LIMIT_CHASE"  # a re-priced limit order
+    VANISHED = "VANISHED"  # not an order: a leg that left the exchange with no order of ours (liquidation,
+    #                        auto-deleveraging, a manual close), recorded so the derived legs match it
 
 
 class OrderStatus(str, Enum):

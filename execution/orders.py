@@ -38,7 +38,7 @@ from execution.resolver import OrderResolver, Resolution
 
 _PURPOSE_CODE = {OrderPurpose.ENTRY: "E", OrderPurpose.EXIT: "X", OrderPurpose.TOP_UP: "U",
                  OrderPurpose.TRIM: "T", OrderPurpose.ROLLBACK: "R", OrderPurpose.REPAIR: "P",
-                 OrderPurpose.LIMIT_CHASE: "L"}
+                 OrderPurpose.LIMIT_CHASE: "L", OrderPurpose.VANISHED: "V"}
 CLIENT_ID_PREFIX = "pb-"
 
 

@@ -38,8 +38,8 @@ from loguru import logger
 
 from core.errors import PermanentError, RetryableError
 from core.types import PairState, SignalType, TradingSignal
-from execution.journal_models import OrderPurpose, OrderRecord, PairPosition, Side
-from execution.journal_models import FillConflictError, IllegalTransitionError
+from execution.journal_models import (FillConflictError, IllegalTransitionError, OrderPurpose, OrderRecord,
+                                      OrderStatus, PairPosition, Side)
 from execution.lifecycle import IllegalPairTransition, PairEvent
 from execution.orders import CLIENT_ID_PREFIX, OrderRequest, OutcomeUnresolved, known_filled
 from execution.resolver import Resolution
@@ -296,6 +296,8 @@ class Reconciler:
                 logger.warning("reconciliation: {} {} on the exchange is not the bot's; adopted as external "
                                "(never traded by the bot)", symbol, difference)
                 continue
+            if self._vanished(symbol, held, expected[symbol], report):
+                continue
             differing.add(symbol)
             reason = (f"exchange holds {held} {symbol} but the journal explains {expected[symbol]}; "
                       f"difference {difference}. Close it by hand or restart with --adopt")
@@ -312,6 +314,61 @@ class Reconciler:
                 engine.lifecycle.apply(pair_id, PairEvent.UNBLOCK, PairState.RESOLVING,
                                        reason="the exchange matches the journal again")
                 logger.warning("reconciliation: {}: the exchange matches the journal again; unblocked", pair_id)
+
+    def _vanished(self, symbol: str, held: Decimal, explained: Decimal, report: ReconcileReport) -> bool:
+        """Less of ``symbol`` on the exchange than the journal explains, on the same side or none:
+        a leg left with no order of ours (liquidation, auto-deleveraging, a manual close).
+
+        The missing quantity is taken off the pairs whose leg on the symbol points that way, as
+        VANISHED journal rows (no order, no trade), so their derived legs equal the exchange; this
+        same pass then closes each surviving leg as a naked leg (``on_leg_vanished: close``), or
+        the pairs are HALTED with nothing sent (``alert``). A CRITICAL line says what vanished.
+        """
+        engine = self._engine
+        if explained == 0 or (held != 0 and (held > 0) != (explained > 0)) or abs(held) >= abs(explained):
+            return False
+        missing = explained - held  # signed, the side that vanished
+        alert = engine._exec.on_leg_vanished == "alert"
+        taken: list[str] = []
+        for pair_id, spec in engine.pairs.items():
+            if missing == 0:
+                break
+            for leg, leg_symbol in (("a", spec.symbol_a), ("b", spec.symbol_b)):
+                if leg_symbol != symbol or missing == 0:
+                    continue
+                qty = self.derived(pair_id)[0 if leg == "a" else 1]
+                if qty == 0 or (qty > 0) != (missing > 0):
+                    continue
+                gone = min(abs(qty), abs(missing))
+                self._record_vanished(spec, leg, symbol, gone if qty > 0 else -gone)
+                missing -= gone if missing > 0 else -gone
+                taken.append(f"{pair_id} {leg} {gone if qty > 0 else -gone}")
+                if alert and engine.pair_state(pair_id) is not PairState.HALTED:
+                    qa, qb = self.derived(pair_id)
+                    engine.lifecycle.apply(pair_id, PairEvent.HALT, PairState.HALTED, qty_a=qa, qty_b=qb,
+                                           reason=f"{symbol} leg vanished from the exchange (on_leg_vanished: alert)")
+        report.repaired[f"vanished {symbol}"] = ", ".join(taken)
+        logger.critical("reconciliation: {} VANISHED: the exchange holds {} but the journal explains {}, and no "
+                        "order of ours did it (liquidation, auto-deleveraging or a manual close) | taken off: {} | {}",
+                        symbol, held, explained, ", ".join(taken),
+                        "the pairs are HALTED, nothing sent" if alert else "closing the surviving legs")
+        return True
+
+    def _record_vanished(self, spec: Any, leg: str, symbol: str, signed_qty: Decimal) -> None:
+        engine = self._engine
+        signal_id = self._repair_signal_id(spec)
+        attempt = sum(1 for o in engine.journal.orders_for_signal(signal_id)
+                      if o.purpose is OrderPurpose.VANISHED and o.leg.value == leg)
+        request = OrderRequest(signal_id, spec.pair_id, leg, OrderPurpose.VANISHED, attempt, symbol,
+                               "sell" if signed_qty > 0 else "buy", abs(signed_qty),
+                               round_trip_id=engine.positions[spec.pair_id].round_trip_id)
+        with engine.journal.batch():
+            engine.journal.record_order_intent(
+                client_order_id=request.cid, signal_id=signal_id, pair_id=spec.pair_id, leg=leg,
+                purpose=OrderPurpose.VANISHED, attempt=attempt, symbol=symbol, side=request.side,
+                order_type="market", qty=request.qty, round_trip_id=request.round_trip_id)
+            engine.journal.update_order(request.cid, status=OrderStatus.FILLED, filled_qty=request.qty,
+                                        error="vanished from the exchange with no order of ours")
 
     async def _restore_pairs(self, report: ReconcileReport, *, startup: bool,
                              skip: AbstractSet[str] = frozenset()) -> None:

@@ -159,3 +159,39 @@ async def test_a_contradicted_journal_row_is_an_anomaly_and_the_pass_goes_on(mak
         assert rig.journal.get_order(cid).status.value == "REJECTED"  # kept as recorded
         assert rig.engine.pair_state("EOS_AXS") is PairState.BLOCKED  # the comparison still ran
         assert "AXS" in rig.engine.blocked["EOS_AXS"]
+
+
+@pytest.mark.parametrize("policy", ["close", "alert"])
+async def test_a_vanished_leg_closes_the_surviving_leg_or_halts(make_rig, policy: str) -> None:
+    """The EOS leg of a held pair disappears with no order of ours (here: closed by hand, as a
+    liquidation or auto-deleveraging would). Before, the pair was blocked for the rest of the run
+    with its AXS leg open and unhedged. Now a CRITICAL line says what vanished, the journal records
+    it, and the surviving leg is closed (``close``) or the pair HALTED with nothing sent (``alert``)."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=FAST_EXEC.model_copy(update={"on_leg_vanished": policy}))
+        spec = rig.pairs["EOS_AXS"]
+        entry = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert entry.executed
+        eos, axs = rig.sim_qty(spec.symbol_a), rig.sim_qty(spec.symbol_b)
+        assert eos < 0 < axs
+        client = local_client(ccxt_async.binanceusdm, rig.sim)
+        try:
+            await client.load_markets()
+            await client.create_order("EOS/USDT:USDT", "market", "buy", float(-eos), None, {"reduceOnly": True})
+        finally:
+            await client.close()
+        orders_before = len(rig.sim_orders("pb-"))
+        async with rig.engine._lock:
+            report = await rig.engine.reconciler.run(startup=False)
+        assert any("VANISHED" in line and "EOS" in line for line in rig.lines("CRITICAL"))
+        assert rig.engine.blocked == {}
+        vanished = [o for o in rig.journal.orders_for_pair("EOS_AXS") if o.purpose.value == "VANISHED"]
+        assert [(o.symbol, o.side.value, o.filled_qty) for o in vanished] == [(spec.symbol_a, "buy", -eos)]
+        if policy == "close":
+            assert rig.engine.pair_state("EOS_AXS") is PairState.FLAT
+            assert rig.sim_qty(spec.symbol_a) == rig.sim_qty(spec.symbol_b) == 0  # AXS closed too
+            assert "closed naked" in report.repaired["EOS_AXS"]
+        else:
+            assert rig.engine.pair_state("EOS_AXS") is PairState.HALTED
+            assert (rig.sim_qty(spec.symbol_a), rig.sim_qty(spec.symbol_b)) == (0, axs)
+            assert len(rig.sim_orders("pb-")) == orders_before  # nothing sent
