@@ -29,7 +29,7 @@ from core.stats import SessionStats, final_statistics_text, render_tables
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
-SHUTDOWN_TIMEOUT_SECONDS = 4.0  # DESIGN.md section 9: stopped, stats printed, within 5 s
+SHUTDOWN_TIMEOUT_SECONDS = 4.0  # docs/architecture.md, "Errors, logs, exit codes": stopped, stats printed, within 5 s
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 

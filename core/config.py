@@ -6,7 +6,7 @@ instead of being coerced or silently ignored. No raw dict travels past ``load_ap
 ``load_pairs_config``; the rest of the bot reads these models or the per-pair ``SignalParams``.
 
 The original design's keys (``binance_api_key``, ``trading_mode``, ``data.exchange``,
-``data.use_testnet``, ``z_score_threshold``, ...) are all accepted, see DESIGN.md section 11.
+``data.use_testnet``, ``z_score_threshold``, ...) are all accepted, see docs/architecture.md, "Configuration".
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ExchangeConfig(_Strict):
     # a pair 200 ms apart. Orders are few; a 429/418 is retried with backoff instead.
     enable_rate_limit: bool = True
     # recvWindow of signed requests. It bounds how long an order whose outcome is unknown can
-    # still land (DESIGN.md section 6): a shorter window resolves a lost order sooner.
+    # still land (docs/architecture.md, "Order outcomes"): a shorter window resolves a lost order sooner.
     recv_window_ms: int = Field(default=5_000, ge=100, le=60_000)
 
     @field_validator("id")
@@ -100,7 +100,7 @@ class SeedDataConfig(_Strict):
 
 
 class SignalConfig(_Strict):
-    """Defaults for every pair's signal generator (DESIGN.md section 4).
+    """Defaults for every pair's signal generator (docs/architecture.md, "Signals and sizing").
 
     Thresholds are in Z units. ``exit_threshold`` 0 exits when the spread crosses its mean.
     ``max_holding_bars`` None means three half-lives of the pair (``half_life_candles``).
@@ -128,7 +128,7 @@ class SignalConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    """How the engine sizes and places orders (DESIGN.md sections 5 and 6).
+    """How the engine sizes and places orders (docs/architecture.md, "Signals and sizing" and "Order outcomes").
 
     ``max_slippage_pct`` is a fraction (0.001 = 0.1 %), as in the original design.
     ``max_hedge_error`` is the largest relative distance, after rounding to lot steps, between

@@ -68,7 +68,7 @@ class Redactor:
 
 def setup_logging(config: LoggingConfig, *, secrets: Iterable[str], console_level: str | None = None,
                   console: Any = None) -> LogPaths:
-    """Replace loguru's default sink with the three sinks of DESIGN.md section 9.
+    """Replace loguru's default sink with the three sinks of docs/architecture.md, "Errors, logs, exit codes".
 
     Called only after the configuration is valid, so a bad config writes nothing.
     """

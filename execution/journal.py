@@ -2,7 +2,7 @@
 
 Why SQLite with WAL and ``synchronous=FULL``: an order's intent must survive a SIGKILL (or a
 power cut) right after it is written, because on restart the engine looks every unresolved
-client order id up on the exchange before it does anything else (DESIGN.md section 6,
+client order id up on the exchange before it does anything else (docs/architecture.md, "Order outcomes",
 protocol 3). FULL makes every commit durable, not only consistent.
 
 Why the calls are synchronous although the engine is asyncio: each call is one small
@@ -110,7 +110,7 @@ _V2 = [
     "CREATE UNIQUE INDEX round_trips_one_open ON round_trips (pair_id) WHERE closed_ts_ms IS NULL",
 ]
 
-# v3: an order's resolution horizon (DESIGN.md section 6: "not found" is final only after it),
+# v3: an order's resolution horizon (docs/architecture.md, "Order outcomes": "not found" is final only after it),
 # and a table of journal events (a round trip repriced by late fills, an anomaly) so that what
 # changed a stored figure after the fact is on record next to it.
 _V3 = [

@@ -62,7 +62,7 @@ PAIR_TRANSITIONS: Mapping[tuple[PairState, PairEvent], frozenset[PairState]] = {
     (P.EXITING, PairEvent.EXIT_DONE): frozenset({P.FLAT}),
     **{(s, PairEvent.OUTCOME_UNKNOWN): frozenset({P.RESOLVING})
        for s in (P.FLAT, P.ENTERING, P.LONG_SPREAD, P.SHORT_SPREAD, P.EXITING, P.RESOLVING)},
-    (P.RESOLVING, PairEvent.RESOLVED): _DERIVED | {P.HALTED},
+    (P.RESOLVING, PairEvent.RESOLVED): _DERIVED,
     **{(s, PairEvent.RESTORED): _DERIVED for s in (P.FLAT, P.ENTERING, P.LONG_SPREAD, P.SHORT_SPREAD, P.EXITING)},
     **{(s, PairEvent.HALT): frozenset({P.HALTED})
        for s in (P.FLAT, P.ENTERING, P.LONG_SPREAD, P.SHORT_SPREAD, P.EXITING, P.RESOLVING)},

@@ -3,7 +3,7 @@
 Why pure: sizing decides money. Keeping it free of I/O lets the tests pin every rounding case,
 and lets the engine refuse a signal before any order exists.
 
-Conventions (DESIGN.md section 5), gross notional ``G`` per pair, hedge ratio ``beta``:
+Conventions (docs/architecture.md, "Signals and sizing"), gross notional ``G`` per pair, hedge ratio ``beta``:
 - log spread: value in Y ``V_y = G / (1 + beta)``, in X ``V_x = beta * V_y``; qty = value / mid.
 - raw spread: units ``q_y = G / (P_y + beta * P_x)``, ``q_x = beta * q_y``.
 Quantities are floored to the lot step by the exchange's own precision helper, each leg must pass

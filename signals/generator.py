@@ -1,4 +1,4 @@
-"""SignalGenerator: one pair's quotes in, trading signals out (DESIGN.md section 4).
+"""SignalGenerator: one pair's quotes in, trading signals out (docs/architecture.md, "Signals and sizing").
 
 One generator per pair. The hub calls :meth:`SignalGenerator.on_quote` with every quote of
 either leg; the generator validates it, keeps each leg's latest mid, updates the spread and

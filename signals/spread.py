@@ -1,4 +1,4 @@
-"""Spread of one pair, sampled into bars, with the live rolling Z of DESIGN.md section 4.
+"""Spread of one pair, sampled into bars, with the live rolling Z of docs/architecture.md, "Signals and sizing".
 
 ``SpreadCalculator`` owns four things for one pair: the hedge ratio, the price transform
 (``log`` or ``raw``), the bar sampler, and the streaming window of ``signals.kernels``. It knows

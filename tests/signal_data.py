@@ -3,7 +3,7 @@
 Everything here reads the bundled files under ``data/`` (real Binance USD-M data, see
 ``data/README.md``); nothing is synthetic. The oracles are deliberately plain pandas:
 
-* :func:`pandas_z` is the literal DESIGN.md reference ``(s - s.rolling(N).mean()) /
+* :func:`pandas_z` is the literal reference of docs/architecture.md, "Signals and sizing" ``(s - s.rolling(N).mean()) /
   s.rolling(N).std()``. pandas updates its rolling variance by adding and removing values
   (Welford), which drifts: on the bundled 5m series it is off the exact value by up to ~7e-8
   relative (log BTC, N = 20) and by ~1.5e-7 after 1e6 updates of raw BTC.

@@ -32,3 +32,14 @@ def test_the_order_state_table_is_the_journals_transition_table() -> None:
 
 def test_the_outcome_table_names_every_outcome() -> None:
     assert [r[0].strip("`") for r in _table_rows("Order outcomes")] == [o.value for o in Outcome]
+
+
+def test_the_pair_lifecycle_table_is_the_code_table() -> None:
+    from core.types import PairState
+    from execution.lifecycle import PAIR_TRANSITIONS, PairEvent
+
+    documented = {}
+    for event, sources, targets in _table_rows("Pair lifecycle"):
+        for source in sources.split(", "):
+            documented[(PairState(source), PairEvent(event))] = frozenset(PairState(t) for t in targets.split(", "))
+    assert documented == dict(PAIR_TRANSITIONS)

@@ -1,4 +1,4 @@
-"""Layering (DESIGN.md section 6): production code never imports ``simulator/``, the test exchange.
+"""Layering (docs/architecture.md, "Order outcomes"): production code never imports ``simulator/``, the test exchange.
 
 The matching engine and fill model live in ``matching/``, which serves paper trading and the
 simulator alike and imports only the standard library (so also no ccxt, aiohttp, execution or

@@ -4,7 +4,7 @@ Every test binds the simulator to 127.0.0.1 port 0 and bounds itself with ``asyn
 Nothing here asserts on elapsed time: waits are "until a condition holds", with a deadline that
 only turns a hang into a failure. The recorded market data are read once per module.
 
-What each test pins down (DESIGN.md section 3, signals/market_data.py):
+What each test pins down (docs/architecture.md, "Flow", signals/market_data.py):
 
 * symbol forms resolve to the unified perpetual; an unknown one names its pair;
 * one subscription carries 20 symbols; with a slow consumer, quotes are coalesced (never

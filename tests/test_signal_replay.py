@@ -5,7 +5,7 @@ quotes at the bar's close prices: leg a at +299.0 s, leg b at +299.5 s of the ca
 ``max_quote_age_ms = 1000`` leg a's quote meets a bar-old leg b and is gated as stale, so the
 generator decides once per bar, on leg b's quote, with the bar-close spread -- and its live Z
 there is by definition the rolling Z of the bar-close series. The reference below is written
-independently: pandas for Z, a plain loop for DESIGN.md's rules. Every callback returns True.
+independently: pandas for Z, a plain loop for the rules of docs/architecture.md, "Signals and sizing". Every callback returns True.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _params(beta: float, cooldown_s: float = COOLDOWN_S) -> SignalParams:
 
 
 def reference_signals(z: np.ndarray, ts: np.ndarray, start: int, cooldown_s: float) -> list[tuple[int, str]]:
-    """DESIGN.md section 4 over the bar-close Z series, from bar ``start`` on, starting FLAT."""
+    """docs/architecture.md, "Signals and sizing" over the bar-close Z series, from bar ``start`` on, starting FLAT."""
     state, entry_ts, stop_until = "FLAT", 0, -math.inf
     last: dict[str, float] = {}
     out = []
