@@ -544,7 +544,7 @@ class ExecutionEngine:
                                 "no limit filled and prices moved beyond max_slippage_pct; nothing is open",
                                 ack_ms=ack_ms)
         lefts = await gather_all(*(self._close_quantity(signal, spec, leg, symbol, _opposite(side), qty,
-                                                        OrderPurpose.ROLLBACK, unsaved=qty)
+                                                        OrderPurpose.ROLLBACK)
                                    for leg, symbol, side, qty in legs))
         round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
                                                   opened_ts_ms=signal.ts_ms)
@@ -627,8 +627,7 @@ class ExecutionEngine:
                     excess: Decimal, held: Decimal) -> Decimal:
         """Reduce an over-filled leg (``held`` filled so far, not saved yet); returns what was taken off."""
         self.counters.trims += 1
-        left = await self._close_quantity(signal, spec, leg, symbol, _opposite(entry_side), excess, OrderPurpose.TRIM,
-                                          unsaved=held)
+        left = await self._close_quantity(signal, spec, leg, symbol, _opposite(entry_side), excess, OrderPurpose.TRIM)
         return excess - left
 
     async def _rollback_single_leg(self, signal: TradingSignal, spec: PairSpec, *, filled_leg: str, qty: Decimal,
@@ -638,7 +637,7 @@ class ExecutionEngine:
         logger.error("{} {}: only leg {} ({} {} {}) filled; rolling it back", spec.pair_id, signal.signal_id,
                      filled_leg, side, qty, symbol)
         left = await self._close_quantity(signal, spec, filled_leg, symbol, _opposite(side), qty,
-                                          OrderPurpose.ROLLBACK, unsaved=qty)
+                                          OrderPurpose.ROLLBACK)
         round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
                                                   opened_ts_ms=signal.ts_ms)
         if left == 0:
@@ -659,35 +658,47 @@ class ExecutionEngine:
                             state=PairState.HALTED)
 
     async def _close_quantity(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, side: str,
-                              qty: Decimal, purpose: OrderPurpose, *, unsaved: Decimal = ZERO) -> Decimal:
-        """Market-close ``qty`` with retries and backoff; returns what is still open.
+                              qty: Decimal, purpose: OrderPurpose) -> Decimal:
+        return await self.close_quantity(signal_id=signal.signal_id, pair_id=spec.pair_id, leg=leg, symbol=symbol,
+                                         side=side, qty=qty, purpose=purpose)
+
+    async def close_quantity(self, *, signal_id: str, pair_id: str, leg: str, symbol: str, side: str, qty: Decimal,
+                             purpose: OrderPurpose, round_trip_id: int | None = None) -> Decimal:
+        """The one close routine: exit, rollback, trim, unwind and reconciliation repair. Market-
+        closes ``qty`` on ``side`` with retries and backoff; returns what is still open.
 
         An attempt that fills nothing costs one of ``max_order_retries`` and is followed by a
-        backoff; an attempt that fills part (a thin book expiring the rest) is followed at once
-        by one for the remainder, up to ``_MAX_CLOSE_ATTEMPTS`` in all, so partial fills alone
-        do not leave a leg open. ``unsaved``: quantity of this leg filled by this execution and
-        not in ``self.positions`` yet (trim, rollback), which a reduce-only order may close.
+        backoff; an attempt that fills part (a thin book expiring the rest) is followed at once by
+        one for the remainder, up to ``_MAX_CLOSE_ATTEMPTS`` in all. An attempt whose outcome is
+        unknown stops the loop (``OutcomeUnresolved``): no attempt + 1 under a new id. Attempts
+        whose clientOrderId the journal already has (a repair signal reused within a pass) are
+        skipped.
+
+        Reduce-only is decided on the account's net position on the symbol as the journal
+        derives it now (every order's filled quantity, this loop's included) plus the adopted
+        external positions: exactly what the exchange holds once reconciliation agreed. When the
+        order cannot be reduce-only (another pair holds the other side of a shared leg) and is
+        below the exchange's minimum, no such order exists (-4164): overshoot to the smallest
+        tradeable size, then take the excess back reduce-only, which any size may be.
         """
-        left = qty  # below zero after an overshoot (see below), until it is taken back
-        failures = 0
-        for attempt in range(_MAX_CLOSE_ATTEMPTS):
-            if left == 0 or failures > self._exec.max_order_retries:
-                break
+        existing = {o.client_order_id for o in self.journal.orders_for_signal(signal_id)}
+        left = qty  # below zero after an overshoot, until it is taken back
+        failures = sent = attempt = 0
+        while left != 0 and failures <= self._exec.max_order_retries and sent < _MAX_CLOSE_ATTEMPTS:
             back = left < 0
             order_side = _opposite(side) if back else side
             want = abs(left)
-            # On the exchange but not in self.positions yet: what this execution holds unsaved, and
-            # what earlier attempts of this loop already closed (an exit's first partial fill).
-            pending = _signed(unsaved, _opposite(side)) + _signed(qty - left, side)
-            reduce_only = self._reduce_only_ok(symbol, order_side, want, pending)
-            # Not reduce-only (another pair holds the other side of this leg) and below the
-            # exchange's minimum: no such order exists (-4164). Overshoot to the smallest
-            # tradeable size, then take the excess back reduce-only, which any size may be.
+            reduce_only = self._reduce_only_ok(symbol, order_side, want)
             send = want if reduce_only or back else max(want, self.smallest_order(symbol))
-            if attempt and purpose is OrderPurpose.EXIT:
+            request = OrderRequest(signal_id, pair_id, leg, purpose, attempt, symbol, order_side, send,
+                                   reduce_only=reduce_only, round_trip_id=round_trip_id)
+            attempt += 1
+            if request.cid in existing:
+                continue
+            if sent and purpose is OrderPurpose.EXIT:
                 self.counters.exit_retries += 1
-            placed = await self.placer.place(OrderRequest(signal.signal_id, spec.pair_id, leg, purpose, attempt,
-                                                          symbol, order_side, send, reduce_only=reduce_only))
+            sent += 1
+            placed = await self.placer.place(request)
             (filled,) = known_filled(placed)  # unknown stops the loop: no attempt+1 under a new id
             left += filled if back else -filled
             if filled == 0:
@@ -695,8 +706,8 @@ class ExecutionEngine:
                 if left != 0 and failures <= self._exec.max_order_retries:
                     await asyncio.sleep(self.placer.backoff(failures - 1))
         if left < 0:
-            logger.critical("{} {}: closed {} {} more than held; the excess is open", spec.pair_id,
-                            signal.signal_id, -left, symbol)
+            logger.critical("{} {}: closed {} {} more than held; the excess is open", pair_id, signal_id, -left,
+                            symbol)
         return left
 
     # -- exits ----------------------------------------------------------------------------------
@@ -744,17 +755,16 @@ class ExecutionEngine:
         """ENTERING, committed in the same transaction as the entry's intents (no extra fsync)."""
         return lambda: self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_SENT, PairState.ENTERING)
 
-    def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal, unsaved: Decimal = ZERO) -> bool:
+    def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal) -> bool:
         """Reduce-only only when the account's net position on the symbol can absorb it.
 
         Pairs share legs and the account is one-way, so a pair's leg can point against the net
-        position; a reduce-only order would then be refused (-2022) and the leg left open.
-        ``unsaved`` is the signed quantity this execution holds on the symbol but has not saved
-        to ``self.positions`` yet (a leg being trimmed or rolled back). Without it a trim or
-        rollback below min notional went out without reduce-only and was refused (-4164).
+        position; a reduce-only order would then be refused (-2022) and the leg left open. The
+        net is the journal's (every order's filled quantity, whichever pair or purpose, so fills
+        of this execution not yet in ``positions`` count) plus the adopted external positions,
+        the same figure reconciliation compares with the exchange.
         """
-        net = sum((p.qty_a if p.symbol_a == symbol else ZERO) + (p.qty_b if p.symbol_b == symbol else ZERO)
-                  for p in self.positions.values()) + unsaved
+        net = self.journal.net_filled(symbol) + self.reconciler.external.get(symbol, ZERO)
         return net >= qty if side == "sell" else net <= -qty
 
     def smallest_order(self, symbol: str) -> Decimal:

@@ -468,6 +468,12 @@ class Journal:
         statuses = sorted(status.value for status in OPEN_STATUSES)
         return self._orders(f"status IN ({', '.join('?' * len(statuses))})", statuses)
 
+    def net_filled(self, symbol: str) -> Decimal:
+        """The signed quantity of ``symbol`` that every order in the journal filled, net (buys -
+        sells): what the bot's account holds on it according to the journal."""
+        rows = self._read("SELECT side, filled_qty FROM orders WHERE symbol = ? AND filled_qty != '0'", (symbol,))
+        return sum((Decimal(q) if side == "buy" else -Decimal(q) for side, q in rows), Decimal(0))
+
     def order_events(self, client_order_id: str) -> list[OrderEvent]:
         rows = self._read("SELECT * FROM order_events WHERE client_order_id = ? ORDER BY event_id",
                           (client_order_id,))

@@ -41,7 +41,7 @@ from core.types import PairState, SignalType, TradingSignal
 from execution.journal_models import (FillConflictError, IllegalTransitionError, OrderPurpose, OrderRecord,
                                       OrderStatus, PairPosition, Side)
 from execution.lifecycle import IllegalPairTransition, PairEvent
-from execution.orders import CLIENT_ID_PREFIX, OrderRequest, OutcomeUnresolved, known_filled
+from execution.orders import CLIENT_ID_PREFIX, OrderRequest, OutcomeUnresolved
 from execution.resolver import Resolution
 
 ZERO = Decimal(0)
@@ -484,43 +484,14 @@ class Reconciler:
 
     async def _repair_order(self, spec: Any, position: PairPosition, leg: str, symbol: str, held: Decimal,
                             qty: Decimal) -> Decimal:
-        """Reduce ``held`` by ``qty`` with REPAIR orders under this pass's repair signal id;
-        returns how much was taken off.
-
-        Reduce-only is decided on the account's net position as the journal derives it *now*
-        (every pair's legs, this repair's own fills included, plus adopted external positions),
-        which is what the exchange holds once the comparison passed. ``engine.positions`` is the
-        wrong source: it is not updated until the pair is restored, so after a partial repair
-        fill it overstated the position, and the rest went out reduce-only and was refused
-        (-2022) when another pair held the other side of a shared leg.
-
-        When the order cannot be reduce-only (the account's net is on the other side, through
-        another pair) and is below the exchange's minimum, no order for it exists (-4164). Then
-        the repair overshoots to the smallest tradeable quantity and buys (sells) the excess back
-        reduce-only, which the exchange accepts at any size: the net effect is ``qty``.
-        """
+        """Reduce ``held`` by ``qty`` with REPAIR orders under this pass's repair signal id, through
+        the engine's one close routine (``ExecutionEngine.close_quantity``); returns how much
+        was taken off."""
         engine = self._engine
-        signal_id = self._repair_signal_id(spec)
-        close_side = "sell" if held > 0 else "buy"
-        removed = ZERO
-        existing = {o.client_order_id for o in engine.journal.orders_for_signal(signal_id)}
-        attempt = 0
-        while removed != qty and attempt < engine._exec.max_order_retries + 5:
-            back = removed > qty  # an overshoot to take back
-            side = ("buy" if close_side == "sell" else "sell") if back else close_side
-            want = abs(qty - removed)
-            net = self.expected_positions()[symbol] + self.external.get(symbol, ZERO)
-            reduce_only = net >= want if side == "sell" else net <= -want
-            send = want if reduce_only or back else max(want, engine.smallest_order(symbol))
-            request = OrderRequest(signal_id, spec.pair_id, leg, OrderPurpose.REPAIR, attempt, symbol, side,
-                                   send, reduce_only=reduce_only, round_trip_id=position.round_trip_id)
-            attempt += 1
-            if request.cid in existing:
-                continue
-            placed = await engine.placer.place(request)
-            (filled,) = known_filled(placed)  # unknown: stop, the resolver has it (no attempt+1)
-            removed += -filled if back else filled
-        return removed
+        left = await engine.close_quantity(signal_id=self._repair_signal_id(spec), pair_id=spec.pair_id, leg=leg,
+                                           symbol=symbol, side="sell" if held > 0 else "buy", qty=qty,
+                                           purpose=OrderPurpose.REPAIR, round_trip_id=position.round_trip_id)
+        return qty - left
 
     def _repair_signal_id(self, spec: Any) -> str:
         """Repairs need a recorded signal for the journal's foreign keys; one per pass and pair."""

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import ccxt.async_support as ccxt_async
+
 from core.config import ExecutionConfig, RiskConfig
 from core.types import PairState, SignalType
 from execution.journal_models import OrderPurpose, OrderType
 from execution.results import ExecutionStatus, Reason
 from simulator.config import AccountConfig, SimulatorConfig
 from simulator.server import SimulatorServer
+from tests.sim_helpers import local_client
 from tests.engine_rig import (BTC_ETH, EOS_AXS, FAST_EXEC, REPLAY, SYMBOLS, TEST_TIMEOUT_S,
                               assert_journal_matches_exchange, wait_for_state)
 
@@ -102,3 +105,30 @@ async def test_stop_with_a_short_grace_journals_resolving_and_the_restart_repair
         assert restarted.sim_qty(spec.symbol_a) == restarted.sim_qty(spec.symbol_b) == 0
         assert not [o for o in restarted.sim_orders("pb-") if o["status"] in ("NEW", "PARTIALLY_FILLED")]
         assert_journal_matches_exchange(restarted)
+
+
+async def test_closes_count_adopted_external_positions_like_reconciliation(make_rig, sim_data) -> None:
+    """100 EOS on the account are the user's, adopted at start (``--adopt``). The pair then sells
+    EOS. Its exit buys it back: the engine decided reduce-only on its own positions only and sent
+    a reduce-only buy the exchange refused (-2022) four times, then HALTED. The one close routine
+    decides on the journal's net plus the adopted positions, as reconciliation does."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=REPLAY), data=sim_data)
+        await sim.start()
+        sim.pause()
+        client = local_client(ccxt_async.binanceusdm, sim)
+        try:
+            await client.load_markets()
+            await client.set_margin_mode("isolated", "EOS/USDT:USDT")  # as the bot will want it
+            await client.create_order("EOS/USDT:USDT", "market", "buy", 100)
+        finally:
+            await client.close()
+        rig = await make_rig(sim=sim, adopt=True)
+        spec = rig.pairs["EOS_AXS"]
+        assert rig.engine.reconciler.external == {spec.symbol_a: Decimal(100)}
+        entry = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert entry.executed
+        exit_ = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.EXIT))
+        assert exit_.status is ExecutionStatus.EXECUTED, exit_
+        assert rig.engine.counters.orders_rejected == 0 and rig.engine.counters.halts == 0
+        assert (rig.sim_qty(spec.symbol_a), rig.sim_qty(spec.symbol_b)) == (Decimal(100), 0)  # the user's, untouched
