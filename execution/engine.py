@@ -1,8 +1,10 @@
 """ExecutionEngine: trades both legs of a pair as one unit, with the five safety protocols.
 
-P1 lock: one ``asyncio.Lock`` serialises executions; a signal id seen before (in memory or in
-   the journal, so across restarts) is refused, and so is a second signal for a pair inside
-   the duplicate window.
+P1 lock: an execution holds the locks of its pair's two symbols (sorted order; a
+   reconciliation pass holds all), so pairs sharing a symbol take turns and others run side by
+   side; a signal id seen before (in memory or in the journal, so across restarts) is refused,
+   and so is a second signal for a pair inside the duplicate window (also across restarts).
+   Every change of a pair's state goes through ``PairLifecycle`` (execution/lifecycle.py).
 P2 partial fills: after both legs are final, the short leg is topped up, then the long leg is
    trimmed, so the book never keeps more than one lot step of hedge imbalance.
 P3 ghost orders: every order goes through ``OrderPlacer`` (journal first, lookup by
@@ -122,6 +124,9 @@ class ExecutionEngine:
             await self.adapter.set_margin_mode(symbol, self._margin_mode)
         await self.refresh_balance()
         for pair_id, spec in self.pairs.items():
+            last = self.journal.last_signal_ts(pair_id)
+            if last is not None:  # the per-pair duplicate window holds across restarts too
+                self._last_signal_ts[pair_id] = last
             stored = self.journal.get_position(pair_id)
             self.positions[pair_id] = stored or PairPosition(pair_id, PairState.FLAT, ZERO, ZERO,
                                                              spec.symbol_a, spec.symbol_b)
@@ -481,6 +486,14 @@ class ExecutionEngine:
         if fa != plan.leg_a.qty or fb != plan.leg_b.qty:
             fa, fb = await self._repair_partial(signal, spec, plan.leg_a.qty, plan.leg_b.qty,
                                                 fa, fb, plan.leg_a.side, plan.leg_b.side)
+            off = self._hedge_off(spec, plan, fa, fb)
+            if off and fa and fb:  # a trim that failed is never accepted silently
+                round_trip = self.journal.open_round_trip(spec.pair_id, entry_signal_id=signal.signal_id,
+                                                          opened_ts_ms=signal.ts_ms)
+                reason = f"hedge repair failed: {off} beyond one lot step of the hedge"
+                self._halt(spec, reason, sign_a * fa, sign_b * fb, round_trip, signal)
+                return self._result(signal, ExecutionStatus.HALTED, Reason.ROLLBACK_FAILED, reason, fa, fb,
+                                    ack_ms=ack_ms, state=PairState.HALTED)
         if fa == 0 or fb == 0:  # a repair can only get here if a trim closed a whole leg
             return await self._rollback_single_leg(signal, spec, filled_leg="a" if fa > 0 else "b",
                                                    qty=fa if fa > 0 else fb,
@@ -523,8 +536,19 @@ class ExecutionEngine:
                     for r, _ in missing)
         limit = Decimal(str(self._exec.max_slippage_pct))
         if moved <= limit:
-            chase = [OrderRequest(signal.signal_id, spec.pair_id, r.leg, OrderPurpose.LIMIT_CHASE, 1, r.symbol,
-                                  r.side, qty) for r, qty in missing]
+            # P4 for the completions too: a remainder below the exchange's minimum is no order; it is
+            # left to P2 (top-up or trim of the other leg), which checks its own sizes.
+            chase = []
+            for r, qty in missing:
+                mid = _dec(signal.mid_a if r.leg == "a" else signal.mid_b)
+                try:
+                    chase.append(OrderRequest(signal.signal_id, spec.pair_id, r.leg, OrderPurpose.LIMIT_CHASE, 1,
+                                              r.symbol, r.side, check_order_limits(self.adapter, r.symbol, qty, mid,
+                                                                                   reduce_only=False)))
+                except SizingRefused as exc:
+                    self.counters.precision_refusals += 1
+                    logger.info("{} {}: no completion of leg {} ({}); P2 repairs the hedge", spec.pair_id,
+                                signal.signal_id, r.leg, exc)
             done = await gather_all(*(self.placer.place(c) for c in chase))
             for c, d in zip(chase, known_filled(*done)):
                 filled[0 if c.leg == "a" else 1] += d
@@ -610,6 +634,15 @@ class ExecutionEngine:
         log_trade_event("partial_fill_repaired", pair_id=spec.pair_id, signal_id=signal.signal_id,
                         filled_a=str(fa), filled_b=str(fb))
         return fa, fb
+
+    def _hedge_off(self, spec: PairSpec, plan: EntryPlan, fa: Decimal, fb: Decimal) -> str:
+        """"" when the legs are within one lot step of the planned hedge (P2's promise), else what
+        is over, e.g. "EOS/USDT:USDT 12.3"."""
+        step_a = self.adapter.rules(spec.symbol_a).step_size
+        step_b = self.adapter.rules(spec.symbol_b).step_size
+        over_a = _excess(fa, fb, plan.leg_a.qty, plan.leg_b.qty, step_a)
+        over_b = _excess(fb, fa, plan.leg_b.qty, plan.leg_a.qty, step_b)
+        return f"{spec.symbol_a} {over_a}" if over_a else f"{spec.symbol_b} {over_b}" if over_b else ""
 
     async def _top_up(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, side: str,
                       missing: Decimal, have: Decimal, mid: Decimal) -> Decimal:

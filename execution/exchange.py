@@ -60,7 +60,8 @@ class MarketRules:
     tick_size: Decimal
     min_qty: Decimal
     min_notional: Decimal
-    max_qty: Decimal | None = None
+    max_qty: Decimal | None = None  # LOT_SIZE: limit orders
+    max_market_qty: Decimal | None = None  # MARKET_LOT_SIZE: market orders (EOS: 200,000 vs 1,000,000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +242,7 @@ class CcxtExchange:
             min_qty=_dec((limits.get("amount") or {}).get("min") or 0),
             min_notional=_dec((limits.get("cost") or {}).get("min") or 0),
             max_qty=_dec_or_none((limits.get("amount") or {}).get("max")),
+            max_market_qty=_dec_or_none((limits.get("market") or {}).get("max")),
         )
         self._rules[symbol] = rules
         return rules

@@ -338,6 +338,14 @@ class Journal:
         rows = self._read("SELECT * FROM signals WHERE signal_id = ?", (signal_id,))
         return signal_from_row(rows[0]) if rows else None
 
+    def last_signal_ts(self, pair_id: str) -> int | None:
+        """Exchange time of the pair's newest recorded signal (the duplicate window's anchor)."""
+        # Reconciliation's repair signals (ids "R<pair>-<hex ms>", stamped with the wall clock) are
+        # not the market's and do not count.
+        rows = self._read("SELECT MAX(ts_ms) FROM signals WHERE pair_id = ? AND signal_id NOT GLOB 'R*'",
+                          (pair_id,))
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
     def signals_for_pair_since(self, pair_id: str, ts_ms: int) -> list[SignalRecord]:
         """Signals of a pair with ``ts_ms`` at or after the given time, oldest first; lets the
         engine apply its per-pair duplicate window across restarts."""

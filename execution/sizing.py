@@ -52,6 +52,7 @@ class RulesLike(Protocol):
     min_qty: Decimal
     min_notional: Decimal
     max_qty: Decimal | None
+    max_market_qty: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +140,13 @@ def _rounded_valid(precision: PrecisionSource, symbol: str, qty: Decimal, price:
     rounded = precision.amount_to_precision(symbol, qty)
     if rounded <= 0 or rounded < rules.min_qty:
         raise SizingRefused(SizingRefusal.BELOW_MIN_QTY, f"{symbol} qty {rounded} < min qty {rules.min_qty}")
-    if rules.max_qty is not None and rounded > rules.max_qty:
-        raise SizingRefused(SizingRefusal.ABOVE_MAX_QTY, f"{symbol} qty {rounded} > max qty {rules.max_qty}")
+    # A leg may go to market (every order but a resting limit, and a limit entry's completion),
+    # where MARKET_LOT_SIZE bounds it, not LOT_SIZE: the smaller of the two caps applies.
+    caps = [c for c in (rules.max_qty, rules.max_market_qty) if c is not None]
+    if caps and rounded > min(caps):
+        raise SizingRefused(SizingRefusal.ABOVE_MAX_QTY, f"{symbol} qty {rounded} > max qty {min(caps)}"
+                                                          f" (LOT_SIZE {rules.max_qty}, MARKET_LOT_SIZE "
+                                                          f"{rules.max_market_qty})")
     if check_notional and rounded * price < rules.min_notional:
         raise SizingRefused(SizingRefusal.BELOW_MIN_NOTIONAL,
                             f"{symbol} notional {rounded * price:.4f} < min notional {rules.min_notional}")

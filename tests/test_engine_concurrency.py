@@ -132,3 +132,21 @@ async def test_closes_count_adopted_external_positions_like_reconciliation(make_
         assert exit_.status is ExecutionStatus.EXECUTED, exit_
         assert rig.engine.counters.orders_rejected == 0 and rig.engine.counters.halts == 0
         assert (rig.sim_qty(spec.symbol_a), rig.sim_qty(spec.symbol_b)) == (Decimal(100), 0)  # the user's, untouched
+
+
+async def test_the_duplicate_window_holds_across_a_restart(make_rig, tmp_path) -> None:
+    """A second signal for a pair inside duplicate_window_seconds is refused, also when the first
+    one was handled before a restart (the window was kept in memory only)."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        path = tmp_path / "window.sqlite"
+        rig = await make_rig(journal_path=path)
+        first = rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)
+        assert (await rig.engine.execute_signal(first)).executed
+        await rig.engine.stop()
+        rig.journal.close()
+        restarted = await make_rig(journal_path=path, sim=rig.sim)
+        soon = restarted.signal("EOS_AXS", SignalType.EXIT, ts_ms=first.ts_ms + 500)  # window: 1 s
+        refused = await restarted.engine.execute_signal(soon)
+        assert (refused.status, refused.reason) == (ExecutionStatus.REFUSED, Reason.DUPLICATE_WINDOW)
+        later = restarted.signal("EOS_AXS", SignalType.EXIT, ts_ms=first.ts_ms + 1500)
+        assert (await restarted.engine.execute_signal(later)).executed

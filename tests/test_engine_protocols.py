@@ -101,6 +101,28 @@ def _use_spec(rig: Rig, spec: PairSpec) -> None:
     rig.engine.pairs[spec.pair_id] = spec
 
 
+async def test_p2_a_trim_that_fails_halts_the_pair_instead_of_passing_silently(make_rig) -> None:
+    """As above (top-up cut short, so leg a must be trimmed), but every trim is refused: the
+    entry used to report EXECUTED with more than one lot step of imbalance. Now it halts."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(pairs=(Pair("THIN", "EOS/USDT", "AXS/USDT", D(1), D(1000)),), replay=THIN_BOOK,
+                             fills=FillConfig(depth_levels=0), hooked=True)
+        a, b = rig.pairs["THIN"].symbol_a, rig.pairs["THIN"].symbol_b
+        spec, want_a, want_b = _thin_pair(rig.book, rig.step, symbol_a=a, symbol_b=b,
+                                          want_b=lambda top, s: 2 * top + (top / 2 / s).to_integral_value() * s)
+        _use_spec(rig, spec)
+        rig.adapter.before_create = lambda n: rig.sim.set_faults(reject_probability=1.0, reject_code=REJECT) \
+            if n == 4 else None  # aE0, bE0, bU0, then the trim aT0 and its retries are refused
+        result = await rig.engine.execute_signal(rig.signal("THIN", SignalType.ENTER_LONG_SPREAD))
+        assert (result.status, result.state_after) == (ExecutionStatus.HALTED, PairState.HALTED), result
+        assert "hedge repair failed" in result.detail and a in result.detail
+        held_a, held_b = -rig.sim_qty(a), rig.sim_qty(b)
+        over_a, _ = hedge_excess(held_a, held_b, want_a, want_b, rig.step(a), rig.step(b))
+        assert over_a >= 1  # the imbalance the halt reports is real
+        position = rig.engine.positions["THIN"]
+        assert (position.qty_a, position.qty_b) == (-held_a, held_b)
+
+
 async def test_p2_short_leg_is_topped_up_to_the_full_hedge(make_rig) -> None:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         rig = await _thin_rig(make_rig, ("EOS/USDT", "AXS/USDT"))

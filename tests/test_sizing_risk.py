@@ -24,6 +24,7 @@ class Rules:
     min_qty: Decimal
     min_notional: Decimal = D(5)
     max_qty: Decimal | None = None
+    max_market_qty: Decimal | None = None
 
 
 class PrecisionDouble:
@@ -136,6 +137,15 @@ def test_above_max_qty_is_refused() -> None:
     precision = PrecisionDouble(A=Rules(D("0.001"), D("0.001"), max_qty=D("0.01")), B=Rules(D("0.001"), D("0.001")))
     with pytest.raises(SizingRefused) as caught:
         plan(precision, a="A", b="B")
+    assert caught.value.reason is SizingRefusal.ABOVE_MAX_QTY
+
+
+def test_market_orders_are_bounded_by_market_lot_size_not_lot_size() -> None:
+    """EOS: LOT_SIZE allows 1,000,000, MARKET_LOT_SIZE 200,000; every leg may go to market."""
+    eos = Rules(D("0.1"), D("0.1"), max_qty=D(1_000_000), max_market_qty=D(200_000))
+    assert check_order_limits(PrecisionDouble(EOS=eos), "EOS", D(200_000), D(1), reduce_only=False) == D(200_000)
+    with pytest.raises(SizingRefused, match="MARKET_LOT_SIZE 200000") as caught:
+        check_order_limits(PrecisionDouble(EOS=eos), "EOS", D("200000.1"), D(1), reduce_only=False)
     assert caught.value.reason is SizingRefusal.ABOVE_MAX_QTY
 
 
