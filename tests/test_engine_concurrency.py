@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import ccxt.async_support as ccxt_async
 
-from core.config import ExecutionConfig, RiskConfig
+from core.config import RiskConfig
 from core.types import PairState, SignalType
-from execution.journal_models import OrderPurpose, OrderType
+from execution.journal_models import OrderPurpose
 from execution.results import ExecutionStatus, Reason
 from simulator.config import AccountConfig, SimulatorConfig
 from simulator.server import SimulatorServer
@@ -33,7 +33,7 @@ async def test_a_stop_loss_of_one_pair_does_not_wait_for_another_pairs_resting_l
         opened = await rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.ENTER_SHORT_SPREAD))
         assert opened.executed
         entry_a = asyncio.create_task(rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)))
-        while not rig.sim_orders(f"pb-t2-"):  # A's limits are resting
+        while not rig.sim_orders("pb-t2-"):  # A's limits are resting
             await asyncio.sleep(0.01)
         stop_b = await rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.STOP_LOSS))
         assert stop_b.executed and not entry_a.done()  # B is flat while A still rests
