@@ -18,7 +18,7 @@ from execution.results import ExecutionStatus, Reason
 from simulator.config import AccountConfig, SimulatorConfig
 from simulator.server import SimulatorServer
 from tests.sim_helpers import local_client
-from tests.engine_rig import (BTC_ETH, EOS_AXS, FAST_EXEC, REPLAY, SYMBOLS, TEST_TIMEOUT_S,
+from tests.engine_rig import (BTC_ETH, EOS_AXS, FAST_EXEC, REJECT, REPLAY, SYMBOLS, TEST_TIMEOUT_S, _seed_for,
                               assert_journal_matches_exchange, wait_for_state)
 
 LIMIT_EXEC = FAST_EXEC.model_copy(update={"use_limit_orders": True, "order_timeout_seconds": 1.5})
@@ -150,3 +150,24 @@ async def test_the_duplicate_window_holds_across_a_restart(make_rig, tmp_path) -
         assert (refused.status, refused.reason) == (ExecutionStatus.REFUSED, Reason.DUPLICATE_WINDOW)
         later = restarted.signal("EOS_AXS", SignalType.EXIT, ts_ms=first.ts_ms + 1500)
         assert (await restarted.engine.execute_signal(later)).executed
+
+
+async def test_stop_during_a_rollback_lets_it_finish_and_leaves_no_naked_leg(make_rig) -> None:
+    """One entry leg is refused, the other filled; its rollback's first attempt is refused too and
+    the next waits out a backoff. A stop in that moment waits for the rollback: the pair ends FLAT
+    with nothing open, where a cancelled protocol left the filled leg naked."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=FAST_EXEC.model_copy(update={"retry_backoff_ms": 400}))
+        seed = _seed_for(0.5, lambda r: r[0] != r[1] and r[2] and not r[3], 4)
+        rig.sim.set_faults(reject_probability=0.5, reject_code=REJECT, seed=seed)
+        caller = asyncio.create_task(rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD)))
+        while not [o for o in rig.journal.orders_for_pair("EOS_AXS") if o.purpose is OrderPurpose.ROLLBACK]:
+            await asyncio.sleep(0.005)
+        await rig.engine.stop()  # in the middle of the rollback (its backoff)
+        result = await caller
+        assert (result.status, result.reason) == (ExecutionStatus.ROLLED_BACK, Reason.ONE_LEG_FAILED), result
+        rollbacks = [o for o in rig.journal.orders_for_pair("EOS_AXS") if o.purpose is OrderPurpose.ROLLBACK]
+        assert [o.status.value for o in rollbacks] == ["REJECTED", "FILLED"]
+        spec = rig.pairs["EOS_AXS"]
+        assert rig.sim_qty(spec.symbol_a) == rig.sim_qty(spec.symbol_b) == 0
+        assert rig.journal.get_position("EOS_AXS").state is PairState.FLAT
