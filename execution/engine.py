@@ -110,6 +110,7 @@ class ExecutionEngine:
         self.on_fatal: Callable[[BaseException], None] | None = None
         self.fatal: BaseException | None = None
         self._resume_halted = resume_halted
+        self.on_leg_vanished = execution.on_leg_vanished  # what reconciliation does with a vanished leg
         #: How much longer than other components the bot's shutdown gives this one (main.py).
         self.stop_grace_seconds = execution.shutdown_grace_seconds
         self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)

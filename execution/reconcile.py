@@ -328,7 +328,7 @@ class Reconciler:
         if explained == 0 or (held != 0 and (held > 0) != (explained > 0)) or abs(held) >= abs(explained):
             return False
         missing = explained - held  # signed, the side that vanished
-        alert = engine._exec.on_leg_vanished == "alert"
+        alert = engine.on_leg_vanished == "alert"
         taken: list[str] = []
         for pair_id, spec in engine.pairs.items():
             if missing == 0:
