@@ -239,14 +239,13 @@ async def test_adopt_records_the_position_as_external_and_later_passes_count_it(
                 assert external_file(bot.external_path) == {EOS: D(-100)}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "defect: the engine decides reduce-only from its own pairs' legs only, not the adopted external "
-    "position. With the user long 100 EOS and the bot short 738 EOS (net -638), every exit attempt "
-    "buys 738 reduce-only, more than the account's position: refused (-2022) four times, and the pair "
-    "HALTS (exit_incomplete) with EOS -738 open. (Binance may instead cut such an order to the "
-    "position, 638, which would close the user's 100 and leave the bot's own 100 short open.)"))
 async def test_adopted_position_on_the_other_side_of_a_leg_is_not_traded_by_the_exit(
         sim_data: MarketData, tmp_path: Path) -> None:
+    """The user is long 100 EOS, the bot sells ~738 EOS (net -638): the exit must buy back exactly
+    the bot's 738 and leave the user's 100. Reduce-only must be decided on the account's net
+    including the external amount: on the bot's legs alone (-738) a reduce-only buy of 738 is
+    more than the account holds, refused (-2022) on every attempt, and the pair HALTED with its
+    short open (the defect this guards, fixed in ad36ee5)."""
     async with asyncio.timeout(TIMEOUT_S), simulator(sim_data) as sim:
         async with user_client(sim) as user:
             await user.create_order(EOS, "market", "buy", 100)  # the user's long; the bot will sell EOS
@@ -254,9 +253,11 @@ async def test_adopted_position_on_the_other_side_of_a_leg_is_not_traded_by_the_
             assert external_file(bot.external_path) == {EOS: D(100)}
             entry = await bot.engine.execute_signal(bot.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
             assert entry.status is ExecutionStatus.EXECUTED and entry.filled_a > 100
+            assert bot.held(EOS) == 100 - entry.filled_a
             exit_ = await bot.engine.execute_signal(bot.signal("EOS_AXS", SignalType.EXIT))
-            assert bot.held(EOS) == 100  # the user's long is still there, the bot's short is closed
             assert exit_.status is ExecutionStatus.EXECUTED and exit_.state_after is PairState.FLAT
+            assert bot.held(EOS) == 100  # the user's long is still there, the bot's short is closed
+            assert bot.engine.counters.halts == 0
 
 
 # ----------------------------------------------------------------------------- orphans
