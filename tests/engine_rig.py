@@ -64,7 +64,7 @@ BTC_ETH = Pair("BTC_ETH", "BTC/USDT", "ETH/USDT", D(1), D(1000))
 
 
 class HookedAdapter:
-    """The real ``CcxtExchange`` with test hooks around ``create_order`` (for faults that must
+    """The real ``CcxtExchange`` with test hooks around ``create_order`` and ``cancel_order`` (for faults that must
     hit one precise request). Every call still goes through ccxt to the simulator."""
 
     def __init__(self, inner: CcxtExchange) -> None:
@@ -72,6 +72,7 @@ class HookedAdapter:
         self.creates = 0
         self.before_create: Callable[[int], None] | None = None
         self.on_unknown: Callable[[int], None] | None = None
+        self.before_cancel: Callable[[], None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -87,6 +88,11 @@ class HookedAdapter:
             if self.on_unknown is not None:
                 self.on_unknown(number)
             raise
+
+    async def cancel_order(self, **kwargs: Any) -> Any:
+        if self.before_cancel is not None:
+            self.before_cancel()
+        return await self._inner.cancel_order(**kwargs)
 
 
 @dataclass

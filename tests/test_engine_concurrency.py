@@ -171,3 +171,25 @@ async def test_stop_during_a_rollback_lets_it_finish_and_leaves_no_naked_leg(mak
         spec = rig.pairs["EOS_AXS"]
         assert rig.sim_qty(spec.symbol_a) == rig.sim_qty(spec.symbol_b) == 0
         assert rig.journal.get_position("EOS_AXS").state is PairState.FLAT
+
+
+async def test_a_limit_whose_cancel_fails_is_unknown_not_chased(make_rig) -> None:
+    """The limits rest until the timeout, and then the exchange stops answering (503) while they
+    are cancelled. The old code went on with the stale state: it completed the 'missing' quantity
+    at market while the limits were still working, and a limit filling later overfilled the leg.
+    Now a working order whose cancel failed is an unknown outcome: no completion is sent, the pair
+    is RESOLVING, and once the exchange answers the resolver cancels the limits and finds it flat."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=LIMIT_EXEC.model_copy(update={"order_timeout_seconds": 0.3}), hooked=True)
+        rig.adapter.before_cancel = lambda: rig.sim.set_faults(http_error_probability=1.0, http_error_status=503)
+        result = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert (result.status, result.reason) == (ExecutionStatus.RESOLVING, Reason.OUTCOME_UNKNOWN), result
+        assert not [o for o in rig.journal.orders_for_signal(result.signal_id)
+                    if o.purpose is OrderPurpose.LIMIT_CHASE]  # nothing completed on a stale state
+        rig.adapter.before_cancel = None
+        rig.sim.set_faults(http_error_probability=0.0)
+        await wait_for_state(rig, "EOS_AXS", PairState.FLAT)
+        assert not [o for o in rig.sim_orders("pb-") if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+        spec = rig.pairs["EOS_AXS"]
+        assert rig.sim_qty(spec.symbol_a) == rig.sim_qty(spec.symbol_b) == 0
+        assert_journal_matches_exchange(rig)
