@@ -95,25 +95,61 @@ async def test_bad_quote_values_pass_through_ccxt_unfiltered(pro, sim, kind: str
 
 
 async def test_stale_frames_overwrite_newer_quotes_in_ccxt(pro, sim) -> None:
-    """ccxt keeps the LAST frame, even an older one: the hub must compare times / ids."""
+    """ccxt keeps the LAST frame, even an older one: the hub must compare times / ids.
+
+    The simulator re-sends an earlier frame of the same symbol as it was, old event time
+    included, so a watch can hand back a quote older than one it already returned.
+    """
     sim.set_faults(malformed_frame_probability=0.3, malformed_kinds=("stale",), seed=2)
-    newest: dict[str, int] = {}
-    went_back = False
+    newest: dict[str, dict[str, Any]] = {}
+    went_back: tuple[dict[str, Any], dict[str, Any]] | None = None
     async with asyncio.timeout(10):
-        while not went_back:
+        while went_back is None:
             result = await pro.watch_bids_asks(["BTC/USDT:USDT", "ETH/USDT:USDT"])
             for symbol, quote in result.items():
-                u = quote["info"]["u"]
-                went_back |= u < newest.get(symbol, 0)
-                newest[symbol] = max(u, newest.get(symbol, 0))
+                seen = newest.get(symbol)
+                if seen is not None and int(quote["info"]["u"]) < int(seen["info"]["u"]):
+                    went_back = (seen, quote)
+                    break
+                newest[symbol] = quote
+    newer, older = went_back
+    assert older["symbol"] == newer["symbol"]
+    assert older["timestamp"] < newer["timestamp"]  # the old event time came back with it
+    assert _sane(older)  # a real earlier quote, not a broken one
+    assert sim.stats()["faults_injected"]["frame_stale"] >= 1
 
 
-async def test_non_json_text_frames_are_ignored(pro, sim) -> None:
-    sim.set_faults(malformed_frame_probability=0.5, malformed_kinds=("not_json",))
-    async with asyncio.timeout(10):
-        for _ in range(10):
-            await pro.watch_bids_asks(["BTC/USDT:USDT"])
-    assert sim.stats()["faults_injected"]["frame_not_json"] >= 1
+NOT_JSON = "sim: this frame is not JSON"
+
+
+async def test_non_json_text_frames_reach_the_client_and_ccxt_skips_them(pro, sim) -> None:
+    """Plain text replaces about half of BTC's quote frames; ccxt hands such a frame to its
+    handler, which finds no event in it. Every quote a watch resolves meanwhile is a real
+    one, in order, and the stream keeps flowing (unlike truncated JSON, below).
+
+    A raw socket on the same stream, read while ccxt watches, sees what ccxt was sent: the
+    simulator builds each frame once and writes it to every subscriber.
+    """
+    symbols = ["BTC/USDT:USDT"]
+    sim.set_faults(malformed_frame_probability=0.5, malformed_kinds=("not_json",), seed=3)
+
+    async def raw_frames(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[str]:
+        return [(await ws.receive()).data for _ in range(n)]
+
+    async def ccxt_quotes(n: int) -> list[dict[str, Any]]:
+        return [(await pro.watch_bids_asks(symbols))[symbols[0]] for _ in range(n)]
+
+    async with asyncio.timeout(10), aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{sim.ws_url}/btcusdt@bookTicker") as ws:
+            texts, quotes = await asyncio.gather(raw_frames(ws, 40), ccxt_quotes(15))
+    plain = [t for t in texts if t == NOT_JSON]
+    frames = [orjson.loads(t) for t in texts if t != NOT_JSON]
+    assert plain and frames  # both kinds arrive on the one stream
+    assert {(f["e"], f["s"]) for f in frames} == {("bookTicker", "BTCUSDT")}
+    assert all(_sane(q) for q in quotes), quotes
+    ids = [int(q["info"]["u"]) for q in quotes]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert sim.stats()["faults_injected"]["frame_not_json"] >= len(plain)
 
 
 async def test_truncated_json_stalls_ccxt_until_the_client_is_closed(pro, sim) -> None:
