@@ -7,7 +7,6 @@ and also checks that nothing was started or written (no log folder appears).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -165,7 +164,10 @@ def test_shipped_files_have_ten_valid_pairs(capsys: pytest.CaptureFixture[str]) 
         assert pair["pair_id"] in out
     assert len(SHIPPED_PAIRS["pairs"]) == 10
     assert "config OK" in out
-    json.dumps(SHIPPED_CONFIG)  # the shipped file is plain JSON
+    # what a fresh checkout runs: paper trading, and no key fields for a user to fill in
+    # (keys belong in the environment or .env, never in a file people share)
+    assert "| paper (dry_run)" in out and SHIPPED_CONFIG["dry_run"] is True
+    assert not [key for key in SHIPPED_CONFIG if "key" in key or "secret" in key]
 
 
 def test_local_exchange_urls_with_paths_are_accepted(tmp_path: Path) -> None:

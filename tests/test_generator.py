@@ -415,17 +415,32 @@ def test_signal_id_is_short_safe_stable_and_unique() -> None:
     assert make_signal_id("P1", 1, SignalType.EXIT) != make_signal_id("P2", 1, SignalType.EXIT)
 
 
+def _plain_json(value: object) -> bool:
+    """Only JSON's own types, exactly (a str-Enum passes ``json.dumps`` but is not a plain str)."""
+    if isinstance(value, dict):
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    if type(value) is float:
+        return math.isfinite(value)
+    return value is None or type(value) in (str, int, bool)
+
+
 def test_snapshot_is_json_ready() -> None:
     gen, drv = warmed()
     gen.complete(drv.bar(z=-2.5), True)
-    snap = gen.snapshot()
-    data = json.loads(json.dumps(snap.to_dict(), allow_nan=False))
+    snapshot = gen.snapshot().to_dict()
+    assert _plain_json(snapshot), snapshot
+    data = json.loads(json.dumps(snapshot, allow_nan=False))  # what a reader of the file sees
     assert data["state"] == "LONG_SPREAD" and data["bars_in_window"] == N - 1 and data["window_full"]
     assert data["quote_age_a_ms"] == 500 and data["quote_age_b_ms"] == 0
     assert data["signals_emitted"]["ENTER_LONG_SPREAD"] == 1 and data["entry_ts_ms"] == drv.ts
     assert set(data["gated"]) == {g.value for g in Gate} and set(data["suppressed"]) == {s.value for s in Suppression}
     empty = SignalGenerator(make_params()).snapshot().to_dict()
-    assert json.dumps(empty, allow_nan=False) and empty["z"] is None and empty["last_ts_ms"] is None
+    assert _plain_json(empty), empty
+    assert empty["state"] == "FLAT" and empty["bars_in_window"] == 0 and empty["window_full"] is False
+    assert all(empty[k] is None for k in ("z", "spread", "mean", "std", "last_ts_ms"))  # NaN -> None
+    assert set(empty["signals_emitted"].values()) == {0} and empty["quotes_accepted"] == 0
 
 
 @pytest.mark.parametrize("bad", [dict(exit_z=2.5), dict(stop_z=1.5), dict(bar_seconds=0), dict(max_quote_age_ms=0),
