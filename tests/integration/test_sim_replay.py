@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
-import matching.fill_model
-import simulator.formats
-import simulator.paths
 from simulator.config import ReplayConfig, SimulatorConfig
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.markets import build_rules
@@ -120,9 +116,3 @@ def test_fault_config_validation_names_the_problem() -> None:
         FaultConfig.from_mapping({"nope": 1})
     with pytest.raises(ValueError, match="malformed_kinds"):
         FaultConfig.from_mapping({"malformed_kinds": "nan_price,bogus"})
-
-
-@pytest.mark.parametrize("module", [matching.fill_model, simulator.formats, simulator.paths])
-def test_docstring_examples(module: object) -> None:
-    failures, _ = doctest.testmod(module)  # type: ignore[arg-type]
-    assert failures == 0

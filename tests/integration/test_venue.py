@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from typing import Any
 
 import ccxt
@@ -10,7 +9,6 @@ import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
 import pytest
 
-import core.venue
 from core.venue import VenueError, ccxt_client_config, point_at_local_exchange
 
 
@@ -98,8 +96,3 @@ def test_client_config_carries_keys_only_when_given() -> None:
     assert config["options"]["fetchCurrencies"] is False
     public = ccxt_client_config(api_key=None, secret=None, timeout_ms=1, enable_rate_limit=True)
     assert "apiKey" not in public and "secret" not in public
-
-
-def test_venue_docstring_examples() -> None:
-    failures, _ = doctest.testmod(core.venue)
-    assert failures == 0
