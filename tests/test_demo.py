@@ -10,7 +10,7 @@ from tests.conftest import PROJECT_DIR, read_json, run_main
 
 def test_demo_streams_warms_all_pairs_trades_and_exits_0(tmp_path: Path) -> None:
     shutil.copy(PROJECT_DIR / "config.json", tmp_path / "config.json")
-    proc = run_main(["demo", "--config", str(tmp_path / "config.json"), "--duration", "20", "--speed", "600"],
+    proc = run_main(["demo", "--config", str(tmp_path / "config.json"), "--duration", "8", "--speed", "600"],
                     cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sessions = list((tmp_path / "logs").glob("session-*.json"))

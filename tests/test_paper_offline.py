@@ -80,7 +80,7 @@ def test_paper_bot_trades_on_simulator_quotes_sends_nothing_and_restores_on_rest
     bot_dir = paper_bot_dir
     args = _trading_settings(bot_dir)
 
-    first = run_main([*args, "--duration", "12"], cwd=bot_dir, timeout=90)
+    first = run_main([*args, "--duration", "6"], cwd=bot_dir, timeout=90)
     output = first.stdout + first.stderr  # the console log is on stderr
     assert first.returncode == 0, output[-3000:]
     assert "mode PAPER" in output and simulator_process.base_url in output
@@ -98,7 +98,7 @@ def test_paper_bot_trades_on_simulator_quotes_sends_nothing_and_restores_on_rest
     in_position = {p: s for p, s in states.items() if s in ("LONG_SPREAD", "SHORT_SPREAD")}
     assert in_position, states  # something to restore
 
-    second = run_main([*args, "--duration", "3"], cwd=bot_dir, timeout=60)
+    second = run_main([*args, "--duration", "2"], cwd=bot_dir, timeout=60)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
     assert "paper: account restored from" in output
