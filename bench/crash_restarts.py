@@ -21,7 +21,9 @@ trigger not seen within the cycle's window falls back to a random-moment kill.
 Checked at every restart: the startup reconciliation line is there, no pair is kept out of
 trading (nothing the journal cannot explain), and every pair restored in position says
 "state restored to" that state. At the end a last start with settings that cannot emit any
-signal restores the book, is stopped with SIGINT, and then: every clientOrderId occurs at most
+signal restores the book (with ``--resume-halted``: a pair HALTED during the campaign has its
+leg left open on purpose until an operator clears it, and that start is the operator; the report
+lists them under ``halted_before_the_operator_resumed``), is stopped with SIGINT, and then: every clientOrderId occurs at most
 once on the exchange (no intent sent twice), ``audit_book`` finds no naked leg, orphan order
 or journal mismatch, and the generators' states in the saved statistics equal the journal's
 pair states.
@@ -149,9 +151,11 @@ def _env() -> dict[str, str]:
     return clean_env(BINANCE_API_KEY=DEFAULT_API_KEY, BINANCE_API_SECRET=DEFAULT_API_SECRET)
 
 
-def _start(config: Path, pairs: Path, workdir: Path, options: CrashOptions) -> tuple[BotProcess, int]:
+def _start(config: Path, pairs: Path, workdir: Path, options: CrashOptions,
+           extra: tuple[str, ...] = ()) -> tuple[BotProcess, int]:
     """Start the bot; return it and the index of its "running" line (startup reconciliation done)."""
-    bot = BotProcess(["run", "--live", "--config", str(config), "--pairs", str(pairs)], cwd=workdir, env=_env())
+    bot = BotProcess(["run", "--live", "--config", str(config), "--pairs", str(pairs), *extra], cwd=workdir,
+                     env=_env())
     found = _wait_line(bot, "running:", 0, options.start_timeout_seconds)
     if found is None:
         bot.kill()
@@ -224,7 +228,11 @@ def _verify(config: Path, pairs: Path, workdir: Path, sim: Any, options: CrashOp
     """Last start: restore only, stop gracefully, then compare everything."""
     for old in (workdir / "logs").glob("session-*.json"):
         old.unlink()
-    bot, running = _start(config, pairs, workdir, options)
+    # HALTED is sticky: a pair halted during the campaign (its leg left open on purpose, with a
+    # CRITICAL line) waits for its operator. The last start is that operator: --resume-halted.
+    with Journal.open(workdir / "logs" / "journal-live.sqlite", mode="live") as journal:
+        halted = {p.pair_id: p.halted_reason for p in journal.all_positions() if p.state.value == "HALTED"}
+    bot, running = _start(config, pairs, workdir, options, extra=("--resume-halted",))
     cycle: dict[str, Any] = {"cycle": "final"}
     try:
         _check_startup(bot, running, cycle, problems)
@@ -264,5 +272,6 @@ def _verify(config: Path, pairs: Path, workdir: Path, sim: Any, options: CrashOp
             "fill_record_gaps": counts["fill_record_gaps"], "orders_on_exchange": len(sim_orders),
             "orders_in_journal": intents, "journal_states": journal_states, "generator_states": generator_states,
             "final_startup": {k: cycle.get(k) for k in ("repaired", "blocked", "in_position")},
+            "halted_before_the_operator_resumed": halted,
             "open_legs": {p: legs for p, legs in audit.derived.items() if any(Decimal(q) for q in legs)},
             "audit_problems": audit.details()}

@@ -502,6 +502,8 @@ def test_sigkill_the_live_bot_20_times_mid_trade_then_restart(tmp_path: Path) ->
     # Kills landed where they were aimed: with both legs in flight and during a rollback.
     assert report["kills_by_trigger"]["sending"] >= 1
     assert report["kills_by_trigger"]["rolling it back"] >= 1
+    # Every order left unresolved by a kill was resolved by the next start (issue 8).
+    assert report["startup_orders_unresolved"] == 0
     # The restarted generators hold the journal's states (the final start only restored).
     assert report["generator_states"] == report["journal_states"]
     assert report["orders_on_exchange"] > 20
