@@ -417,7 +417,10 @@ class ExecutionEngine:
                 return plan_or_refusal
             plan = plan_or_refusal
         self._seen.add(signal.signal_id)
-        if not self.journal.record_signal(signal):
+        # An entry's signal is recorded in the same transaction as its ENTERING state and its
+        # order intents (``_entering``): one fsync before the legs leave, not two.
+        if plan is None and not self.journal.record_signal(signal):
+            self._reserved.pop(signal.signal_id, None)
             return self._refuse(signal, Reason.DUPLICATE_SIGNAL, "signal id already in the journal")
         self._last_signal_ts[signal.pair_id] = signal.ts_ms
         try:
@@ -425,6 +428,9 @@ class ExecutionEngine:
                 result = await self._enter(signal, spec, plan, received)
             else:
                 result = await self._exit(signal, spec, position, received)
+        except _KnownSignal:
+            self._reserved.pop(signal.signal_id, None)
+            return self._refuse(signal, Reason.DUPLICATE_SIGNAL, "signal id already in the journal")
         except OutcomeUnresolved as unresolved:
             # An order's outcome is unknown: stop this execution here, send nothing more for it,
             # and let the resolver find out; the pair takes no entry meanwhile.
@@ -468,7 +474,7 @@ class ExecutionEngine:
                                      plan.leg_a.side, plan.leg_a.qty),
                         OrderRequest(signal.signal_id, spec.pair_id, "b", OrderPurpose.ENTRY, 0, spec.symbol_b,
                                      plan.leg_b.side, plan.leg_b.qty)]
-            sent_a, sent_b = await self.placer.send_together(requests, prelude=self._entering(spec))
+            sent_a, sent_b = await self.placer.send_together(requests, prelude=self._entering(spec, signal))
             placed_a, placed_b = await gather_all(self.placer.finish(sent_a), self.placer.finish(sent_b))
             ack_ms = self._latency(received, placed_a, placed_b)
             fa, fb = known_filled(placed_a, placed_b)
@@ -525,7 +531,7 @@ class ExecutionEngine:
             price = self.adapter.price_to_precision(symbol, self._touch(symbol, order.side, _dec(mid)))
             requests.append(OrderRequest(signal.signal_id, spec.pair_id, leg, OrderPurpose.ENTRY, 0, symbol,
                                          order.side, order.qty, order_type="limit", price=price))
-        sent = await self.placer.send_together(requests, prelude=self._entering(spec))
+        sent = await self.placer.send_together(requests, prelude=self._entering(spec, signal))
         placed = await gather_all(*(self.placer.finish(s, working_seconds=self._exec.order_timeout_seconds)
                                     for s in sent))
         ack_ms = self._latency(received, *placed)
@@ -785,9 +791,14 @@ class ExecutionEngine:
         self.lifecycle.apply(spec.pair_id, PairEvent.HALT, PairState.HALTED, qty_a=held_a, qty_b=held_b,
                              reason=reason, round_trip_id=round_trip)
 
-    def _entering(self, spec: PairSpec) -> Callable[[], None]:
-        """ENTERING, committed in the same transaction as the entry's intents (no extra fsync)."""
-        return lambda: self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_SENT, PairState.ENTERING)
+    def _entering(self, spec: PairSpec, signal: TradingSignal) -> Callable[[], None]:
+        """The signal and ENTERING, committed in the same transaction as the entry's intents. A
+        signal id the journal already has aborts that transaction (nothing is sent)."""
+        def prelude() -> None:
+            if not self.journal.record_signal(signal):
+                raise _KnownSignal(signal.signal_id)
+            self.lifecycle.apply(spec.pair_id, PairEvent.ENTRY_SENT, PairState.ENTERING)
+        return prelude
 
     def _reduce_only_ok(self, symbol: str, side: str, qty: Decimal) -> bool:
         """Reduce-only only when the account's net position on the symbol can absorb it.
@@ -892,6 +903,10 @@ class ExecutionEngine:
 
     def latencies(self) -> dict[str, list[float]]:
         return {"ack_ms": list(self._ack_ms), "fill_ms": list(self._fill_ms), "overhead_ms": list(self._overhead_ms)}
+
+
+class _KnownSignal(PairsBotError):
+    """The journal already holds this signal id (a restart's duplicate): refuse it, send nothing."""
 
 
 def _dec(value: float) -> Decimal:
