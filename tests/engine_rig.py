@@ -154,7 +154,7 @@ async def make_rig(sim_data: MarketData, tmp_path: Path) -> AsyncIterator[Callab
     async def make(*, pairs: tuple[Pair, ...] = (EOS_AXS,), execution: ExecutionConfig = FAST_EXEC,
                    risk: RiskConfig = WIDE_RISK, replay: ReplayConfig = REPLAY, fills: FillConfig = FillConfig(),
                    leverage: int = 2, hooked: bool = False, journal_path: Path | None = None,
-                   journal_cls: type[Journal] = Journal, adopt: bool = False,
+                   journal_cls: type[Journal] = Journal, adopt: bool = False, resume_halted: bool = False,
                    sim: SimulatorServer | None = None, books: Any = None, moved_mids: Any = None) -> Rig:
         if sim is None:
             sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=replay, fills=fills), data=sim_data)
@@ -182,7 +182,8 @@ async def make_rig(sim_data: MarketData, tmp_path: Path) -> AsyncIterator[Callab
         engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=execution, risk=risk,
                                  leverage=leverage, margin_mode="isolated", mids=moved_mids or mid,
                                  books=books(book) if books else book,
-                                 external_positions_path=tmp_path / "external.json", adopt=adopt, seed=5)
+                                 external_positions_path=tmp_path / "external.json", adopt=adopt,
+                                 resume_halted=resume_halted, seed=5)
         opened.append((sim, engine, journal, sink))
         await engine.start()
         return Rig(sim, engine, adapter, journal, tmp_path, {s.pair_id: s for s in specs}, records,

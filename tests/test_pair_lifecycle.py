@@ -195,3 +195,27 @@ async def test_a_vanished_leg_closes_the_surviving_leg_or_halts(make_rig, policy
             assert rig.engine.pair_state("EOS_AXS") is PairState.HALTED
             assert (rig.sim_qty(spec.symbol_a), rig.sim_qty(spec.symbol_b)) == (0, axs)
             assert len(rig.sim_orders("pb-")) == orders_before  # nothing sent
+
+
+async def test_run_resume_halted_clears_a_halted_pair_at_start(make_rig, tmp_path) -> None:
+    """``run --resume-halted``: a pair HALTED with a naked leg in the journal stays HALTED across a
+    plain restart, and a start with the flag clears it; the startup pass closes the leg."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        path = tmp_path / "halted.sqlite"
+        rig = await make_rig(execution=FAST_EXEC.model_copy(update={"max_order_retries": 1}), journal_path=path)
+        seed = _seed_for(0.9, lambda r: r[0] != r[1] and r[2] and r[3], 4)
+        rig.sim.set_faults(reject_probability=0.9, reject_code=REJECT, seed=seed)
+        assert (await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))).status \
+            is ExecutionStatus.HALTED
+        rig.sim.set_faults(reject_probability=0.0)
+        await rig.engine.stop()
+        rig.journal.close()
+        plain = await make_rig(journal_path=path, sim=rig.sim)
+        assert plain.engine.pair_state("EOS_AXS") is PairState.HALTED  # sticky across a restart
+        await plain.engine.stop()
+        plain.journal.close()
+        resumed = await make_rig(journal_path=path, sim=rig.sim, resume_halted=True)
+        await wait_for_state(resumed, "EOS_AXS", PairState.FLAT)
+        spec = resumed.pairs["EOS_AXS"]
+        assert resumed.sim_qty(spec.symbol_a) == resumed.sim_qty(spec.symbol_b) == 0
+        assert ("HALTED", "operator_resume", "RESOLVING") in transitions(resumed.journal, "EOS_AXS")
