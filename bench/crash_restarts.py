@@ -135,10 +135,13 @@ def _config(path: Path, base_url: str, *, quiet: bool) -> Path:
     config["dry_run"] = False
     config["exchange"].update(base_url=base_url, enable_rate_limit=False, request_timeout_ms=3000,
                               recv_window_ms=1000)  # an unknown order's horizon is 1.2 s away
-    config["signal"].update(lookback_bars=30, entry_threshold=0.8, exit_threshold=0.5, stop_loss_threshold=6.0,
+    # A window of 30 bars can reach |z| <= 29/sqrt(30) = 5.29 at most: the stop sits just inside it.
+    config["signal"].update(lookback_bars=30, entry_threshold=0.8, exit_threshold=0.5, stop_loss_threshold=5.0,
                             cooldown_seconds=0, stop_loss_cooldown_seconds=0, max_holding_bars=100_000)
     if quiet:
-        config["signal"].update(entry_threshold=50.0, exit_threshold=-50.0, stop_loss_threshold=100.0)
+        # Reachable in principle (the config refuses thresholds a window cannot reach), never in
+        # practice: |z| of 5.25 needs 29 equal bars and one outlier; an exit at z >= 50 never fires.
+        config["signal"].update(entry_threshold=5.25, exit_threshold=-50.0, stop_loss_threshold=5.29)
     config["execution"].update(notional_per_pair_usdt=300, max_order_retries=2, retry_backoff_ms=50,
                                order_timeout_seconds=2, reconcile_interval_seconds=5, duplicate_window_seconds=0,
                                clock_error_margin_ms=200)
