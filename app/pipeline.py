@@ -10,6 +10,7 @@ nothing more (its own rule), and the other pairs keep trading.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -19,6 +20,7 @@ from loguru import logger
 from core.stats import SessionStats
 from core.types import PairState, Quote, TradingSignal
 from execution.engine import ExecutionEngine
+from execution.journal import SIGNAL_RECEIVED, Journal
 from execution.results import ExecutionResult, ExecutionStatus
 from signals.generator import SignalGenerator
 
@@ -151,13 +153,19 @@ class SignalRouter:
         """After startup reconciliation each generator takes the engine's word for its pair."""
         if self.engine is None:
             return
+        journal: Journal | None = getattr(self.engine, "journal", None)
         for pair_id, gen in self.generators.items():
             position = self.engine.positions.get(pair_id)
             if position is not None and position.state is PairState.BLOCKED:
                 gen.halt(f"blocked by reconciliation: {position.halted_reason}")
                 continue
+            cooldown = None if journal is None else restored_cooldown_until(journal, gen)
             if position is not None and position.state is not PairState.FLAT:
-                gen.restore_state(position.state, position.entry_ts_ms)
+                gen.restore_state(position.state, position.entry_ts_ms, stop_cooldown_until_ms=cooldown)
+            elif cooldown is not None:
+                gen.restore_state(PairState.FLAT, stop_cooldown_until_ms=cooldown)
+                logger.info("{}: no entry before {} (exchange ms): cooldown of the journal's last stop",
+                            pair_id, cooldown)
 
     async def start(self) -> None:
         """Take the engine's positions, then fill every window from history (warm-up)."""
@@ -201,6 +209,34 @@ class SignalRouter:
         return {"rows": rows, "signals": self.counters.signals, "executed": self.counters.executed,
                 "not_executed": self.counters.not_executed,
                 "warm_pairs": sum(1 for g in self.generators.values() if g.calculator.is_ready)}
+
+
+# Outcomes of a stop that count for its cooldown: done, or still unknown when the process ended
+# (the safe side is to wait). A refused or failed stop closed nothing, so it starts none.
+_COOLDOWN_STATUSES = frozenset({ExecutionStatus.EXECUTED.value, ExecutionStatus.RESOLVING.value, SIGNAL_RECEIVED})
+
+
+def restored_cooldown_until(journal: Journal, gen: SignalGenerator) -> int | None:
+    """End of the cooldown of the pair's newest stop-loss or time stop in the journal, or None.
+
+    Why the journal: the engine records every signal, with its exchange time, before it trades,
+    so the cooldown needs no store of its own and cannot disagree with what was traded. Looking
+    back from the pair's newest signal by the longest cooldown is enough: the exchange clock is
+    past that signal, so any older stop's cooldown is over. Reconciliation's repair signals
+    (``R...``, wall-clock stamped) are not the generator's decisions and do not count.
+    """
+    last = journal.last_signal_ts(gen.pair_id)
+    if last is None:
+        return None
+    until: int | None = None
+    for record in journal.signals_for_pair_since(gen.pair_id, last - math.ceil(gen.cooldown_ms)):
+        signal = record.signal
+        if signal.signal_id.startswith("R") or record.status not in _COOLDOWN_STATUSES:
+            continue
+        end = gen.cooldown_end(signal.signal_type, signal.ts_ms)
+        if end is not None:
+            until = end if until is None else max(until, end)
+    return until
 
 
 def _round(value: Any) -> Any:

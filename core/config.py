@@ -103,7 +103,11 @@ class SignalConfig(_Strict):
     """Defaults for every pair's signal generator (docs/architecture.md, "Signals and sizing").
 
     Thresholds are in Z units. ``exit_threshold`` 0 exits when the spread crosses its mean.
+    ``entry_max_z`` is the top of the entry band (entry <= |z| < entry_max_z); None means the
+    stop threshold, so the bot never enters where its own stop would fire at once.
     ``max_holding_bars`` None means three half-lives of the pair (``half_life_candles``).
+    ``time_stop_cooldown_seconds`` None means ``stop_loss_cooldown_seconds``: a time stop must
+    not re-enter on the next bar, where z is still about where it was.
     """
 
     bar_seconds: int = 300
@@ -111,11 +115,13 @@ class SignalConfig(_Strict):
     entry_threshold: float = Field(default=2.0, gt=0, le=50)
     exit_threshold: float = Field(default=0.0, ge=-50, le=50)
     stop_loss_threshold: float = Field(default=4.0, gt=0, le=100)
+    entry_max_z: float | None = Field(default=None, gt=0, le=100)
     price_transform: Literal["log", "raw"] = "log"
     min_std: float = Field(default=1e-9, ge=0)
     max_quote_age_ms: int = Field(default=5_000, ge=1, le=3_600_000)
     cooldown_seconds: float = Field(default=30.0, ge=0, le=86_400)
     stop_loss_cooldown_seconds: float = Field(default=1_800.0, ge=0, le=7 * 86_400)
+    time_stop_cooldown_seconds: float | None = Field(default=None, ge=0, le=7 * 86_400)
     max_holding_bars: int | None = Field(default=None, ge=1)
     max_holding_half_lives: float = Field(default=3.0, gt=0, le=100)
 
@@ -237,6 +243,7 @@ class PairConfig(_Strict):
     z_score_threshold: float | None = Field(default=None, gt=0, le=50)
     exit_threshold: float | None = Field(default=None, ge=-50, le=50)
     stop_loss_z: float | None = Field(default=None, gt=0, le=100)
+    entry_max_z: float | None = Field(default=None, gt=0, le=100)
     half_life_candles: float | None = Field(default=None, gt=0, le=1e6)
     lookback_bars: int | None = Field(default=None, ge=3, le=100_000)
     max_holding_bars: int | None = Field(default=None, ge=1)
@@ -287,6 +294,21 @@ class SignalParams:
     cooldown_seconds: float
     stop_loss_cooldown_seconds: float
     max_holding_bars: int | None
+    # Defaults keep older call sites (tests, bench) valid: None means the stop threshold / the
+    # stop-loss cooldown, resolved by the generator.
+    entry_max_z: float | None = None
+    time_stop_cooldown_seconds: float | None = None
+
+    @property
+    def entry_max(self) -> float:
+        """Top of the entry band: |z| at or above it never enters."""
+        return self.stop_z if self.entry_max_z is None else self.entry_max_z
+
+    @property
+    def time_stop_cooldown(self) -> float:
+        """Seconds after a time stop before the next entry."""
+        return self.stop_loss_cooldown_seconds if self.time_stop_cooldown_seconds is None \
+            else self.time_stop_cooldown_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +365,8 @@ def signal_params(signal: SignalConfig, pair: PairConfig) -> SignalParams:
         cooldown_seconds=signal.cooldown_seconds,
         stop_loss_cooldown_seconds=signal.stop_loss_cooldown_seconds,
         max_holding_bars=max_hold,
+        entry_max_z=pair.entry_max_z if pair.entry_max_z is not None else signal.entry_max_z,
+        time_stop_cooldown_seconds=signal.time_stop_cooldown_seconds,
     )
 
 
@@ -373,7 +397,8 @@ def validate_app_rules(config: AppConfig, file: str) -> None:
     """Cross-field rules of ``config.json`` that one field's type cannot express."""
     sig = config.signal
     _check_thresholds(file, "signal", sig.entry_threshold, sig.exit_threshold, sig.stop_loss_threshold,
-                      entry_key="entry_threshold", exit_key="exit_threshold", stop_key="stop_loss_threshold")
+                      sig.entry_max_z, entry_key="entry_threshold", exit_key="exit_threshold",
+                      stop_key="stop_loss_threshold", entry_max_key="entry_max_z")
     if config.trading_mode is not None and "dry_run" in config.model_fields_set:
         if (config.trading_mode == "paper") != config.dry_run:
             raise ConfigurationError(
@@ -412,19 +437,24 @@ def validate_pair_rules(pairs: list[PairConfig], signal: SignalConfig, file: str
             raise ConfigurationError(file=file, field=f"{where}.leg_b", value=pair.leg_b,
                                      expected=f"a different market from leg_a ({pair.leg_a!r})")
         params = signal_params(signal, pair)
-        _check_thresholds(file, where, params.entry_z, params.exit_z, params.stop_z,
+        _check_thresholds(file, where, params.entry_z, params.exit_z, params.stop_z, params.entry_max_z,
                           entry_key="z_score_threshold" if pair.z_score_threshold is not None else "entry_threshold",
-                          exit_key="exit_threshold", stop_key="stop_loss_z")
+                          exit_key="exit_threshold", stop_key="stop_loss_z", entry_max_key="entry_max_z")
 
 
-def _check_thresholds(file: str, where: str, entry: float, exit_: float, stop: float, *,
-                      entry_key: str, exit_key: str, stop_key: str) -> None:
+def _check_thresholds(file: str, where: str, entry: float, exit_: float, stop: float, entry_max: float | None,
+                      *, entry_key: str, exit_key: str, stop_key: str, entry_max_key: str) -> None:
+    """exit < entry < entry_max <= stop (entry_max None is the stop itself)."""
     if exit_ >= entry:
         raise ConfigurationError(file=file, field=f"{where}.{exit_key}", value=exit_,
                                  expected=f"a value below the entry threshold ({entry})")
     if stop <= entry:
         raise ConfigurationError(file=file, field=f"{where}.{stop_key}", value=stop,
                                  expected=f"a value above the entry threshold ({entry})")
+    if entry_max is not None and not entry < entry_max <= stop:
+        raise ConfigurationError(file=file, field=f"{where}.{entry_max_key}", value=entry_max,
+                                 expected=f"a value above the entry threshold ({entry}) and at most the "
+                                          f"stop-loss threshold ({stop})")
 
 
 def _fold_seed_sections(config: AppConfig) -> AppConfig:

@@ -15,14 +15,16 @@ Decision path, in order (the first that applies wins):
 3. gates (:class:`Gate`): the other leg never quoted, a signal in flight, HALTED, window not
    full, ``std <= min_std``, or the other leg's last quote older than ``max_quote_age_ms``
    of exchange time at this quote;
-4. rules: FLAT & z <= -entry -> ENTER_LONG_SPREAD, FLAT & z >= entry -> ENTER_SHORT_SPREAD;
-   LONG: z <= -stop -> STOP_LOSS, else z >= -exit -> EXIT, else held longer than
-   ``max_holding_bars * bar_seconds`` -> TIME_STOP (SHORT mirrored). Stop before exit before
+4. rules: FLAT & -entry_max < z <= -entry -> ENTER_LONG_SPREAD, FLAT & entry <= z < entry_max
+   -> ENTER_SHORT_SPREAD (``entry_max`` defaults to the stop: never enter where the stop would
+   fire on the next quote); LONG: z <= -stop -> STOP_LOSS, else z >= -exit -> EXIT, else held
+   longer than ``max_holding_bars * bar_seconds`` -> TIME_STOP (SHORT mirrored). Stop before exit before
    time stop: a stop is the most urgent, and a position that has reverted is an EXIT even if
    it is also old;
 5. suppression (:class:`Suppression`): an entry within ``stop_loss_cooldown_seconds`` of a
-   stop-loss, or a signal of the same kind within ``cooldown_seconds`` (at least 1 ms, which
-   also makes ``signal_id`` unique) of the last one.
+   stop-loss or ``time_stop_cooldown_seconds`` of a time stop, or a signal of the same kind
+   within ``cooldown_seconds`` (at least 1 ms, which also makes ``signal_id`` unique) of the
+   last one.
 
 All times are exchange times (quote ``ts_ms``), never the wall clock, so a replay decides
 exactly as live did. Holding time is measured from the entry signal's timestamp.
@@ -93,7 +95,7 @@ class Gate(str, Enum):
 class Suppression(str, Enum):
     """Why a rule that fired did not emit."""
 
-    STOP_COOLDOWN = "stop_cooldown"
+    STOP_COOLDOWN = "stop_cooldown"  # an entry inside the cooldown of a stop-loss or a time stop
     DUPLICATE = "duplicate"
 
 
@@ -190,7 +192,8 @@ class SignalGenerator:
 
     __slots__ = (
         "params", "pair_id", "symbol_a", "symbol_b", "_calc", "_tag",
-        "_entry", "_exit", "_stop", "_min_std", "_max_age", "_dup_ms", "_stop_cd_ms", "_max_hold_ms",
+        "_entry", "_entry_max", "_exit", "_stop", "_min_std", "_max_age", "_dup_ms", "_stop_cd_ms", "_tstop_cd_ms",
+        "_max_hold_ms",
         "_state", "_entry_ts", "_stop_until", "_halt_reason",
         "_mid_a", "_mid_b", "_ts_a", "_ts_b", "_clock", "_live",
         "_busy", "_busy_from", "_last_emit",
@@ -208,10 +211,12 @@ class SignalGenerator:
                                       bar_seconds=params.bar_seconds, price_transform=params.price_transform,
                                       name=params.pair_id)
         self._entry, self._exit, self._stop = float(params.entry_z), float(params.exit_z), float(params.stop_z)
+        self._entry_max = float(params.entry_max)
         self._min_std = float(params.min_std)
         self._max_age = int(params.max_quote_age_ms)
         self._dup_ms = max(1.0, float(params.cooldown_seconds) * 1000.0)
         self._stop_cd_ms = float(params.stop_loss_cooldown_seconds) * 1000.0
+        self._tstop_cd_ms = float(params.time_stop_cooldown) * 1000.0
         hold = params.max_holding_bars
         self._max_hold_ms = _INF if hold is None else float(hold) * params.bar_seconds * 1000.0
         self.bind_symbols(symbol_a or params.leg_a, symbol_b or params.leg_b)
@@ -311,11 +316,11 @@ class SignalGenerator:
             self._gated[_G_STALE] += 1
             return None
         if state is _FLAT:
-            if z <= -self._entry:
+            if -self._entry_max < z <= -self._entry:
                 kind = _EL
-            elif z >= self._entry:
+            elif self._entry <= z < self._entry_max:
                 kind = _ES
-            else:
+            else:  # inside the band, or beyond entry_max where the stop would fire at once
                 return None
             if ts < self._stop_until:
                 self._suppressed[Suppression.STOP_COOLDOWN] += 1
@@ -395,6 +400,8 @@ class SignalGenerator:
             self._entry_ts = None
             if kind is _STOP:
                 self._stop_until = signal.ts_ms + self._stop_cd_ms
+            elif kind is _TSTOP:  # z is still near where it was: the next bar would re-enter the same side
+                self._stop_until = signal.ts_ms + self._tstop_cd_ms
 
     async def on_quote(self, quote: Quote) -> TradingSignal | None:
         """Feed one quote; if a signal fires, :meth:`dispatch` it. Returns the signal or None.
@@ -450,6 +457,9 @@ class SignalGenerator:
                       stop_cooldown_until_ms: int | None = None) -> None:
         """Restart reconciliation: the journal's state, entry time and stop cooldown.
 
+        ``stop_cooldown_until_ms`` is the exchange time before which no entry may fire (the end
+        of the cooldown of the last stop-loss or time stop: :meth:`cooldown_end` of it).
+
         ``entry_ts_ms`` None for a position means unknown: the holding clock starts at the next
         quote rather than guessing.
         """
@@ -459,6 +469,20 @@ class SignalGenerator:
         self._stop_until = -_INF if stop_cooldown_until_ms is None else float(stop_cooldown_until_ms)
         self._halt_reason = "restored as HALTED" if new is _HALTED else None
         logger.info("{}: state restored to {} (entry {})", self.pair_id, new.value, entry_ts_ms)
+
+    def cooldown_end(self, signal_type: SignalType, ts_ms: int) -> int | None:
+        """When the cooldown a done ``signal_type`` at ``ts_ms`` starts would end; None if that
+        kind starts none. Lets a restart rebuild the cooldown from the journal's last stop."""
+        if signal_type is _STOP:
+            return int(ts_ms + self._stop_cd_ms)
+        if signal_type is _TSTOP:
+            return int(ts_ms + self._tstop_cd_ms)
+        return None
+
+    @property
+    def cooldown_ms(self) -> float:
+        """The longest cooldown a stop of this pair starts (how far back a restart must look)."""
+        return max(self._stop_cd_ms, self._tstop_cd_ms)
 
     @property
     def state(self) -> PairState:
@@ -587,11 +611,13 @@ def _closes_by_ts(bars: Sequence[Sequence[float]], bar_ms: int, name: str) -> di
 def _validate_params(p: SignalParams) -> None:
     """The generator can be built without the config loader (tests, bench): check the rules."""
     checks = [
-        (p.exit_z < p.entry_z < p.stop_z, f"thresholds need exit_z < entry_z < stop_z, got "
-                                          f"{p.exit_z}, {p.entry_z}, {p.stop_z}"),
+        (p.exit_z < p.entry_z < p.entry_max <= p.stop_z,
+         f"thresholds need exit_z < entry_z < entry_max_z <= stop_z, got "
+         f"{p.exit_z}, {p.entry_z}, {p.entry_max}, {p.stop_z}"),
         (p.bar_seconds > 0, f"bar_seconds must be > 0, got {p.bar_seconds}"),
         (p.max_quote_age_ms > 0, f"max_quote_age_ms must be > 0, got {p.max_quote_age_ms}"),
-        (min(p.cooldown_seconds, p.stop_loss_cooldown_seconds, p.min_std) >= 0, "cooldowns and min_std must be >= 0"),
+        (min(p.cooldown_seconds, p.stop_loss_cooldown_seconds, p.time_stop_cooldown, p.min_std) >= 0,
+         "cooldowns and min_std must be >= 0"),
         (p.max_holding_bars is None or p.max_holding_bars >= 1, f"max_holding_bars must be >= 1 or None, "
                                                                  f"got {p.max_holding_bars}"),
     ]

@@ -176,7 +176,58 @@ def test_time_stop_after_max_holding_bars() -> None:
     assert sig.ts_ms - entry.ts_ms == 7 * BAR_MS
     gen.complete(sig, True)
     assert gen.state is PairState.FLAT
-    assert gen.snapshot().stop_cooldown_until_ms is None  # only a stop-loss starts a cooldown
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0])
+def test_time_stop_starts_a_cooldown_before_reentry(side: float) -> None:
+    """Issue 10: TIME_STOP at z -2.43 was followed by ENTER_LONG at z -2.34 on the next bar.
+    The cooldown defaults to the stop-loss one (1200 s = 4 bars here)."""
+    gen, drv = warmed()
+    gen.complete(drv.bar(z=2.5 * side), True)
+    for _ in range(6):
+        drv.bar(z=1.5 * side)
+    sig = drv.bar(z=2.4 * side)
+    assert sig is not None and sig.signal_type is SignalType.TIME_STOP
+    gen.complete(sig, True)
+    assert gen.snapshot().stop_cooldown_until_ms == sig.ts_ms + 1_200_000
+    for _ in range(3):  # 900 s < 1200 s: the same side is not re-entered
+        assert drv.bar(z=2.4 * side) is None
+    assert counters(gen)["suppressed"]["stop_cooldown"] == 3
+    again = drv.bar(z=2.4 * side)
+    assert again is not None and again.signal_type.is_entry and again.ts_ms - sig.ts_ms == 1_200_000
+
+
+def test_time_stop_cooldown_has_its_own_setting() -> None:
+    gen, drv = warmed(time_stop_cooldown_seconds=300.0)
+    gen.complete(drv.bar(z=-2.5), True)
+    for _ in range(6):
+        drv.bar(z=-1.5)
+    sig = drv.bar(z=-2.4)
+    gen.complete(sig, True)
+    assert gen.snapshot().stop_cooldown_until_ms == sig.ts_ms + 300_000
+    again = drv.bar(z=-2.4)  # one bar = 300 s later: allowed
+    assert again is not None and again.signal_type is SignalType.ENTER_LONG_SPREAD
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0])
+def test_no_entry_at_or_beyond_the_stop(side: float) -> None:
+    """Issue 10: SHORT CRV_WAVES at z 4.22 with a stop at 4 was stopped out 21 ms later. From
+    FLAT, a z at or beyond the stop (the default entry_max_z) enters nothing."""
+    gen, drv = warmed()
+    assert drv.bar(z=4.0 * side) is None  # stop_z is 3.5
+    assert drv.bar(z=3.6 * side) is None
+    assert gen.state is PairState.FLAT and sum(counters(gen)["signals_emitted"].values()) == 0
+    sig = drv.bar(z=3.4 * side)
+    assert sig is not None and sig.signal_type is (SignalType.ENTER_SHORT_SPREAD if side > 0
+                                                   else SignalType.ENTER_LONG_SPREAD)
+
+
+def test_entry_max_z_narrows_the_band() -> None:
+    gen, drv = warmed(entry_max_z=3.0)
+    assert drv.bar(z=-3.2) is None and drv.bar(z=3.1) is None
+    assert gen.state is PairState.FLAT and sum(counters(gen)["signals_emitted"].values()) == 0
+    sig = drv.bar(z=-2.9)
+    assert sig is not None and sig.signal_type is SignalType.ENTER_LONG_SPREAD
 
 
 def test_exit_wins_over_time_stop_and_stop_over_exit() -> None:
@@ -274,6 +325,50 @@ def test_halt_set_state_and_restore_state() -> None:
     gen3.restore_state(PairState.FLAT, stop_cooldown_until_ms=int(ETH[WARM + 2, 0]))
     assert drv3.bar(z=-2.5) is None and drv3.bar(z=-2.5) is None
     assert drv3.bar(z=-2.5) is not None
+
+
+@pytest.mark.parametrize("status,cooled", [("EXECUTED", True), ("REFUSED", False)])
+def test_a_stop_cooldown_survives_a_restart(tmp_path, status: str, cooled: bool) -> None:
+    """Issue 10: the cooldown lived only in memory, so a restart right after a stop-loss could
+    re-enter at once. The restarted pipeline rebuilds it from the journal's last stop (a refused
+    stop closed nothing and starts none)."""
+    from types import SimpleNamespace
+
+    from app.pipeline import SignalRouter
+    from core.stats import SessionStats
+    from execution.journal import Journal
+
+    gen, drv = warmed()
+    entry = drv.bar(z=-2.5)
+    gen.complete(entry, True)
+    stop = drv.bar(z=-3.6)
+    assert stop is not None and stop.signal_type is SignalType.STOP_LOSS
+    journal = Journal.open(tmp_path / "journal.sqlite", mode="paper")
+    try:
+        for sig in (entry, stop):
+            journal.record_signal(sig)
+        journal.set_signal_outcome(entry.signal_id, "EXECUTED", "ok")
+        journal.set_signal_outcome(stop.signal_id, status, "ok")
+        # the process dies here; the new one warms up from history and restores from the engine
+        restarted = SignalGenerator(make_params())
+        restarted.warm_up(ETH[:drv.i].tolist(), BTC[:drv.i].tolist())
+        drv2 = Driver(restarted, start=drv.i)
+        router = SignalRouter(generators={"ETH_BTC": restarted}, stats=SessionStats(mode="PAPER"),
+                              engine=SimpleNamespace(positions={}, journal=journal),  # type: ignore[arg-type]
+                              history=None)  # type: ignore[arg-type]
+        router.restore_from_engine()
+    finally:
+        journal.close()
+    assert restarted.state is PairState.FLAT
+    if not cooled:
+        assert restarted.snapshot().stop_cooldown_until_ms is None
+        assert drv2.bar(z=-2.5) is not None
+        return
+    assert restarted.snapshot().stop_cooldown_until_ms == stop.ts_ms + 1_200_000
+    for _ in range(3):  # 900 s after the stop < 1200 s
+        assert drv2.bar(z=-2.5) is None
+    again = drv2.bar(z=-2.5)
+    assert again is not None and again.signal_type.is_entry and again.ts_ms - stop.ts_ms == 1_200_000
 
 
 def test_engine_state_wins_over_an_in_flight_completion() -> None:
@@ -445,7 +540,8 @@ def test_snapshot_is_json_ready() -> None:
 
 @pytest.mark.parametrize("bad", [dict(exit_z=2.5), dict(stop_z=1.5), dict(bar_seconds=0), dict(max_quote_age_ms=0),
                                  dict(cooldown_seconds=-1.0), dict(max_holding_bars=0), dict(hedge_ratio=-1.0),
-                                 dict(lookback_bars=2)])
+                                 dict(lookback_bars=2), dict(entry_max_z=2.0), dict(entry_max_z=3.6),
+                                 dict(time_stop_cooldown_seconds=-1.0)])
 def test_invalid_params_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SignalGenerator(make_params(**bad))

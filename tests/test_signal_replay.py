@@ -56,7 +56,8 @@ def reference_signals(z: np.ndarray, ts: np.ndarray, start: int, cooldown_s: flo
             continue
         kind = None
         if state == "FLAT":
-            kind = "EL" if zi <= -ENTRY else "ES" if zi >= ENTRY else None
+            # the entry band: entry_max defaults to the stop, never enter where it would fire
+            kind = "EL" if -STOP < zi <= -ENTRY else "ES" if ENTRY <= zi < STOP else None
             if kind and t < stop_until:
                 continue
         elif state == "LONG":
@@ -81,7 +82,7 @@ def reference_signals(z: np.ndarray, ts: np.ndarray, start: int, cooldown_s: flo
             state, entry_ts = ("LONG" if kind == "EL" else "SHORT"), t
         else:
             state = "FLAT"
-            if kind == "SL":
+            if kind in ("SL", "TS"):  # the time-stop cooldown defaults to the stop-loss one
                 stop_until = t + STOP_COOLDOWN_S * 1000
     return out
 
