@@ -73,7 +73,7 @@ class TradingBot:
     def load_configuration(self) -> None:
         """Validate everything before anything is started or written; raises on bad input."""
         self.config = load_app_config(self.options.config_path)
-        self.pairs = load_pairs_config(self.options.pairs_path, self.config.signal)
+        self.pairs = load_pairs_config(self.options.pairs_path, self.config.signal, risk=self.config.risk)
         self.secrets, self._config_warnings = load_secrets(self.config)
         self.mode = resolve_run_mode(self.config, live_flag=self.options.live, secrets=self.secrets,
                                      demo=self.options.command == "demo")
@@ -341,7 +341,7 @@ def _positive_speed(text: str) -> float:
 def check_config(options: CliOptions, console: Console) -> int:
     """Validate both files and print the effective per-pair settings."""
     config = load_app_config(options.config_path)
-    pairs = load_pairs_config(options.pairs_path, config.signal)
+    pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
     table = Table(title=f"{len(pairs)} pairs from {options.pairs_path} (X = leg_a, Y = leg_b)",
                   title_justify="left")
     for column in ("pair_id", "leg_a (X)", "leg_b (Y)", "hedge_ratio", "entry_z", "exit_z", "stop_z",

@@ -311,6 +311,16 @@ class SignalParams:
             else self.time_stop_cooldown_seconds
 
 
+def reachable_z(lookback_bars: int) -> float:
+    """The largest |z| a window of N can show: (N-1)/sqrt(N).
+
+    The current value is one of the N values its mean and sample std are taken over, so it can
+    never sit further out than this; a threshold at or above it never fires.
+    """
+    n = float(lookback_bars)
+    return (n - 1.0) / math.sqrt(n)
+
+
 @dataclass(frozen=True, slots=True)
 class Secrets:
     """API credentials. ``repr`` never shows them, so a logged object cannot leak them."""
@@ -384,12 +394,14 @@ def load_app_config(path: str | Path) -> AppConfig:
     return _fold_seed_sections(config)
 
 
-def load_pairs_config(path: str | Path, signal: SignalConfig) -> list[PairConfig]:
-    """Read and validate ``pairs_config.json`` against the signal defaults it overrides."""
+def load_pairs_config(path: str | Path, signal: SignalConfig, *,
+                      risk: RiskConfig | None = None) -> list[PairConfig]:
+    """Read and validate ``pairs_config.json`` against the signal defaults it overrides (and,
+    given ``risk``, check every pair's notional fits the gross-exposure limit)."""
     file = str(path)
     raw = _read_json_object(path)
     parsed = _validate(PairsFile, raw, file)
-    validate_pair_rules(parsed.pairs, signal, file)
+    validate_pair_rules(parsed.pairs, signal, file, risk=risk)
     return list(parsed.pairs)
 
 
@@ -399,6 +411,13 @@ def validate_app_rules(config: AppConfig, file: str) -> None:
     _check_thresholds(file, "signal", sig.entry_threshold, sig.exit_threshold, sig.stop_loss_threshold,
                       sig.entry_max_z, entry_key="entry_threshold", exit_key="exit_threshold",
                       stop_key="stop_loss_threshold", entry_max_key="entry_max_z")
+    _check_reachable(file, "signal", sig.lookback_bars, sig.entry_threshold, sig.stop_loss_threshold,
+                     entry_key="entry_threshold", stop_key="stop_loss_threshold")
+    gross, notional = config.risk.max_gross_exposure_usdt, config.execution.notional_per_pair_usdt
+    if gross < notional:
+        raise ConfigurationError(file=file, field="risk.max_gross_exposure_usdt", value=gross,
+                                 expected=f"at least one pair's notional (execution.notional_per_pair_usdt "
+                                          f"= {notional:g}), or no entry can ever pass the exposure check")
     if config.trading_mode is not None and "dry_run" in config.model_fields_set:
         if (config.trading_mode == "paper") != config.dry_run:
             raise ConfigurationError(
@@ -424,7 +443,8 @@ def validate_app_rules(config: AppConfig, file: str) -> None:
                                  expected="false when exchange.base_url points at a custom server")
 
 
-def validate_pair_rules(pairs: list[PairConfig], signal: SignalConfig, file: str) -> None:
+def validate_pair_rules(pairs: list[PairConfig], signal: SignalConfig, file: str, *,
+                        risk: RiskConfig | None = None) -> None:
     """Rules across pairs and between a pair and the defaults it overrides."""
     seen: dict[str, int] = {}
     for index, pair in enumerate(pairs):
@@ -440,6 +460,17 @@ def validate_pair_rules(pairs: list[PairConfig], signal: SignalConfig, file: str
         _check_thresholds(file, where, params.entry_z, params.exit_z, params.stop_z, params.entry_max_z,
                           entry_key="z_score_threshold" if pair.z_score_threshold is not None else "entry_threshold",
                           exit_key="exit_threshold", stop_key="stop_loss_z", entry_max_key="entry_max_z")
+        # A threshold the pair inherits was checked against the default lookback; if it became
+        # unreachable here, the pair's own lookback_bars is what made it so.
+        _check_reachable(file, where, params.lookback_bars, params.entry_z, params.stop_z,
+                         entry_key="z_score_threshold" if pair.z_score_threshold is not None else None,
+                         stop_key="stop_loss_z" if pair.stop_loss_z is not None else None)
+        if risk is not None and pair.notional_usdt is not None \
+                and pair.notional_usdt > risk.max_gross_exposure_usdt:
+            raise ConfigurationError(file=file, field=f"{where}.notional_usdt", value=pair.notional_usdt,
+                                     expected=f"at most risk.max_gross_exposure_usdt "
+                                              f"({risk.max_gross_exposure_usdt:g}), or no entry of this "
+                                              "pair can ever pass the exposure check")
 
 
 def _check_thresholds(file: str, where: str, entry: float, exit_: float, stop: float, entry_max: float | None,
@@ -455,6 +486,25 @@ def _check_thresholds(file: str, where: str, entry: float, exit_: float, stop: f
         raise ConfigurationError(file=file, field=f"{where}.{entry_max_key}", value=entry_max,
                                  expected=f"a value above the entry threshold ({entry}) and at most the "
                                           f"stop-loss threshold ({stop})")
+
+
+def _check_reachable(file: str, where: str, lookback: int, entry: float, stop: float, *,
+                     entry_key: str | None, stop_key: str | None) -> None:
+    """Entry and stop below (N-1)/sqrt(N); a key None means the value is inherited, and the
+    lookback is named instead."""
+    bound = reachable_z(lookback)
+    for key, value, what in ((entry_key, entry, "entry"), (stop_key, stop, "stop-loss")):
+        if value < bound:
+            continue
+        if key is None:
+            raise ConfigurationError(
+                file=file, field=f"{where}.lookback_bars", value=lookback,
+                expected=f"a window in which the {what} threshold {value:g} is reachable: |z| <= (N-1)/sqrt(N) "
+                         f"= {bound:.4f} for N = {lookback}")
+        raise ConfigurationError(
+            file=file, field=f"{where}.{key}", value=value,
+            expected=f"a value below (N-1)/sqrt(N) = {bound:.4f}, the largest |z| a window of "
+                     f"lookback_bars N = {lookback} can reach")
 
 
 def _fold_seed_sections(config: AppConfig) -> AppConfig:

@@ -113,6 +113,68 @@ def test_invalid_config_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing may be written"
 
 
+# Issue 10: settings that can never act. The current value is inside its own window of N, so
+# |z| <= (N-1)/sqrt(N): 17 bars -> 3.8806 (a stop at 4 never fires), 5 bars -> 1.7889 (nor an
+# entry at 2). (case id, file, mutation, field path, value text, bound the message must give)
+UNREACHABLE: list[tuple[str, str, Callable[[dict, dict], None], str, str, str]] = [
+    ("entry-unreachable", "config", _set("signal", "lookback_bars", 5), "signal.entry_threshold", "2.0",
+     "(N-1)/sqrt(N) = 1.7889"),
+    ("stop-unreachable", "config", _set("signal", "lookback_bars", 17), "signal.stop_loss_threshold", "4.0",
+     "(N-1)/sqrt(N) = 3.8806"),
+    ("stop-at-the-bound", "config",
+     _cfg(lambda c: c["signal"].update(lookback_bars=4, entry_threshold=1.0, stop_loss_threshold=1.5)),
+     "signal.stop_loss_threshold", "1.5", "(N-1)/sqrt(N) = 1.5000"),
+    ("pair-stop-unreachable", "pairs", _pair0(lookback_bars=17), "pairs[0].stop_loss_z", "4.0",
+     "(N-1)/sqrt(N) = 3.8806"),
+    ("pair-lookback-makes-default-unreachable", "pairs",
+     _pairs(lambda p: (p[0].pop("stop_loss_z"), p[0].update(lookback_bars=17))), "pairs[0].lookback_bars", "17",
+     "(N-1)/sqrt(N) = 3.8806"),
+    ("gross-below-one-pair", "config", _set("risk", "max_gross_exposure_usdt", 500.0), "risk.max_gross_exposure_usdt",
+     "500.0", "execution.notional_per_pair_usdt = 1000"),
+    ("pair-notional-above-gross", "pairs", _pair0(notional_usdt=7000.0), "pairs[0].notional_usdt", "7000.0",
+     "risk.max_gross_exposure_usdt (6000)"),
+    ("entry-max-above-stop", "config", _set("signal", "entry_max_z", 4.5), "signal.entry_max_z", "4.5",
+     "at most the stop-loss threshold (4.0)"),
+    ("pair-entry-max-below-entry", "pairs", _pair0(entry_max_z=1.5), "pairs[0].entry_max_z", "1.5",
+     "above the entry threshold (2.0)"),
+]
+
+
+@pytest.mark.parametrize("command", [[], ["check-config"]], ids=["run", "check-config"])
+@pytest.mark.parametrize("case_id,which,mutate,field,value,bound", UNREACHABLE, ids=[c[0] for c in UNREACHABLE])
+def test_settings_that_can_never_act_exit_2_and_give_the_bound(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], case_id: str, which: str,
+        mutate: Callable[[dict, dict], None], field: str, value: str, bound: str) -> None:
+    config, pairs = copy.deepcopy(SHIPPED_CONFIG), copy.deepcopy(SHIPPED_PAIRS)
+    mutate(config, pairs)
+    config_path = write_json(tmp_path / "config.json", config)
+    pairs_path = write_json(tmp_path / "pairs_config.json", pairs)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    code = bot_main.main([*command, "--config", str(config_path), "--pairs", str(pairs_path)]
+                         + ([] if command else ["--duration", "1"]))
+
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, captured.out
+    assert len(err.splitlines()) == 1, err
+    expected_file = str(config_path if which == "config" else pairs_path)
+    assert err.startswith(f"config error: {expected_file}: {field} = {value}: expected "), err
+    assert bound in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing may be written"
+
+
+def test_thresholds_just_below_the_bound_are_accepted(tmp_path: Path) -> None:
+    """60 bars (the shipped lookback) reach |z| 7.62: entry 2 and stop 4 are fine, and so is
+    a stop just under the bound of a short window."""
+    from core.config import load_app_config, reachable_z
+
+    assert reachable_z(60) == pytest.approx(7.6168, abs=1e-4)
+    config = copy.deepcopy(SHIPPED_CONFIG)
+    config["signal"].update(lookback_bars=17, stop_loss_threshold=3.88)
+    assert load_app_config(write_json(tmp_path / "config.json", config)).signal.stop_loss_threshold == 3.88
+
+
 @pytest.mark.parametrize("content,field", [
     ("{\"dry_run\": true,,}", "line 1 column 18"),
     ("[1, 2]", ""),

@@ -34,7 +34,9 @@ def _trading_settings(bot_dir: Path) -> list[str]:
     """Thresholds the replayed z-scores cross every few seconds; positions held until the other
     side's entry level, so some are open when a run ends."""
     config = read_json(bot_dir / "config.json")
-    config["signal"].update(lookback_bars=30, entry_threshold=0.8, exit_threshold=-0.8, stop_loss_threshold=6.0,
+    # 30 bars reach |z| <= 29/sqrt(30) = 5.29 at most (the config refuses a stop beyond): the stop
+    # sits just inside, so it all but never fires.
+    config["signal"].update(lookback_bars=30, entry_threshold=0.8, exit_threshold=-0.8, stop_loss_threshold=5.25,
                             cooldown_seconds=0, stop_loss_cooldown_seconds=0, max_holding_bars=100_000)
     config["execution"].update(notional_per_pair_usdt=300, duplicate_window_seconds=0)
     config["risk"].update(max_open_pairs=10, max_gross_exposure_usdt=1e6, max_daily_loss_usdt=1e6)
