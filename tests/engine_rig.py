@@ -141,6 +141,30 @@ class Rig:
         return [r["message"] for r in self.logs if r["level"].name == level]
 
 
+async def build_engine(sim: SimulatorServer, inner: CcxtExchange, adapter: Any, journal: Journal,
+                       pairs: tuple[Pair, ...], *, execution: ExecutionConfig, risk: RiskConfig, leverage: int,
+                       margin_mode: str, external_path: Path, adopt: bool = False, resume_halted: bool = False,
+                       moved_mids: Any = None, books: Any = None) -> tuple[ExecutionEngine, list[PairSpec]]:
+    """The engine as ``app/assemble.py`` builds it, priced from the simulator's own book (not started)."""
+    await inner.load_markets()
+    specs = [PairSpec(p.pair_id, inner.resolve_symbol(p.leg_a), inner.resolve_symbol(p.leg_b), p.beta,
+                      p.notional, "log") for p in pairs]
+
+    def mid(symbol: str) -> Decimal | None:
+        top = sim.replay.book(inner.rules(symbol).exchange_symbol)
+        return top.mid if top else None
+
+    def book(symbol: str) -> tuple[Decimal, Decimal] | None:
+        top = sim.replay.book(inner.rules(symbol).exchange_symbol)
+        return (top.bid, top.ask) if top else None
+
+    engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=execution, risk=risk,
+                             leverage=leverage, margin_mode=margin_mode, mids=moved_mids or mid,
+                             books=books(book) if books else book, external_positions_path=external_path,
+                             adopt=adopt, resume_halted=resume_halted, seed=5)
+    return engine, specs
+
+
 @pytest.fixture(scope="module")
 def sim_data() -> MarketData:
     return MarketData.load(SimulatorConfig(symbols=SYMBOLS))
@@ -167,23 +191,10 @@ async def make_rig(sim_data: MarketData, tmp_path: Path) -> AsyncIterator[Callab
                              Secrets(sim.api_key, sim.api_secret, "test"))
         adapter: Any = HookedAdapter(inner) if hooked else inner
         journal = journal_cls.open(journal_path or tmp_path / f"journal-{len(opened)}.sqlite", mode="demo")
-        await inner.load_markets()
-        specs = [PairSpec(p.pair_id, inner.resolve_symbol(p.leg_a), inner.resolve_symbol(p.leg_b), p.beta,
-                          p.notional, "log") for p in pairs]
-
-        def mid(symbol: str) -> Decimal | None:
-            book = sim.replay.book(inner.rules(symbol).exchange_symbol)
-            return book.mid if book else None
-
-        def book(symbol: str) -> tuple[Decimal, Decimal] | None:
-            top = sim.replay.book(inner.rules(symbol).exchange_symbol)
-            return (top.bid, top.ask) if top else None
-
-        engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=execution, risk=risk,
-                                 leverage=leverage, margin_mode="isolated", mids=moved_mids or mid,
-                                 books=books(book) if books else book,
-                                 external_positions_path=tmp_path / "external.json", adopt=adopt,
-                                 resume_halted=resume_halted, seed=5)
+        engine, specs = await build_engine(sim, inner, adapter, journal, pairs, execution=execution, risk=risk,
+                                           leverage=leverage, margin_mode="isolated",
+                                           external_path=tmp_path / "external.json", adopt=adopt,
+                                           resume_halted=resume_halted, moved_mids=moved_mids, books=books)
         opened.append((sim, engine, journal, sink))
         await engine.start()
         return Rig(sim, engine, adapter, journal, tmp_path, {s.pair_id: s for s in specs}, records,

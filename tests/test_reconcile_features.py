@@ -39,10 +39,10 @@ from core.errors import PairsBotError
 from execution.engine import ExecutionEngine
 from execution.exchange import CcxtExchange
 from execution.journal import Journal
-from execution.results import ExecutionStatus, PairSpec, Reason
+from execution.results import ExecutionStatus, Reason
 from simulator.config import ReplayConfig, SimulatorConfig
 from simulator.server import MarketData, SimulatorServer
-from tests.engine_rig import FAST_EXEC, RECV_WINDOW_MS, SYMBOLS, WIDE_RISK, Pair
+from tests.engine_rig import FAST_EXEC, RECV_WINDOW_MS, SYMBOLS, WIDE_RISK, Pair, build_engine
 from tests.sim_helpers import local_client
 
 D = Decimal
@@ -128,21 +128,9 @@ async def running_bot(sim: SimulatorServer, tmp: Path, pairs: tuple[Pair, ...], 
     journal = Journal.open(tmp / journal_name, mode="demo")
     engine: ExecutionEngine | None = None
     try:
-        await adapter.load_markets()
-        specs = [PairSpec(p.pair_id, adapter.resolve_symbol(p.leg_a), adapter.resolve_symbol(p.leg_b), p.beta,
-                          p.notional, "log") for p in pairs]
-
-        def mid(symbol: str) -> Decimal | None:
-            book = sim.replay.book(adapter.rules(symbol).exchange_symbol)
-            return book.mid if book else None
-
-        def book(symbol: str) -> tuple[Decimal, Decimal] | None:
-            top = sim.replay.book(adapter.rules(symbol).exchange_symbol)
-            return (top.bid, top.ask) if top else None
-
-        engine = ExecutionEngine(adapter=adapter, journal=journal, pairs=specs, execution=execution, risk=risk,
-                                 leverage=leverage, margin_mode=margin_mode, mids=mid, books=book,
-                                 external_positions_path=tmp / external_name, adopt=adopt, seed=5)
+        engine, _ = await build_engine(sim, adapter, adapter, journal, pairs, execution=execution, risk=risk,
+                                       leverage=leverage, margin_mode=margin_mode,
+                                       external_path=tmp / external_name, adopt=adopt)
         await engine.start()
         yield Bot(sim, engine, adapter, journal, tmp / external_name)
     finally:
