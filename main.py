@@ -272,33 +272,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bot settings (default: config.json next to main.py)")
     common.add_argument("--pairs", type=Path, default=argparse.SUPPRESS, metavar="PATH",
                         help="the pairs to trade (default: pairs_config.json next to main.py)")
-    common.add_argument("--live", action="store_true", default=argparse.SUPPRESS,
-                        help="send real orders; also needs \"dry_run\": false and API keys")
+    live = argparse.ArgumentParser(add_help=False)  # not for the demo, which is always offline
+    live.add_argument("--live", action="store_true", default=argparse.SUPPRESS,
+                      help="send real orders; also needs \"dry_run\": false and API keys")
+    trading = argparse.ArgumentParser(add_help=False)  # `run` options, also valid without the word run
+    trading.add_argument("--adopt", action="store_true", default=argparse.SUPPRESS,
+                         help="at start, accept exchange positions the journal cannot explain as not the bot's "
+                              "(it never trades them) instead of keeping those pairs out of trading")
+    trading.add_argument("--resume-halted", action="store_true", default=argparse.SUPPRESS,
+                         help="at start, clear every HALTED or BLOCKED pair and reconcile it afresh")
     common.add_argument("--duration", type=_positive_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="stop by itself after this many seconds, as gracefully as Ctrl+C")
     common.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=argparse.SUPPRESS,
                         metavar="LEVEL", help=f"console log level, one of {', '.join(LOG_LEVELS)} "
                                               "(default: config.json logging.level)")
     parser = argparse.ArgumentParser(
-        prog="main.py", parents=[common],
+        prog="main.py", parents=[common, live, trading],
         description="Multi-pair statistical arbitrage bot for crypto perpetual futures.",
         epilog="Exit codes: 0 clean stop, 1 fatal runtime error, 2 invalid usage or configuration. "
                "Ctrl+C stops gracefully; a second Ctrl+C forces an exit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", parents=[common], help="trade (paper unless --live) on live market data (default)")
-    run.add_argument("--adopt", action="store_true", default=argparse.SUPPRESS,
-                     help="at start, accept exchange positions the journal cannot explain as not the bot's "
-                          "(it never trades them) instead of keeping those pairs out of trading")
-    run.add_argument("--resume-halted", action="store_true", default=argparse.SUPPRESS,
-                     help="at start, clear every HALTED or BLOCKED pair and reconcile it afresh")
-    resume = sub.add_parser("resume", parents=[common],
+    sub.add_parser("run", parents=[common, live, trading],
+                   help="trade (paper unless --live) on live market data (default)")
+    resume = sub.add_parser("resume", parents=[common, live],
                             help="clear HALTED or BLOCKED pairs in the journal (bot stopped); the next start "
                                  "reconciles them")
     resume.add_argument("resume_pairs", nargs="+", metavar="PAIR", help="pair ids, e.g. EOS_AXS")
     demo = sub.add_parser("demo", parents=[common], help="run offline against the bundled exchange simulator")
     demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
                       help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
-    sub.add_parser("check-config", parents=[common], help="validate both files, print the pairs, exit")
+    sub.add_parser("check-config", parents=[common, live], help="validate both files, print the pairs, exit")
     return parser
 
 
