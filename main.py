@@ -74,8 +74,10 @@ class TradingBot:
         """Validate everything before anything is started or written; raises on bad input."""
         self.config = load_app_config(self.options.config_path)
         self.pairs = load_pairs_config(self.options.pairs_path, self.config.signal, risk=self.config.risk)
-        self.secrets, self._config_warnings = load_secrets(self.config)
+        config_file = str(self.options.config_path)  # messages name the file the user gave
+        self.secrets, self._config_warnings = load_secrets(self.config, config_file=config_file)
         self.mode = resolve_run_mode(self.config, live_flag=self.options.live, secrets=self.secrets,
+                                     config_file=config_file,
                                      demo=self.options.command == "demo")
 
     # -- step 2 ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ class RunMode(str, Enum):
 
 
 def load_secrets(config: AppConfig, *, environ: Mapping[str, str] | None = None,
-                 dotenv_path: Path | None = None) -> tuple[Secrets, list[str]]:
+                 dotenv_path: Path | None = None, config_file: str = "config.json") -> tuple[Secrets, list[str]]:
     """Credentials from the environment, then ``.env``, then ``config.json`` (deprecated).
 
     Returns the secrets and the warnings to log. The process environment wins over ``.env``,
@@ -44,28 +44,30 @@ def load_secrets(config: AppConfig, *, environ: Mapping[str, str] | None = None,
     in_file = bool(config.binance_api_key or config.binance_api_secret)
     if in_file:
         if key or secret:
-            warnings.append("API keys in config.json are ignored: the environment/.env keys take precedence. "
-                            "Remove them from config.json; a committed or shared config file leaks them.")
+            warnings.append(f"API keys in {config_file} are ignored: the environment/.env keys take precedence. "
+                            f"Remove them from {config_file}; a committed or shared config file leaks them.")
         else:
             key, secret, source = config.binance_api_key, config.binance_api_secret, "config.json"
-            warnings.append("API keys read from config.json: anyone who sees that file can trade your account. "
+            warnings.append(f"API keys read from {config_file}: anyone who sees that file can trade your account. "
                             f"Move them to the environment or a .env file ({ENV_KEY}, {ENV_SECRET}).")
     return Secrets(api_key=key or None, api_secret=secret or None, source=source), warnings
 
 
-def resolve_run_mode(config: AppConfig, *, live_flag: bool, secrets: Secrets, demo: bool) -> RunMode:
-    """Decide the mode, or raise ``UsageError`` with the one line that explains the refusal."""
+def resolve_run_mode(config: AppConfig, *, live_flag: bool, secrets: Secrets, demo: bool,
+                     config_file: str = "config.json") -> RunMode:
+    """Decide the mode, or raise ``UsageError`` with the one line that explains the refusal;
+    ``config_file`` is the file the user gave (``--config``), named in that line."""
     if demo:
         if live_flag:
             raise UsageError("refusing: --live cannot be combined with the offline demo")
         return RunMode.DEMO
     if config.dry_run:
         if live_flag:
-            raise UsageError("refusing live trading: --live given but config.json has dry_run true "
+            raise UsageError(f"refusing live trading: --live given but {config_file} has dry_run true "
                              "(set \"dry_run\": false to trade for real)")
         return RunMode.PAPER
     if not live_flag:
-        raise UsageError("refusing to start: config.json has dry_run false but --live was not given "
+        raise UsageError(f"refusing to start: {config_file} has dry_run false but --live was not given "
                          "(add --live to trade for real, or set \"dry_run\": true for paper trading)")
     if not secrets.present:
         raise UsageError(f"refusing live trading: no API keys ({ENV_KEY} and {ENV_SECRET} in the "
