@@ -101,7 +101,7 @@ class ExecutionEngine:
         self._fill_ms: list[float] = []
         self._overhead_ms: list[float] = []
         self._periodic: asyncio.Task[None] | None = None
-        self._balance_task: asyncio.Task[None] | None = None
+        self._balance_tasks: set[asyncio.Task[None]] = set()  # one per execution; stop awaits them all
         self._last_refusal: dict[str, str] = {}
         self._in_flight: dict[str, int] = {}  # pair -> executions/resolutions running on it
         self._reconciling = False
@@ -198,8 +198,8 @@ class ExecutionEngine:
         self._periodic = self._resolution_task = None
         async with self._lock:
             pass
-        if self._balance_task is not None:
-            await asyncio.gather(self._balance_task, return_exceptions=True)
+        if self._balance_tasks:
+            await asyncio.gather(*self._balance_tasks, return_exceptions=True)
         await self.adapter.close()
 
     @property
@@ -369,7 +369,8 @@ class ExecutionEngine:
         once a refresh that started after the entry ended has returned: until then the risk check
         counts it, so a burst of entries never spends the same margin twice."""
         task = asyncio.create_task(self._refresh_then_release(release), name="execution.balance")
-        self._balance_task = task
+        self._balance_tasks.add(task)
+        task.add_done_callback(self._balance_tasks.discard)
 
     async def _refresh_then_release(self, signal_id: str | None) -> None:
         try:
@@ -635,9 +636,9 @@ class ExecutionEngine:
         excess_a = _excess(fa, fb, want_a, want_b, step_a)
         excess_b = _excess(fb, fa, want_b, want_a, step_b)
         if excess_a > 0:
-            fa -= await self._trim(signal, spec, "a", spec.symbol_a, side_a, excess_a, fa)
+            fa -= await self._trim(signal, spec, "a", spec.symbol_a, side_a, excess_a)
         elif excess_b > 0:
-            fb -= await self._trim(signal, spec, "b", spec.symbol_b, side_b, excess_b, fb)
+            fb -= await self._trim(signal, spec, "b", spec.symbol_b, side_b, excess_b)
         log_trade_event("partial_fill_repaired", pair_id=spec.pair_id, signal_id=signal.signal_id,
                         filled_a=str(fa), filled_b=str(fb))
         return fa, fb
@@ -664,8 +665,8 @@ class ExecutionEngine:
         return have + known_filled(placed)[0]
 
     async def _trim(self, signal: TradingSignal, spec: PairSpec, leg: str, symbol: str, entry_side: str,
-                    excess: Decimal, held: Decimal) -> Decimal:
-        """Reduce an over-filled leg (``held`` filled so far, not saved yet); returns what was taken off."""
+                    excess: Decimal) -> Decimal:
+        """Reduce an over-filled leg by ``excess``; returns what was taken off."""
         self.counters.trims += 1
         left = await self._close_quantity(signal, spec, leg, symbol, _opposite(entry_side), excess, OrderPurpose.TRIM)
         return excess - left

@@ -27,7 +27,3 @@ class SymbolLocks:
         finally:
             for lock in reversed(taken):
                 lock.release()
-
-    def held(self, symbol: str) -> bool:
-        lock = self._locks.get(symbol)
-        return lock is not None and lock.locked()

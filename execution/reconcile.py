@@ -282,12 +282,9 @@ class Reconciler:
         engine = self._engine
         expected = self.expected_positions()
         differing: set[str] = set()
-        for symbol, held in exchange.items():
-            if symbol in skip:
-                continue  # an unresolved order on it: the journal's side is not known yet
-            difference = held - expected[symbol] - self.external.get(symbol, ZERO)
-            if difference == 0:
-                continue
+        # Symbols with an unresolved order (``skip``) are left out: the journal's side is not known yet.
+        for symbol, difference in self._differences(exchange, skip).items():
+            held = exchange[symbol]
             pairs = [p for p, s in engine.pairs.items() if symbol in (s.symbol_a, s.symbol_b)]
             if self._adopt:
                 self.external[symbol] = self.external.get(symbol, ZERO) + difference
