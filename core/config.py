@@ -73,6 +73,9 @@ class ExchangeConfig(_Strict):
     # recvWindow of signed requests. It bounds how long an order whose outcome is unknown can
     # still land (docs/architecture.md, "Order outcomes"): a shorter window resolves a lost order sooner.
     recv_window_ms: int = Field(default=5_000, ge=100, le=60_000)
+    # How long a start may keep retrying a retryable failure (no network, DNS, exchange down,
+    # 5xx) before it gives up with one line and exit code 1.
+    startup_timeout_seconds: float = Field(default=60.0, gt=0, le=3_600)
 
     @field_validator("id")
     @classmethod
@@ -124,6 +127,12 @@ class SignalConfig(_Strict):
     time_stop_cooldown_seconds: float | None = Field(default=None, ge=0, le=7 * 86_400)
     max_holding_bars: int | None = Field(default=None, ge=1)
     max_holding_half_lives: float = Field(default=3.0, gt=0, le=100)
+    # The market-data feed as a whole: no quote of any symbol for this long (wall clock) is a
+    # lost feed. Every pair shows STALE (no entries), a CRITICAL line is printed, and
+    # ``on_feed_loss`` decides about open pairs: ``hold`` keeps them (their exits and stops wait
+    # for the feed), ``flatten`` closes each at market through the engine's protocols.
+    max_feed_outage_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    on_feed_loss: Literal["hold", "flatten"] = "hold"
 
     @field_validator("bar_seconds")
     @classmethod
