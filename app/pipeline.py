@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -26,6 +27,7 @@ from signals.generator import SignalGenerator
 
 
 HistorySource = Callable[..., Awaitable[dict[str, list[list[float]]]]]
+BACKFILL_RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -54,6 +56,9 @@ class SignalRouter:
             for symbol in (gen.symbol_a, gen.symbol_b):
                 self._by_symbol.setdefault(symbol, []).append(gen)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._backfill_pending: dict[str, SignalGenerator] = {}
+        self._backfill_task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
         self.counters = RouterCounters()
         self._accepting = True
         self.latest: dict[str, Quote] = {}
@@ -63,6 +68,11 @@ class SignalRouter:
     @property
     def symbols(self) -> list[str]:
         return sorted(self._by_symbol)
+
+    @property
+    def backfilling(self) -> list[str]:
+        """Pairs waiting for the candles of a gap (WARMING)."""
+        return sorted(self._backfill_pending)
 
     def on_quote(self, quote: Quote) -> None:
         """Hub consumer (sync, O(pairs of this symbol)): update generators, dispatch signals."""
@@ -74,6 +84,8 @@ class SignalRouter:
             if engine is not None:
                 self._follow_engine(gen, engine.pair_state(gen.pair_id))
             signal = gen.update(quote)
+            if gen.needs_backfill and gen.pair_id not in self._backfill_pending:
+                self._request_backfill(gen)
             if signal is not None:
                 if self._accepting:
                     self._spawn(gen, signal)
@@ -173,15 +185,59 @@ class SignalRouter:
         await self.warm_up()
         self._accepting = True
 
+    def _history_shape(self) -> tuple[int, int]:
+        """(bar seconds, bars per leg) that fill every window, with a margin."""
+        bar_seconds = {g.params.bar_seconds for g in self.generators.values()}
+        if len(bar_seconds) != 1:
+            raise ValueError(f"all pairs must share one bar size, got {sorted(bar_seconds)}")
+        return bar_seconds.pop(), max(g.params.lookback_bars for g in self.generators.values()) + 5
+
+    def _request_backfill(self, gen: SignalGenerator) -> None:
+        """Queue ``gen`` for a backfill; one task serves every pair that has a gap (shared legs)."""
+        self._backfill_pending[gen.pair_id] = gen
+        if self._backfill_task is None or self._backfill_task.done():
+            self._backfill_task = asyncio.create_task(self._backfill_loop(), name="signals.backfill")
+
+    async def _backfill_loop(self) -> None:
+        """Fetch the candles of every pair that lost bars, rebuild its window, until none is left.
+
+        A pair whose gap grew again while its candles were in flight (``gap_epoch`` moved) is
+        fetched once more. A failed fetch is retried with backoff and jitter: the pair stays
+        WARMING (no decisions) meanwhile, which is the point.
+        """
+        failures = 0
+        bar_seconds, bars = self._history_shape()
+        while self._backfill_pending:
+            gens = list(self._backfill_pending.values())
+            epochs = {g.pair_id: g.calculator.gap_epoch for g in gens}
+            missing = {g.pair_id: g.calculator.bars_missing for g in gens}
+            symbols = sorted({s for g in gens for s in (g.symbol_a, g.symbol_b)})
+            try:
+                history = await self._history(symbols, bar_seconds=bar_seconds, bars=bars)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the feed's REST side is down too: keep the pairs WARMING, try again
+                failures += 1
+                delay = self._rng.uniform(0.5, 1.0) * min(BACKFILL_RETRY_MAX_SECONDS, 2.0 ** failures)
+                logger.opt(exception=exc).debug("backfill failure detail")
+                logger.warning("backfill of {} failed ({}: {}); pairs stay WARMING, retry #{} in {:.1f}s",
+                               ", ".join(epochs), type(exc).__name__, exc, failures, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            for gen in gens:
+                gen.warm_up(history.get(gen.symbol_a, []), history.get(gen.symbol_b, []))
+                if gen.calculator.gap_epoch == epochs[gen.pair_id]:
+                    self._backfill_pending.pop(gen.pair_id, None)
+                    logger.info("{}: backfilled after a gap of {} bar(s); {} of {} bars in window", gen.pair_id,
+                                missing[gen.pair_id], gen.calculator.bars_in_window, gen.params.lookback_bars - 1)
+
     async def warm_up(self) -> None:
         """Fetch enough completed bars for every window, concurrently, and seed the generators."""
         if not self.generators:
             return
-        bar_seconds = {g.params.bar_seconds for g in self.generators.values()}
-        if len(bar_seconds) != 1:
-            raise ValueError(f"all pairs must share one bar size, got {sorted(bar_seconds)}")
-        bars = max(g.params.lookback_bars for g in self.generators.values()) + 5
-        history = await self._history(self.symbols, bar_seconds=bar_seconds.pop(), bars=bars)
+        bar_seconds, bars = self._history_shape()
+        history = await self._history(self.symbols, bar_seconds=bar_seconds, bars=bars)
         warm = 0
         for pair_id, gen in self.generators.items():
             gen.warm_up(history.get(gen.symbol_a, []), history.get(gen.symbol_b, []))
@@ -195,6 +251,9 @@ class SignalRouter:
     async def stop(self) -> None:
         """No new signals; let in-flight executions finish (the caller bounds the wait)."""
         self._accepting = False
+        if self._backfill_task is not None:
+            self._backfill_task.cancel()
+            await asyncio.gather(self._backfill_task, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

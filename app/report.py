@@ -31,13 +31,23 @@ def status_table(generators: dict[str, SignalGenerator], *, width: int = 110) ->
     for pair_id, gen in generators.items():
         s = gen.snapshot()
         z = "" if s.z != s.z else f"{s.z:+.2f}"
-        table.add_row(pair_id, s.state.value, z, f"{s.bars_in_window}/{s.lookback_bars - 1}",
+        table.add_row(pair_id, display_state(s), z, f"{s.bars_in_window}/{s.lookback_bars - 1}",
                       "" if s.quote_age_a_ms is None else str(s.quote_age_a_ms),
                       "" if s.quote_age_b_ms is None else str(s.quote_age_b_ms),
                       str(sum(s.signals_emitted.values())))
     console = Console(width=width, record=True, file=_NullFile(), color_system=None)
     console.print(table)
     return console.export_text()
+
+
+def display_state(snapshot: Any) -> str:
+    """The pair's state for operators: WARMING while bars are missing (after a gap, or before
+    the window is full), said next to the position when one is held."""
+    state = snapshot.state.value
+    warming = snapshot.warming or not snapshot.window_full
+    if not warming:
+        return state
+    return "WARMING" if state == "FLAT" else f"{state} (warming)"
 
 
 def pnl_rows(journal: Journal, positions: dict[str, PairPosition], mids: MidSource) -> list[dict[str, Any]]:

@@ -12,8 +12,8 @@ Decision path, in order (the first that applies wins):
    never raises or moves any state;
 2. the spread is updated (every accepted quote, so the window stays right even while no
    signal may fire);
-3. gates (:class:`Gate`): the other leg never quoted, a signal in flight, HALTED, window not
-   full, ``std <= min_std``, or the other leg's last quote older than ``max_quote_age_ms``
+3. gates (:class:`Gate`): the other leg never quoted, a signal in flight, HALTED, bars missing
+   after a gap (WARMING, until the backfill), window not full, ``std <= min_std``, or the other leg's last quote older than ``max_quote_age_ms``
    of exchange time at this quote;
 4. rules: FLAT & -entry_max < z <= -entry -> ENTER_LONG_SPREAD, FLAT & entry <= z < entry_max
    -> ENTER_SHORT_SPREAD (``entry_max`` defaults to the stop: never enter where the stop would
@@ -89,6 +89,7 @@ class Gate(str, Enum):
     HALTED = "halted"
     WINDOW_NOT_FULL = "window_not_full"
     LOW_STD = "low_std"  # std <= min_std (or a flat window)
+    WARMING = "warming"  # bars are missing after a gap; no decision until they are backfilled
     STALE_LEG = "stale_leg"  # the other leg's quote is older than max_quote_age_ms
 
 
@@ -101,7 +102,7 @@ class Suppression(str, Enum):
 
 _R = {reason: i for i, reason in enumerate(RejectReason)}
 _G = {gate: i for i, gate in enumerate(Gate)}
-_G_NO_QUOTE, _G_IN_FLIGHT, _G_HALTED, _G_NOT_FULL, _G_LOW_STD, _G_STALE = range(len(Gate))
+_G_NO_QUOTE, _G_IN_FLIGHT, _G_HALTED, _G_NOT_FULL, _G_LOW_STD, _G_WARMING, _G_STALE = range(len(Gate))
 
 
 def pair_tag(pair_id: str) -> str:
@@ -159,8 +160,9 @@ class GeneratorSnapshot:
     signals_failed: int = 0
     callback_errors: int = 0
     bars_closed: int = 0
-    bars_carried: int = 0
+    gaps: int = 0
     gap_resets: int = 0
+    warming: bool = False  # bars missing after a gap, waiting for the backfill
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: enums as their values, NaN as None."""
@@ -308,6 +310,9 @@ class SignalGenerator:
         state = self._state
         if state is _HALTED or state is _RESOLVING:  # the engine is finding out what is held
             self._gated[_G_HALTED] += 1
+            return None
+        if calc.awaiting_backfill:
+            self._gated[_G_WARMING] += 1
             return None
         if not calc.std > self._min_std:  # NaN while the window fills, 0 when flat
             self._gated[_G_LOW_STD if calc.is_ready else _G_NOT_FULL] += 1
@@ -504,14 +509,15 @@ class SignalGenerator:
     def warm_up(self, bars_a: Sequence[Sequence[float]], bars_b: Sequence[Sequence[float]]) -> int:
         """Fill the window from historical OHLCV rows ``[open_ts_ms, o, h, l, c, v]`` per leg.
 
-        Rows are inner-joined on timestamp; closes stand in for mids. A candle stamped ``T`` (its
-        OPEN time) covers ``[T, T + bar_ms)`` and closes at ``T + bar_ms``: it is live bucket
-        ``T // bar_ms``, see :meth:`SpreadCalculator.seed_bar`. The last candle becomes the open
-        bar (it is usually still forming): a live quote in the same bucket overwrites its close,
-        a later one closes it into the window. If live quotes already arrived, the window is
-        rebuilt from the candles before the live bar and the live bar is kept. Missing candles
-        are carried forward like empty live bars. Rows with a non-positive or non-finite close
-        are skipped. Returns the number of candles used.
+        Rows are inner-joined on timestamp; closes stand in for mids (README, "Bars and prices").
+        A candle stamped ``T`` (its OPEN time) covers ``[T, T + bar_ms)`` and closes at
+        ``T + bar_ms``: it is live bucket ``T // bar_ms``, see :meth:`SpreadCalculator.seed_bar`.
+        The last candle becomes the open bar: a live quote in the same bucket overwrites its
+        close, a later one closes it into the window. If live quotes already arrived (a backfill
+        after a gap), the window is rebuilt from the candles before the live bar and the live
+        bar is kept. A candle missing on either leg is never invented: the window restarts after
+        the hole, and the log says how many bars were missing. Rows with a non-positive or
+        non-finite close are skipped. Returns the number of candles used.
         """
         bar_ms = self._calc.bar_ms
         rows = _join_closes(bars_a, bars_b, bar_ms)
@@ -528,9 +534,18 @@ class SignalGenerator:
             used += calc.seed_bar(ts, calc.spread_of(close_a, close_b))
         if live_bucket >= 0:
             calc.seed_bar(live_bucket * bar_ms, live_value)
+        if calc.seed_missing:
+            logger.warning("{}: history lacks {} bar(s) (the exchange has none for them either): the window "
+                           "restarts after the last hole with {} of {} bars; it fills live", self.pair_id,
+                           calc.seed_missing, calc.bars_in_window, self.params.lookback_bars - 1)
         logger.info("{}: warm-up used {} of {} joined bars; {} of {} bars in window", self.pair_id, used,
                     len(rows), calc.bars_in_window, self.params.lookback_bars - 1)
         return used
+
+    @property
+    def needs_backfill(self) -> bool:
+        """True after a live gap: the missing candles must be fetched and passed to :meth:`warm_up`."""
+        return self._calc.awaiting_backfill
 
     def _ts_reason(self, ts: Any, last_ts: int, mid: float, is_a: bool) -> RejectReason | None:
         if ts != ts or ts < 0:
@@ -572,7 +587,8 @@ class SignalGenerator:
             suppressed={s.value: n for s, n in self._suppressed.items()},
             signals_emitted={t.value: n for t, n in self._emitted.items()},
             signals_executed=self._executed, signals_failed=self._failed, callback_errors=self._cb_errors,
-            bars_closed=calc.bars_closed, bars_carried=calc.bars_carried, gap_resets=calc.gap_resets,
+            bars_closed=calc.bars_closed, gaps=calc.gaps, gap_resets=calc.gap_resets,
+            warming=calc.awaiting_backfill,
         )
 
 

@@ -145,17 +145,43 @@ class MarketDataHub:
 
     # -- warm-up ------------------------------------------------------------------------------
     async def fetch_history(self, symbols: Iterable[str], *, bar_seconds: int, bars: int) -> dict[str, list[list[float]]]:
-        """Completed OHLCV bars for each symbol, fetched concurrently and paged past ccxt's cap.
+        """The newest ``bars`` OHLCV rows of each symbol, fetched concurrently and paged past ccxt's cap.
 
-        The newest row is the candle still forming (Binance returns it), so it is dropped: the
-        live bar sampler owns the current bucket.
+        A row is dropped only if its candle is still open by the exchange's clock
+        (:meth:`market_clock_ms`): the live bar sampler owns the current bucket. A closed candle
+        is never dropped, so a warm-up or a backfill leaves no hole before the live bar.
         """
         timeframe = KLINE_SECONDS[bar_seconds]
         wanted = list(dict.fromkeys(symbols))
-        results = await asyncio.gather(*(self._fetch_one(s, timeframe, bar_seconds, bars) for s in wanted))
+        now_ms = await self.market_clock_ms(wanted)
+        results = await asyncio.gather(*(self._fetch_one(s, timeframe, bar_seconds, bars, now_ms) for s in wanted))
         return dict(zip(wanted, results))
 
-    async def _fetch_one(self, symbol: str, timeframe: str, bar_seconds: int, bars: int) -> list[list[float]]:
+    async def market_clock_ms(self, symbols: list[str]) -> int:
+        """The exchange's clock for market data: the newest book-ticker event time of ``symbols``.
+
+        Why not ``/fapi/v1/time``: on Binance both agree to the millisecond, but a replaying
+        venue (the bundled simulator) runs its market on a replay clock while it signs on the
+        wall clock; the book's own event time is the clock the klines follow on both. A symbol
+        whose book is quiet only makes the clock older, which keeps a closed candle out at
+        worst: the live gap check then backfills it.
+        """
+        try:
+            tickers = await self.exchange.fetch_bids_asks(symbols)
+        except NetworkError as exc:
+            raise RetryableError(f"fetch_bids_asks (the exchange's clock) failed: {exc}") from exc
+        except ExchangeError as exc:
+            raise RetryableError(f"fetch_bids_asks (the exchange's clock) refused: {exc}") from exc
+        stamps = [t.get("timestamp") for t in (tickers or {}).values() if t.get("timestamp")]
+        if stamps:
+            return int(max(stamps))
+        try:
+            return int(await self.exchange.fetch_time())
+        except (NetworkError, ExchangeError) as exc:
+            raise RetryableError(f"fetch_time failed: {exc}") from exc
+
+    async def _fetch_one(self, symbol: str, timeframe: str, bar_seconds: int, bars: int,
+                         now_ms: int) -> list[list[float]]:
         bar_ms = bar_seconds * 1000
         need = bars + 1
         try:
@@ -170,10 +196,11 @@ class MarketDataHub:
                     break
                 rows = older + rows
         except NetworkError as exc:
-            raise RetryableError(f"warm-up fetch_ohlcv {symbol} {timeframe} failed: {exc}") from exc
+            raise RetryableError(f"fetch_ohlcv {symbol} {timeframe} failed: {exc}") from exc
         except ExchangeError as exc:
-            raise RetryableError(f"warm-up fetch_ohlcv {symbol} {timeframe} refused: {exc}") from exc
-        return [list(map(float, r)) for r in rows[:-1]][-bars:]
+            raise RetryableError(f"fetch_ohlcv {symbol} {timeframe} refused: {exc}") from exc
+        closed = [list(map(float, r)) for r in rows if int(r[0]) + bar_ms <= now_ms]
+        return closed[-bars:]
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:

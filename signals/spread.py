@@ -13,11 +13,14 @@ Conventions (and why)
   open time is ``k * bar_ms`` -- which is what lets warm-up candles and live bars share one
   window (see :meth:`SpreadCalculator.seed_bar`). A bar's value is the last spread seen in it.
 * A quote in a later bucket closes the open bar: its last spread is pushed into the window.
-  Buckets in between that saw no quote carry that spread forward (pushed again, and counted in
-  ``bars_carried``), exactly what ``resample(...).last().ffill()`` does to a bar series.
-* A gap of ``lookback_bars - 1`` or more empty buckets would leave only carried copies in the
-  live window, i.e. nothing real: the gap is "longer than the window", the window is emptied
-  (``gap_resets``) and must be refilled, by a new warm-up or by live bars.
+  Buckets in between that saw no quote are a *gap*: nothing is invented for them (carrying
+  the last spread forward would collapse the std and inflate z). The calculator records the
+  gap (``gaps``, ``bars_missing``, ``gap_epoch``) and waits: ``awaiting_backfill`` is True and
+  Z is NaN until the owner fetches the missing candles and calls the generator's warm-up,
+  which rebuilds the window from them.
+* While seeding history (:meth:`SpreadCalculator.seed_bar`) a hole means the exchange has no
+  candles for it either: the window restarts from the bars after the hole (``gap_resets``),
+  because a window of bars that are not consecutive is not the rolling window of the docs.
 * A quote whose bucket is *older* than the open bar (the other leg's clock ran slightly ahead)
   is counted in the open bar: bars never reopen, so history is never rewritten.
 * Live Z on every update: over the last ``lookback_bars - 1`` completed bars plus the current
@@ -70,7 +73,7 @@ class SpreadCalculator:
         "_log", "_bucket", "_cur",
         "_buf", "_fstate", "_istate", "_cap", "_n", "_nm1",
         "_ready", "_ref", "_s1", "_s2", "_const",
-        "bars_closed", "bars_carried", "gap_resets",
+        "bars_closed", "gaps", "gap_resets", "bars_missing", "seed_missing", "gap_epoch", "awaiting_backfill",
     )
 
     def __init__(self, *, hedge_ratio: float, lookback_bars: int, bar_seconds: int,
@@ -92,8 +95,12 @@ class SpreadCalculator:
         self._n = float(self.lookback_bars)
         self._nm1 = float(self._cap)
         self.bars_closed = 0
-        self.bars_carried = 0
-        self.gap_resets = 0
+        self.gaps = 0  # live gaps seen (each needs a backfill)
+        self.gap_resets = 0  # holes in history: the window restarted after them
+        self.bars_missing = 0  # bars of the newest live gap
+        self.seed_missing = 0  # bars missing in history since the last reset() (warm-up reports it)
+        self.gap_epoch = 0  # +1 per live gap: a backfill that started before a newer gap must not clear it
+        self.awaiting_backfill = False
         self.reset()
 
     # -- hot path -------------------------------------------------------------------------
@@ -109,10 +116,10 @@ class SpreadCalculator:
             s = mid_b - self.hedge_ratio * mid_a
         bucket = ts_ms // self.bar_ms
         if bucket > self._bucket:
-            self._roll(bucket)
+            self._roll(bucket, seeding=False)
         self._cur = s
         self.spread = s
-        if not self._ready:
+        if not self._ready or self.awaiting_backfill:
             self.z = self.std = self._md = _NAN
             return _NAN
         d = s - self._ref
@@ -132,22 +139,26 @@ class SpreadCalculator:
 
     # -- bars -------------------------------------------------------------------------------
 
-    def _roll(self, bucket: int) -> None:
-        """Close the open bar (and carry it over empty buckets) before opening ``bucket``."""
+    def _roll(self, bucket: int, *, seeding: bool) -> None:
+        """Close the open bar before opening ``bucket``; a gap of empty buckets is never filled."""
         prev = self._bucket
         if prev >= 0:
             empty = bucket - prev - 1
-            if empty >= self._cap:
+            if empty > 0 and seeding:  # history has a hole: restart after it
                 kn.window_reset(self._buf, self._fstate, self._istate)
                 self.gap_resets += 1
-                logger.warning("{}: {} bars without a quote (window {}): window emptied, needs a new warm-up",
-                               self.name, empty, self.lookback_bars)
+                self.seed_missing += empty
             else:
                 kn.window_push(self._buf, self._fstate, self._istate, self._cur)
                 self.bars_closed += 1
                 if empty > 0:
-                    kn.window_push_n(self._buf, self._fstate, self._istate, self._cur, empty)
-                    self.bars_carried += empty
+                    self.gaps += 1
+                    self.gap_epoch += 1
+                    self.bars_missing = empty
+                    if not self.awaiting_backfill:
+                        logger.warning("{}: {} bar(s) without a quote before bucket {}: WARMING until the "
+                                       "missing candles are fetched", self.name, empty, bucket)
+                    self.awaiting_backfill = True
             self._sync()
         self._bucket = bucket
 
@@ -166,16 +177,16 @@ class SpreadCalculator:
         Why open time: an OHLCV candle is stamped with its open time and covers
         ``[open, open + bar_ms)``, which is live bucket ``open_ts_ms // bar_ms``; its close is
         the last value of that bucket, exactly what live sampling records. So the candle becomes
-        the *open* bar: the next later bar (seeded or live) closes it into the window. The last
-        candle a venue returns is usually still forming; treating it as open lets live quotes
-        of the same bucket overwrite its close, and a later bucket close it -- correct either
-        way. Returns False (and ignores the bar) if it is older than the open bar.
+        the *open* bar: the next later bar (seeded or live) closes it into the window, and live
+        quotes of the same bucket overwrite its close. A candle missing from history restarts
+        the window after it (``seed_missing`` counts the bars). Returns False (and ignores the
+        bar) if it is older than the open bar.
         """
         bucket = int(open_ts_ms) // self.bar_ms
         if bucket < self._bucket:
             return False
         if bucket > self._bucket:
-            self._roll(bucket)
+            self._roll(bucket, seeding=True)
         self._cur = float(spread)
         return True
 
@@ -186,8 +197,13 @@ class SpreadCalculator:
         return mid_b - self.hedge_ratio * mid_a
 
     def reset(self) -> None:
-        """Forget every bar (the counters stay): the window needs a new warm-up."""
+        """Forget every bar (the counters stay): the window needs a new warm-up.
+
+        A warm-up rebuilds the window from candles, so it also ends a wait for a backfill.
+        """
         kn.window_reset(self._buf, self._fstate, self._istate)
+        self.awaiting_backfill = False
+        self.seed_missing = 0
         self._bucket = -1
         self._cur = _NAN
         self.spread = _NAN

@@ -22,7 +22,10 @@ Two clocks: the replay clock maps wall time to exchange time, ``start + elapsed 
 events carry replay time. Request authentication (``timestamp``, ``recvWindow``) and
 ``/fapi/v1/time`` use the wall clock, because ccxt signs with the local wall clock.
 
-Klines serve the history visible at the replay time: every closed candle
+Klines serve the history visible at the replay time, priced at the MID of the quotes the path
+produced (so a bot's live bars, sampled from mids, and its warm-up candles share one price
+definition; with an odd ``spread_ticks`` the mid is half a tick off the grid and klines carry
+one more decimal): every closed candle
 (``open + interval <= now``) plus the candle in progress, as Binance does; the latter is built
 from the path quoted so far (high/low/close as quoted, volume the elapsed share of the
 recorded volume). Replay starts at bar ``warmup_bars`` so a bot can warm up from the first

@@ -103,6 +103,11 @@ class CandleSource:
         self._rng = [bar_rng(cfg.seed, s, 0) for s in inst.symbols]
         self._base_lots = [1] * n
         self._half = cfg.spread_ticks // 2
+        # Klines are served at the MID of the quotes along the path (path - half + spread / 2
+        # ticks), so history and the bot's live bars share one price definition. An odd spread
+        # puts the mid half a tick off the grid: those klines carry one more decimal.
+        self._kline_fmt = [UnitFormatter(r.tick_size / 2, cache=True) for r in inst.rules]
+        self._kline_units = [2 * -self._half + cfg.spread_ticks] * len(inst.rules)
 
     @property
     def finished(self) -> bool:
@@ -194,10 +199,14 @@ class CandleSource:
         rows = _LazyCandleRows(self, i, current, now_ms)
         return _BarView(self.base_interval_ms, first_open, current, rows)
 
+    def _mid_text(self, i: int, ticks: int) -> str:
+        """The mid of the quote whose path price is ``ticks``, as kline text."""
+        return self._kline_fmt[i](2 * max(ticks, 1 + self._half) + self._kline_units[i])
+
     def closed_row(self, i: int, j: int) -> _Bar:
-        s, fmt = self.series[i], self.inst.price_fmt[i]
+        s, text = self.series[i], self._mid_text
         o, h, lo, c = self.ohlc(i, j)
-        return _Bar(s.open_ms[j], o, h, lo, c, fmt(o), fmt(h), fmt(lo), fmt(c),
+        return _Bar(s.open_ms[j], o, h, lo, c, text(i, o), text(i, h), text(i, lo), text(i, c),
                     Decimal(s.volume[j]))
 
     def progress_row(self, i: int, j: int, now_ms: int) -> _Bar:
@@ -209,12 +218,12 @@ class CandleSource:
         while k > 0 and open_ms + (k * self.base_interval_ms) // self.steps > now_ms:
             k -= 1
         path = self._path_for(i, j)[: k + 1]
-        fmt = self.inst.price_fmt[i]
+        text = self._mid_text
         hi, lo, last = max(path), min(path), path[-1]
         full = Decimal(s.volume[j])
         volume = (full * (k + 1) / self.steps).quantize(full) if full else full
         o = self.ohlc(i, j)[0]
-        return _Bar(open_ms, o, hi, lo, last, fmt(o), fmt(hi), fmt(lo), fmt(last), volume)
+        return _Bar(open_ms, o, hi, lo, last, text(i, o), text(i, hi), text(i, lo), text(i, last), volume)
 
 
 class _LazyCandleRows(Sequence[_Bar]):

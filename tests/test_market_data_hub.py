@@ -27,6 +27,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -423,6 +424,7 @@ async def test_fetch_history_pages_past_the_cap_and_returns_completed_bars_only(
             sim.pause()  # replay time stands still while we compare
             history = await hub.fetch_history(symbols, bar_seconds=300, bars=bars)
             replay_ms = sim.replay.now_ms
+            tick = {s: hub.market(s)["precision"]["price"] for s in symbols}
         finally:
             await hub.stop()
     assert list(history) == symbols
@@ -434,4 +436,32 @@ async def test_fetch_history_pages_past_the_cap_and_returns_completed_bars_only(
         assert opens[-1] + BAR_MS <= replay_ms < opens[-1] + 2 * BAR_MS  # newest completed bar
         series = recorded.candles[raw]  # type: ignore[index]
         first = series.open_ms.index(opens[0])
-        assert [r[4] for r in rows] == [float(c) for c in series.close[first:first + bars]]
+        half_tick = Decimal(str(tick[symbol])) / 2  # klines are at the mid: bid = path, ask one tick up
+        assert [r[4] for r in rows] == [float(Decimal(c) + half_tick) for c in series.close[first:first + bars]]
+
+
+async def test_warm_up_keeps_the_newest_candle_when_the_exchange_clock_says_it_is_closed(recorded) -> None:
+    """ETH's data end (a symbol that stopped trading) while AAVE's replay goes on: ETH's newest
+    kline is closed by the exchange's clock, so it is history and must be kept; dropping "the
+    last row" blindly would lose it. AAVE's newest kline is still open and is dropped."""
+    eth_bars = REPLAY.warmup_bars + 2
+    eth = recorded.candles["ETHUSDT"]  # type: ignore[index]
+    cut = dataclasses.replace(eth, **{f: getattr(eth, f)[:eth_bars] for f in
+                                      ("open_ms", "open", "high", "low", "close", "volume")})
+    data = replace(recorded, candles={"AAVEUSDT": recorded.candles["AAVEUSDT"], "ETHUSDT": cut})  # type: ignore[index]
+    replay = replace(REPLAY, speed=3_000.0)  # a 5-minute bar per 100 ms of wall time
+    async with asyncio.timeout(15), simulator(data, replay=replay, symbols=("AAVEUSDT", "ETHUSDT")) as sim:
+        hub = make_hub(sim)
+        try:
+            await hub.connect()
+            symbols = [hub.resolve_symbol(s, pair_id="p") for s in ("AAVEUSDT", "ETHUSDT")]
+            await wait_until(lambda: sim.replay.now_ms > cut.open_ms[-1] + 2 * BAR_MS)
+            sim.pause()
+            clock = await hub.market_clock_ms(symbols)
+            history = await hub.fetch_history(symbols, bar_seconds=300, bars=5)
+        finally:
+            await hub.stop()
+    aave, eth_rows = history[symbols[0]], history[symbols[1]]
+    assert cut.open_ms[-1] + 2 * BAR_MS < clock <= sim.replay.now_ms  # the book ticker time: the replay clock
+    assert eth_rows[-1][0] == cut.open_ms[-1]  # the last candle ETH ever had, closed: kept
+    assert aave[-1][0] + BAR_MS <= clock < aave[-1][0] + 2 * BAR_MS  # the open candle dropped

@@ -51,7 +51,7 @@ def test_live_z_at_bar_close_equals_pandas_rolling_on_bar_closes(transform: str)
     assert np.allclose(spreads, f(y) - calc.hedge_ratio * f(x), rtol=1e-14, atol=1e-12)
     assert rel_err(z, pandas_fresh_z(spreads, N)).max() <= TOL
     assert rel_err(z, pandas_z(spreads, N)).max() <= 1e-6  # pandas' own drift, see test_kernels
-    assert calc.bars_closed == len(x) - 1 and calc.bars_carried == 0 and calc.gap_resets == 0
+    assert calc.bars_closed == len(x) - 1 and calc.gaps == 0 and calc.gap_resets == 0
 
 
 def test_intrabar_z_uses_last_n_minus_1_closes_plus_current() -> None:
@@ -67,59 +67,85 @@ def test_intrabar_z_uses_last_n_minus_1_closes_plus_current() -> None:
 
 
 @pytest.mark.parametrize("bar_seconds", [1, 5])
-def test_real_book_ticker_bars_match_pandas_resample(bar_seconds: int) -> None:
+def test_real_book_ticker_bars_match_pandas_and_a_quiet_bucket_is_a_gap(bar_seconds: int) -> None:
     """Real BTC/ETH bookTicker quotes in arrival order; bars by exchange time, last value per
-    bucket, empty buckets carried forward -- the same series pandas builds with resample/ffill."""
+    bucket: pandas' groupby-last series. Three feed outages (3, 12 and 21 s) leave buckets
+    without a quote: each is a gap, nothing is carried into it, and Z waits (NaN) until a rebuild. The test rebuilds the
+    window from the real bars after each gap, as the router's backfill does from candles."""
     quotes = merged_quotes(("ETHUSDT", "BTCUSDT"), "20240719")
+    start = quotes[0].ts_ms
+    outages = [(start + k * 1000, start + (k + d) * 1000) for k, d in ((60, 3), (150, 12), (230, 21))]
+    quotes = [q for q in quotes if not any(a <= q.ts_ms < b for a, b in outages)]  # the feed was down
     window = 20
     calc = SpreadCalculator(hedge_ratio=0.8, lookback_bars=window, bar_seconds=bar_seconds)
     bar_ms = bar_seconds * 1000
     mids = {"ETHUSDT": math.nan, "BTCUSDT": math.nan}
     rows = []
+    closed: dict[int, float] = {}  # the real bar-close spreads so far: what a backfill would return
+    waited = 0
     for q in quotes:
         mids[q.symbol] = q.mid
         if math.isnan(mids["ETHUSDT"]) or math.isnan(mids["BTCUSDT"]):
             continue
+        before = calc.open_bucket
         z = calc.update(q.ts_ms, mids["ETHUSDT"], mids["BTCUSDT"])
+        if calc.open_bucket != before and before >= 0:
+            closed[before] = last_value
+        last_value = calc.spread
+        if calc.awaiting_backfill:
+            waited += 1
+            assert math.isnan(z) and math.isnan(calc.z)
+            live_bucket, live_value = calc.open_bucket, calc.open_value
+            calc.reset()
+            for bucket in sorted(closed)[-window:]:
+                calc.seed_bar(bucket * bar_ms, closed[bucket])
+            calc.seed_bar(live_bucket * bar_ms, live_value)
+            z = calc.update(q.ts_ms, mids["ETHUSDT"], mids["BTCUSDT"])
         rows.append((q.ts_ms, calc.spread, z))
     frame = pd.DataFrame(rows, columns=["ts", "spread", "z"])
     frame["bucket"] = frame["ts"].cummax() // bar_ms  # a late quote counts in the open bar
     last = frame.groupby("bucket").last(skipna=False)
     full = last.reindex(range(int(last.index.min()), int(last.index.max()) + 1))
-    carried = int(full["spread"].isna().sum())
-    bars = full["spread"].ffill().to_numpy()
-    ref = pandas_fresh_z(bars, window)
-    observed = full["z"].to_numpy()
-    seen = ~np.isnan(full["spread"].to_numpy())  # buckets that had a quote (Z is recorded there)
-    assert seen.sum() > 50
-    assert rel_err(observed[seen], ref[seen]).max() <= TOL
-    assert calc.bars_carried == carried
-    assert calc.bars_closed == len(full) - 1 - carried
+    empty = full["spread"].isna().to_numpy()
+    runs = int((empty[1:] & ~empty[:-1]).sum())  # runs of empty buckets = gaps
+    assert runs > 0 and calc.gaps == runs == waited
+    # The reference: pandas rolling Z over the real bars only, restarted after every gap (a
+    # window of bars that are not consecutive is not a rolling window).
+    segment = np.cumsum(empty)
+    observed, ref = [], []
+    for _, part in full[~empty].groupby(segment[~empty]):
+        zs = pandas_fresh_z(part["spread"].to_numpy(), window)
+        observed.extend(part["z"].to_numpy()[window - 1:])
+        ref.extend(zs[window - 1:])
+    observed_a, ref_a = np.array(observed), np.array(ref)
+    assert np.isfinite(ref_a).sum() > (100 if bar_seconds == 1 else 10)
+    assert rel_err(observed_a, ref_a).max() <= TOL
 
 
-def test_empty_buckets_carry_the_last_spread_forward() -> None:
-    calc = SpreadCalculator(hedge_ratio=1.0, lookback_bars=5, bar_seconds=60, price_transform="raw")
-    for t, v in [(0, 1.0), (1, 2.0), (4, 3.0)]:  # buckets 2 and 3 empty: 2.0 carried twice
-        calc.update(t * 60_000, 10.0, 10.0 + v)
-    assert calc.bars_in_window == 4 and calc.bars_carried == 2
-    z = calc.update(4 * 60_000 + 5, 10.0, 13.0)
-    expected = np.array([1.0, 2.0, 2.0, 2.0, 3.0])
-    assert z == pytest.approx((3.0 - expected.mean()) / expected.std(ddof=1), rel=1e-12)
-
-
-def test_gap_longer_than_the_window_empties_it() -> None:
+def test_empty_buckets_are_a_gap_never_carried_forward() -> None:
     calc = SpreadCalculator(hedge_ratio=1.0, lookback_bars=5, bar_seconds=60, price_transform="raw")
     for t in range(6):
         calc.update(t * 60_000, 10.0, 10.0 + t % 3)
-    assert calc.is_ready
-    calc.update(10 * 60_000, 10.0, 11.0)  # 4 empty buckets >= lookback_bars - 1: nothing real left
-    assert not calc.is_ready and calc.bars_in_window == 0 and calc.gap_resets == 1
-    assert math.isnan(calc.z)
-    calc2 = SpreadCalculator(hedge_ratio=1.0, lookback_bars=5, bar_seconds=60, price_transform="raw")
-    for t in range(6):
-        calc2.update(t * 60_000, 10.0, 10.0 + t % 3)
-    calc2.update(9 * 60_000, 10.0, 11.0)  # 3 empty buckets: carried, window stays
-    assert calc2.is_ready and calc2.gap_resets == 0 and calc2.bars_carried == 3
+    assert calc.is_ready and not math.isnan(calc.z)
+    z = calc.update(9 * 60_000, 10.0, 11.0)  # buckets 6, 7, 8 empty
+    assert calc.awaiting_backfill and calc.gaps == 1 and calc.bars_missing == 3 and calc.gap_epoch == 1
+    assert math.isnan(z) and calc.bars_in_window == 4  # the closed bar 5 is real and kept; nothing carried
+    calc.update(9 * 60_000 + 5, 10.0, 12.0)
+    assert calc.awaiting_backfill and math.isnan(calc.z)  # still waiting for the missing bars
+    calc.update(10 * 60_000, 10.0, 12.0)  # a later bar without a gap: still waiting
+    assert calc.awaiting_backfill and calc.gaps == 1
+
+
+def test_a_hole_in_history_restarts_the_window_after_it() -> None:
+    calc = SpreadCalculator(hedge_ratio=1.0, lookback_bars=5, bar_seconds=60, price_transform="raw")
+    values = {t: float(t % 3) for t in range(12) if t not in (5, 6)}  # candles 5 and 6 do not exist
+    for t, v in values.items():
+        calc.seed_bar(t * 60_000, v)
+    assert calc.gap_resets == 1 and calc.seed_missing == 2 and not calc.awaiting_backfill
+    assert calc.bars_in_window == 4 and calc.is_ready  # bars 7..10 closed, 11 open
+    z = calc.update(11 * 60_000 + 1, 10.0, 10.0 + 2.0)
+    window = np.array([values[t] for t in (7, 8, 9, 10)] + [2.0])
+    assert z == pytest.approx((2.0 - window.mean()) / window.std(ddof=1), rel=1e-12)
 
 
 def test_late_quote_counts_in_the_open_bar() -> None:

@@ -70,7 +70,10 @@ async def test_fetch_ohlcv_pages_the_warmup_history_and_matches_the_data(rest, s
     assert opens[-1] <= sim.replay.now_ms < opens[-1] + FIVE_MIN  # last one is in progress
     assert opens[-1] - first_open >= 1000 * FIVE_MIN  # the 1000 warm-up bars are served
     first = _first_csv_row(sim.config.candles_dir / "BTCUSDT-5m.csv.gz")
-    assert bars[0][1:6] == [float(v) for v in first[1:6]]
+    half_tick = Decimal(str(rest.market("BTC/USDT:USDT")["precision"]["price"])) / 2
+    # Prices are the mids of the quotes (bid = the recorded path, ask one tick above): half a tick up.
+    assert bars[0][1:5] == [float(Decimal(v) + half_tick) for v in first[1:5]]
+    assert bars[0][5] == float(first[5])
 
 
 async def test_klines_never_show_the_future_and_aggregate_to_hours(rest, sim) -> None:

@@ -75,10 +75,11 @@ def test_in_progress_kline_reflects_only_quoted_prices(market_data: MarketData) 
     rows = replay.klines("BTCUSDT", BAR, limit=2)
     closed, live = rows
     assert live[0] == replay.start_ms and closed[0] == replay.start_ms - BAR
-    assert Decimal(live[4]) == replay.last_price("BTCUSDT")
+    half_tick = replay.inst.rules[replay.symbols.index("BTCUSDT")].tick_size / 2  # spread 1 tick
+    assert Decimal(live[4]) == replay.last_price("BTCUSDT") + half_tick  # the mid of the last quote
     series = market_data.candles["BTCUSDT"]  # type: ignore[index]
     assert Decimal(live[5]) < Decimal(series.volume[1000])  # a share of the bar's volume
-    assert Decimal(closed[4]) == Decimal(series.close[999])
+    assert Decimal(closed[4]) == Decimal(series.close[999]) + half_tick  # the mid when the path closed
 
 
 def test_ticks_source_replays_recorded_book_tickers() -> None:
