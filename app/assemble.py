@@ -70,7 +70,8 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
         order_secrets = Secrets(server.api_key, server.api_secret, "demo simulator")
 
     hub = MarketDataHub(exchange_config=exchange_config, secrets=None,
-                        max_quote_age_ms=config.signal.max_quote_age_ms)
+                        max_quote_age_ms=config.signal.max_quote_age_ms,
+                        max_feed_outage_s=config.signal.max_feed_outage_seconds)
     started.append(hub)  # its stop() closes the ccxt client even if start() never ran
     await hub.connect()
     pipeline.hub = hub
@@ -97,15 +98,16 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
                              adopt=adopt, resume_halted=resume_halted, seed=config.paper.seed)
     pipeline.engine = engine
     router = SignalRouter(generators=generators, engine=engine, stats=stats, history=hub.fetch_history,
-                          observers=observers)
+                          observers=observers, on_feed_loss=config.signal.on_feed_loss)
     pipeline.router = router
     for symbol in router.symbols:
         hub.subscribe(symbol, router.on_quote)
     hub.on_stale_change(lambda symbol, stale: logger.debug("stale {} -> {}", symbol, stale))
+    hub.on_feed_change(router.on_feed_change)
     interval = config.logging.status_interval_seconds
     if mode is RunMode.DEMO:  # replayed time runs fast: show the table often enough to watch it move
         interval = min(interval, DEMO_STATUS_INTERVAL_SECONDS)
-    status = StatusReporter(generators, interval)
+    status = StatusReporter(generators, interval, hub=hub)
     pipeline.components = [engine, router, hub, status]
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline

@@ -45,7 +45,7 @@ class SignalRouter:
 
     def __init__(self, *, generators: dict[str, SignalGenerator], engine: ExecutionEngine | None,
                  stats: SessionStats, history: HistorySource,
-                 observers: list[Callable[[Quote], None]] | None = None) -> None:
+                 observers: list[Callable[[Quote], None]] | None = None, on_feed_loss: str = "hold") -> None:
         self.generators = generators
         self.engine = engine
         self._history = history
@@ -59,6 +59,8 @@ class SignalRouter:
         self._backfill_pending: dict[str, SignalGenerator] = {}
         self._backfill_task: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        self._on_feed_loss = on_feed_loss
+        self.feed_lost = False
         self.counters = RouterCounters()
         self._accepting = True
         self.latest: dict[str, Quote] = {}
@@ -111,6 +113,39 @@ class SignalRouter:
             logger.warning("{}: {} by reconciliation; trading resumes from {}", gen.pair_id,
                            "resolved" if gen.state is PairState.RESOLVING else "repaired", state.value)
             gen.set_state(state)
+
+    def on_feed_change(self, lost: bool) -> None:
+        """Hub listener: the whole feed was lost (every pair STALE) or is back.
+
+        ``on_feed_loss: flatten`` closes every open pair at market through the engine; ``hold``
+        keeps them, their exits and stops waiting for the feed.
+        """
+        self.feed_lost = lost
+        if not lost:
+            return
+        if self._on_feed_loss == "flatten":
+            sent = self.flatten_all("feed lost")
+            logger.critical("feed lost: on_feed_loss=flatten: closing {} open pair(s) at market: {}", len(sent),
+                            ", ".join(sent) or "none open")
+        else:
+            held = [p for p, g in self.generators.items() if g.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD)]
+            logger.critical("feed lost: on_feed_loss=hold: {} open pair(s) keep their positions with no exit or "
+                            "stop until quotes return: {}", len(held), ", ".join(held) or "none")
+
+    def flatten(self, pair_id: str, reason: str) -> bool:
+        """Close ``pair_id``'s position at market through the engine (every protocol applies).
+
+        False when the pair holds nothing or a signal of it is in flight.
+        """
+        gen = self.generators[pair_id]
+        signal = gen.flatten_signal(reason)
+        if signal is None:
+            return False
+        self._spawn(gen, signal)
+        return True
+
+    def flatten_all(self, reason: str) -> list[str]:
+        return [pair_id for pair_id in self.generators if self.flatten(pair_id, reason)]
 
     def mid(self, symbol: str) -> Decimal | None:
         quote = self.latest.get(symbol)

@@ -23,17 +23,27 @@ ZERO = Decimal(0)
 MidSource = Callable[[str], Decimal | None]
 
 
-def status_table(generators: dict[str, SignalGenerator], *, width: int = 110) -> str:
-    """The periodic status: pair, state, z, bars in window, quote ages (exchange time)."""
+def status_table(generators: dict[str, SignalGenerator], *, width: int = 110, hub: Any = None) -> str:
+    """The periodic status: pair, state, z, bars in window, quote ages by the wall clock.
+
+    Quote ages come from the market-data hub (wall clock: a dead feed shows as stale); without
+    a hub (tests, replays) they fall back to the generator's exchange-time ages.
+    """
     table = Table(title="status", title_justify="left")
     for column in ("pair", "state", "z", "bars", "age_a_ms", "age_b_ms", "signals"):
         table.add_column(column, justify="right" if column not in ("pair", "state") else "left")
     for pair_id, gen in generators.items():
         s = gen.snapshot()
         z = "" if s.z != s.z else f"{s.z:+.2f}"
-        table.add_row(pair_id, display_state(s), z, f"{s.bars_in_window}/{s.lookback_bars - 1}",
-                      "" if s.quote_age_a_ms is None else str(s.quote_age_a_ms),
-                      "" if s.quote_age_b_ms is None else str(s.quote_age_b_ms),
+        if hub is not None:
+            age_a, age_b = hub.quote_age_ms(gen.symbol_a), hub.quote_age_ms(gen.symbol_b)
+            stale = hub.feed_lost or hub.is_stale(gen.symbol_a) or hub.is_stale(gen.symbol_b)
+        else:
+            age_a, age_b, stale = s.quote_age_a_ms, s.quote_age_b_ms, False
+        state = display_state(s)
+        table.add_row(pair_id, f"STALE ({state})" if stale else state, z,
+                      f"{s.bars_in_window}/{s.lookback_bars - 1}",
+                      "" if age_a is None else str(age_a), "" if age_b is None else str(age_b),
                       str(sum(s.signals_emitted.values())))
     console = Console(width=width, record=True, file=_NullFile(), color_system=None)
     console.print(table)
@@ -124,8 +134,9 @@ class StatusReporter:
 
     name = "status"
 
-    def __init__(self, generators: dict[str, SignalGenerator], interval_seconds: float) -> None:
+    def __init__(self, generators: dict[str, SignalGenerator], interval_seconds: float, *, hub: Any = None) -> None:
         self._generators = generators
+        self._hub = hub
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -135,7 +146,7 @@ class StatusReporter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            logger.info("\n" + status_table(self._generators).rstrip())
+            logger.info("\n" + status_table(self._generators, hub=self._hub).rstrip())
 
     async def stop(self) -> None:
         if self._task is not None:

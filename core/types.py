@@ -27,8 +27,9 @@ class PairState(str, Enum):
 class SignalType(str, Enum):
     """What a signal asks the engine to do.
 
-    Entries open a position; EXIT, STOP_LOSS and TIME_STOP all close what is held and differ
-    only in why (a stop loss also starts a re-entry cooldown).
+    Entries open a position; EXIT, STOP_LOSS, TIME_STOP and FLATTEN all close what is held and
+    differ only in why (a stop loss or a time stop also starts a re-entry cooldown). FLATTEN is
+    not a z rule: the feed was lost with ``on_feed_loss: flatten``, or an operator asked.
     """
 
     ENTER_LONG_SPREAD = "ENTER_LONG_SPREAD"  # z <= -entry: buy Y, sell X
@@ -36,6 +37,7 @@ class SignalType(str, Enum):
     EXIT = "EXIT"
     STOP_LOSS = "STOP_LOSS"
     TIME_STOP = "TIME_STOP"
+    FLATTEN = "FLATTEN"
 
     @property
     def is_entry(self) -> bool:
@@ -50,6 +52,7 @@ class SignalType(str, Enum):
             SignalType.EXIT: "EXIT",
             SignalType.STOP_LOSS: "STOP",
             SignalType.TIME_STOP: "TIMESTOP",
+            SignalType.FLATTEN: "FLATTEN",
         }[self]
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -59,8 +59,9 @@ _ES = SignalType.ENTER_SHORT_SPREAD
 _EXIT = SignalType.EXIT
 _STOP = SignalType.STOP_LOSS
 _TSTOP = SignalType.TIME_STOP
+_FLATTEN = SignalType.FLATTEN
 
-_TYPE_CODES: dict[SignalType, str] = {_EL: "EL", _ES: "ES", _EXIT: "X", _STOP: "SL", _TSTOP: "TS"}
+_TYPE_CODES: dict[SignalType, str] = {_EL: "EL", _ES: "ES", _EXIT: "X", _STOP: "SL", _TSTOP: "TS", _FLATTEN: "FL"}
 SIGNAL_ID_MAX_LEN = 26
 
 
@@ -371,6 +372,25 @@ class SignalGenerator:
         self._last_emit[kind] = ts
         self._emitted[kind] += 1
         logger.debug("{} signal {} z={:.4f} in {}", self.pair_id, signal.signal_id, z, self._state.value)
+        return signal
+
+    def flatten_signal(self, reason: str) -> TradingSignal | None:
+        """A FLATTEN signal for the position held (now in flight), or None when flat or busy.
+
+        Not a z rule: the caller decided (a lost feed, an operator). Stamped with the pair's
+        exchange clock, at least 1 ms after its last signal of the kind, so the id is unique.
+        """
+        if self._state not in (_LONG, _SHORT) or self._busy is not None:
+            return None
+        ts = max(self._clock, int(self._last_emit[_FLATTEN]) + 1 if self._last_emit[_FLATTEN] > -_INF else 0)
+        logger.warning("{}: FLATTEN requested ({}) while {}", self.pair_id, reason, self._state.value)
+        signal = self._emit(_FLATTEN, ts, self._calc.z)
+        # No z decides a flatten, and the window may have none (a feed gap): the journal keeps
+        # numbers, so an undefined statistic is recorded as 0.0; the signal type says why it fired.
+        numbers = {k: v if math.isfinite(v) else 0.0 for k, v in
+                   (("z", signal.z), ("spread", signal.spread), ("mean", signal.mean), ("std", signal.std))}
+        signal = replace(signal, **numbers)
+        self._busy = signal
         return signal
 
     # -- outcome ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from core.venue import ccxt_client_config, find_perpetual, point_at_local_exchan
 
 QuoteConsumer = Callable[[Quote], Awaitable[Any] | Any]
 StaleListener = Callable[[str, bool], Any]
+FeedListener = Callable[[bool], Any]  # called with True when the whole feed is lost, False when it is back
 OHLCV_PAGE_LIMIT = 1000  # ccxt caps binance klines requests at 1000 rows
 
 
@@ -61,6 +62,8 @@ class HubCounters:
     watch_timeouts: int = 0
     wakeups: int = 0
     consumer_errors: int = 0
+    feed_restarts: int = 0  # the watch task died and was restarted
+    feed_losses: int = 0  # no quote of any symbol for max_feed_outage_seconds
 
 
 class MarketDataHub:
@@ -70,7 +73,8 @@ class MarketDataHub:
 
     def __init__(self, *, exchange_config: ExchangeConfig, secrets: Secrets | None = None,
                  max_quote_age_ms: int, reconnect_base_ms: int = 250, reconnect_max_ms: int = 10_000,
-                 seed: int | None = None, watch_timeout_s: float | None = None) -> None:
+                 seed: int | None = None, watch_timeout_s: float | None = None,
+                 max_feed_outage_s: float = 60.0) -> None:
         self._config = exchange_config
         self._secrets = secrets
         self._max_quote_age_ms = max_quote_age_ms
@@ -82,6 +86,10 @@ class MarketDataHub:
         self.rejections: Counter[str] = Counter()
         self._consumers: dict[str, list[QuoteConsumer]] = {}
         self._stale_listeners: list[StaleListener] = []
+        self._feed_listeners: list[FeedListener] = []
+        self._max_feed_outage_s = max_feed_outage_s
+        self._feed_lost = False
+        self._feed_started = 0.0
         self._last_seen: dict[str, Any] = {}
         self._last_ts: dict[str, int] = {}
         self._last_wall: dict[str, float] = {}
@@ -135,6 +143,23 @@ class MarketDataHub:
     def on_stale_change(self, listener: StaleListener) -> None:
         """``listener(symbol, is_stale)`` is called when a symbol goes stale or recovers."""
         self._stale_listeners.append(listener)
+
+    def on_feed_change(self, listener: FeedListener) -> None:
+        """``listener(lost)``: True when no symbol quoted for ``max_feed_outage_s``, False when back."""
+        self._feed_listeners.append(listener)
+
+    @property
+    def feed_lost(self) -> bool:
+        return self._feed_lost
+
+    def quote_age_ms(self, symbol: str) -> int | None:
+        """Wall-clock ms since the last accepted quote of ``symbol`` (None before the first).
+
+        Wall clock on purpose: a dead feed stops exchange time too, so only the local clock
+        shows it as stale.
+        """
+        last = self._last_wall.get(symbol)
+        return None if last is None else int((time.monotonic() - last) * 1000)
 
     @property
     def symbols(self) -> list[str]:
@@ -209,7 +234,8 @@ class MarketDataHub:
             logger.warning("market data: no symbols subscribed, nothing to stream")
             return
         self._running = True
-        self._spawn(self._watch_loop(), "watch")
+        self._feed_started = time.monotonic()
+        self._spawn(self._supervised_watch(), "watch")
         self._spawn(self._watchdog_loop(), "watchdog")
         logger.info("market data: streaming {} symbols over one bid/ask subscription", len(self._consumers))
 
@@ -237,6 +263,32 @@ class MarketDataHub:
             logger.opt(exception=task.exception()).error("market data task {} died", task.get_name())
 
     # -- streaming ----------------------------------------------------------------------------
+    async def _supervised_watch(self) -> None:
+        """Run the watch loop; whatever kills it, restart it with backoff and jitter.
+
+        Why everything: a watch loop that ends leaves open positions with no exit and no stop.
+        A cause that persists (a symbol the venue stopped serving, revoked access) keeps
+        failing here, and the watchdog's feed-loss check turns that into a CRITICAL line and
+        ``on_feed_loss``.
+        """
+        failures = 0
+        while self._running:
+            try:
+                await self._watch_loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.counters.feed_restarts += 1
+                self._ws_clients = None
+                delay = self._backoff_seconds(failures)
+                logger.opt(exception=exc).debug("market data watch task failure detail")
+                logger.error("market data: the watch task died ({}: {}); restart #{} in {:.2f}s",
+                             type(exc).__name__, exc, self.counters.feed_restarts, delay)
+                await self._close_ws_clients()
+                await asyncio.sleep(delay)
+
     async def _watch_loop(self) -> None:
         symbols = self.symbols
         failures = 0
@@ -343,6 +395,8 @@ class MarketDataHub:
             return None
         self._last_ts[symbol] = ts
         self._last_wall[symbol] = time.monotonic()
+        if self._feed_lost:
+            self._set_feed_lost(False)
         if symbol in self._stale:
             self._set_stale(symbol, False)
         return Quote(symbol=symbol, bid=float(bid), ask=float(ask), ts_ms=int(ts),
@@ -365,6 +419,23 @@ class MarketDataHub:
                 last = self._last_wall.get(symbol, started)
                 if symbol not in self._stale and (now - last) * 1000 > self._max_quote_age_ms:
                     self._set_stale(symbol, True)
+            newest = max(self._last_wall.values(), default=self._feed_started or started)
+            if not self._feed_lost and now - newest > self._max_feed_outage_s:
+                self._set_feed_lost(True)
+
+    def _set_feed_lost(self, lost: bool) -> None:
+        self._feed_lost = lost
+        if lost:
+            self.counters.feed_losses += 1
+            logger.critical("market data: FEED LOST: no quote of any of {} symbols for over {:.0f}s; every pair "
+                            "is STALE (no entries) until quotes return", len(self._consumers), self._max_feed_outage_s)
+        else:
+            logger.warning("market data: feed is back after a loss")
+        for listener in self._feed_listeners:
+            try:
+                listener(lost)
+            except Exception:  # a listener's bug must not kill the watchdog that found the loss
+                logger.exception("market data: feed listener {!r} failed", listener)
 
     def _set_stale(self, symbol: str, stale: bool) -> None:
         if stale:
@@ -404,6 +475,9 @@ class MarketDataHub:
             "stale_periods": c.stale_periods,
             "stale_now": sorted(self._stale),
             "consumer_errors": c.consumer_errors,
+            "feed_restarts": c.feed_restarts,
+            "feed_losses": c.feed_losses,
+            "feed_lost": self._feed_lost,
         }
 
 

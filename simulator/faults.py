@@ -20,6 +20,8 @@ Knobs (probabilities are per event, in [0, 1]):
   (429/418: Binance's -1003 body; 500: -1001 JSON; 502/503/504: a gateway's plain-text page).
   ``inject_http_errors(status, count)`` queues a burst of the next ``count`` requests.
 - ``ws_disconnect_every_seconds``: every WebSocket connection is closed that often (wall time).
+  ``refuse_subscriptions(count)`` answers the next ``count`` SUBSCRIBE requests with Binance's
+  error reply (``{"error": {"code": 2, ...}}``), which ccxt raises as an ExchangeError.
 - ``malformed_frame_probability`` / ``malformed_kinds``: a market frame is replaced by a broken
   one: ``nan_price``, ``zero_price``, ``crossed_book``, ``missing_fields`` (no bid fields),
   ``garbage_json`` (truncated JSON), ``not_json`` (plain text), ``stale`` (an old quote with
@@ -177,6 +179,7 @@ class FaultInjector:
         self._config = config or FaultConfig()
         self._streams: dict[str, random.Random] = {}
         self._burst: list[int] = []
+        self._refused_subscriptions = 0
         self.injected: Counter[str] = Counter()
         self._reseed()
 
@@ -201,6 +204,20 @@ class FaultInjector:
     def pending_http_errors(self) -> int:
         """How many queued burst failures have not hit a request yet."""
         return len(self._burst)
+
+    def refuse_subscriptions(self, count: int) -> None:
+        """Answer the next ``count`` WebSocket SUBSCRIBE requests with an error, as Binance does
+        for a stream it will not serve (ccxt raises an ExchangeError to the watch call)."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        self._refused_subscriptions = count
+
+    def refuse_subscription(self) -> bool:
+        if self._refused_subscriptions > 0:
+            self._refused_subscriptions -= 1
+            self.injected["subscription_refused"] += 1
+            return True
+        return False
 
     def http_error(self) -> int | None:
         """The status to fail this REST request with, or None."""

@@ -206,6 +206,10 @@ class SimulatorServer:
         """Fail the next ``count`` REST requests with ``status`` (429, 418, 500, 502-504)."""
         self.faults.inject_http_errors(status, count)
 
+    def refuse_subscriptions(self, count: int) -> None:
+        """Answer the next ``count`` WebSocket SUBSCRIBE requests with an error."""
+        self.faults.refuse_subscriptions(count)
+
     async def drop_websockets(self, *, abrupt: bool = False) -> int:
         """Disconnect every WebSocket client now; returns how many."""
         return await self.hub.drop_all(abrupt=abrupt)

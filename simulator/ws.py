@@ -252,9 +252,12 @@ class StreamHub:
             await client.ws.send_str('{"error":{"code":3,"msg":"Invalid JSON"},"id":null}')
             return
         params = request.get("params") or []
-        if method == "SUBSCRIBE":
+        if method == "SUBSCRIBE" and self.faults.refuse_subscription():
+            reply: dict[str, Any] = {"error": {"code": 2, "msg": "Invalid request: stream not available"},
+                                     "id": request_id}
+        elif method == "SUBSCRIBE":
             self._subscribe(client, [str(p) for p in params])
-            reply: dict[str, Any] = {"result": None, "id": request_id}
+            reply = {"result": None, "id": request_id}
         elif method == "UNSUBSCRIBE":
             self._subscribe(client, [str(p) for p in params], on=False)
             reply = {"result": None, "id": request_id}

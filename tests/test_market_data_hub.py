@@ -465,3 +465,21 @@ async def test_warm_up_keeps_the_newest_candle_when_the_exchange_clock_says_it_i
     assert cut.open_ms[-1] + 2 * BAR_MS < clock <= sim.replay.now_ms  # the book ticker time: the replay clock
     assert eth_rows[-1][0] == cut.open_ms[-1]  # the last candle ETH ever had, closed: kept
     assert aave[-1][0] + BAR_MS <= clock < aave[-1][0] + 2 * BAR_MS  # the open candle dropped
+
+
+# -- supervision ------------------------------------------------------------------------------
+
+async def test_a_watch_loop_killed_by_an_exchange_error_is_restarted(recorded) -> None:
+    """The venue refuses the first two subscriptions (ccxt raises an ExchangeError, not a
+    NetworkError, to the watch call): the supervisor restarts the loop and quotes flow."""
+    async with asyncio.timeout(15), simulator(recorded, symbols=("BTCUSDT", "ETHUSDT")) as sim:
+        sim.refuse_subscriptions(2)
+        hub = make_hub(sim)
+        await hub.connect()
+        btc = Recorder()
+        hub.subscribe(hub.resolve_symbol("BTC/USDT", pair_id="p"), btc)
+        async with streaming(hub):
+            await wait_until(lambda: len(btc.all()) >= 5)
+            restarts = hub.counters.feed_restarts
+            assert restarts == 2 and sim.faults.injected["subscription_refused"] == 2
+            assert not hub.feed_lost and hub.quote_age_ms(btc.all()[-1].symbol) is not None
