@@ -20,6 +20,7 @@ from app.pipeline import SignalRouter
 from app.report import StatusReporter, pnl_rows, totals
 from core.component import Component
 from core.config import AppConfig, PairConfig, Secrets, signal_params
+from core.errors import ConfigurationError
 from core.launch import RunMode
 from core.stats import SessionStats
 from execution.engine import ExecutionEngine
@@ -47,7 +48,7 @@ class Pipeline:
 
 async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode, secrets: Secrets,
                    stats: SessionStats, storage_dir: Path, started: list[Component], demo_speed: float,
-                   adopt: bool, resume_halted: bool = False) -> Pipeline:
+                   adopt: bool, resume_halted: bool = False, pairs_file: str = "pairs_config.json") -> Pipeline:
     """Build everything; parts that hold connections are appended to ``started`` at once, so
     a failure halfway still closes them."""
     pipeline = Pipeline()
@@ -78,9 +79,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
 
     generators: dict[str, SignalGenerator] = {}
     specs: list[PairSpec] = []
-    for pair in enabled:
-        symbol_a = hub.resolve_symbol(pair.leg_a, pair_id=pair.pair_id)
-        symbol_b = hub.resolve_symbol(pair.leg_b, pair_id=pair.pair_id)
+    for pair, symbol_a, symbol_b in tradable_pairs(hub, enabled, pairs_file=pairs_file, venue=exchange_config.id):
         params = signal_params(config.signal, pair)
         generators[pair.pair_id] = SignalGenerator(params, symbol_a=symbol_a, symbol_b=symbol_b)
         notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
@@ -111,6 +110,31 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     pipeline.components = [engine, router, hub, status]
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
+
+
+def tradable_pairs(hub: MarketDataHub, pairs: list[PairConfig], *, pairs_file: str,
+                   venue: str) -> list[tuple[PairConfig, str, str]]:
+    """Each enabled pair with its two resolved symbols; a pair with a leg the venue does not list,
+    or lists as inactive (``market['active']`` false: delisted, settling), is dropped with a
+    warning so the others start, as freqtrade does. None left is a configuration error (exit 2).
+    """
+    kept: list[tuple[PairConfig, str, str]] = []
+    for pair in pairs:
+        try:
+            symbols = [hub.resolve_symbol(leg, pair_id=pair.pair_id) for leg in (pair.leg_a, pair.leg_b)]
+        except ConfigurationError as exc:
+            logger.warning("{}: dropped, not traded this run: {} ({})", pair.pair_id, exc.value, exc.expected)
+            continue
+        inactive = [s for s in symbols if hub.market(s).get("active") is False]
+        if inactive:
+            logger.warning("{}: dropped, not traded this run: {} listed as inactive by {}", pair.pair_id,
+                           ", ".join(inactive), venue)
+            continue
+        kept.append((pair, symbols[0], symbols[1]))
+    if pairs and not kept:
+        raise ConfigurationError(file=pairs_file, field="pairs", value=[p.pair_id for p in pairs],
+                                 expected=f"at least one pair whose legs {venue} lists as active perpetuals")
+    return kept
 
 
 class _ClientCloser:

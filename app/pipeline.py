@@ -22,19 +22,24 @@ from core.stats import SessionStats
 from core.types import PairState, Quote, TradingSignal
 from execution.engine import ExecutionEngine
 from execution.journal import SIGNAL_RECEIVED, Journal
-from execution.results import ExecutionResult, ExecutionStatus
+from execution.results import ExecutionResult, ExecutionStatus, Reason
 from signals.generator import SignalGenerator
 
 
 HistorySource = Callable[..., Awaitable[dict[str, list[list[float]]]]]
 BACKFILL_RETRY_MAX_SECONDS = 30.0
+# Refusals whose cause outlives the signal: the generator re-fires the entry every cooldown, and
+# each re-fire is a re-check of the same decision, not a new signal (docs/architecture.md).
+PERSISTENT_REFUSALS = frozenset({Reason.MAX_OPEN_PAIRS, Reason.MAX_GROSS_EXPOSURE, Reason.MAX_DAILY_LOSS,
+                                 Reason.INSUFFICIENT_MARGIN})
 
 
 @dataclass(slots=True)
 class RouterCounters:
-    signals: int = 0
+    signals: int = 0  # decisions: new signals, not the re-checks of a held-back one
     executed: int = 0
     not_executed: int = 0
+    rechecks: int = 0  # re-fires of an entry held back by a persistent refusal, refused again
     callback_errors: int = 0
 
 
@@ -61,6 +66,7 @@ class SignalRouter:
         self._rng = random.Random()
         self._on_feed_loss = on_feed_loss
         self.feed_lost = False
+        self._held_back: dict[str, tuple[Any, Reason]] = {}  # pair -> (signal type, persistent refusal)
         self.counters = RouterCounters()
         self._accepting = True
         self.latest: dict[str, Quote] = {}
@@ -165,19 +171,32 @@ class SignalRouter:
 
     def _make_callback(self, gen: SignalGenerator) -> Callable[[TradingSignal], Any]:
         async def on_signal(signal: TradingSignal) -> bool:
-            self.counters.signals += 1
-            self._stats.signals_processed += 1
-            number = self._stats.signals_processed
-            logger.info("SIGNAL RECEIVED #{} | {} {} | Z={:.2f}", number, signal.signal_type.side_label,
-                        signal.pair_id, signal.z)
+            held = self._held_back.get(signal.pair_id)
+            recheck = held is not None and held[0] is signal.signal_type
+            if not recheck:
+                self._held_back.pop(signal.pair_id, None)
+                self._count_signal(signal)
             if self.engine is None:
                 logger.info("signal {} counted, not traded: no execution engine in this run", signal.signal_id)
                 return False
             result = await self.engine.execute_signal(signal)
+            if recheck and held is not None:
+                if result.status is ExecutionStatus.REFUSED and result.reason is held[1]:
+                    self.counters.rechecks += 1
+                    self._stats.signals_rechecked += 1
+                    return False
+                self._held_back.pop(signal.pair_id, None)
+                self._count_signal(signal)  # the cause changed: this is a decision of its own
             self._apply(gen, result)
             return result.executed
 
         return on_signal
+
+    def _count_signal(self, signal: TradingSignal) -> None:
+        self.counters.signals += 1
+        self._stats.signals_processed += 1
+        logger.info("SIGNAL RECEIVED #{} | {} {} | Z={:.2f}", self._stats.signals_processed,
+                    signal.signal_type.side_label, signal.pair_id, signal.z)
 
     def _apply(self, gen: SignalGenerator, result: ExecutionResult) -> None:
         if result.executed:
@@ -187,6 +206,12 @@ class SignalRouter:
                         result.pair_id, result.signal_type.value, result.detail)
         else:
             self.counters.not_executed += 1
+            if result.status is ExecutionStatus.REFUSED:
+                self._stats.count_refusal(result.reason.value)
+                if result.reason in PERSISTENT_REFUSALS and result.signal_type.is_entry:
+                    self._held_back[result.pair_id] = (result.signal_type, result.reason)
+            else:
+                self._stats.signals_failed += 1
             # A refusal was already logged by the engine with its reason; other outcomes matter here.
             log = logger.debug if result.status is ExecutionStatus.REFUSED else logger.warning
             log("signal {} not executed: {} ({}) {}", result.signal_id, result.status.value,
@@ -301,7 +326,7 @@ class SignalRouter:
                          "signals": sum(snap.signals_emitted.values()), "executed": snap.signals_executed,
                          "rejected_quotes": sum(snap.rejects.values())})
         return {"rows": rows, "signals": self.counters.signals, "executed": self.counters.executed,
-                "not_executed": self.counters.not_executed,
+                "not_executed": self.counters.not_executed, "rechecks": self.counters.rechecks,
                 "warm_pairs": sum(1 for g in self.generators.values() if g.calculator.is_ready)}
 
 

@@ -6,9 +6,15 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
 - ``mode``: PAPER, LIVE or DEMO.
 - ``started_at_utc``, ``stopped_at_utc``: ISO-8601 UTC times.
 - ``uptime_seconds``: wall-clock seconds from start to stop.
-- ``signals_processed``: signals delivered to the execution callback.
+- ``signals_processed``: decisions, i.e. new signals delivered to the execution callback. The
+  re-fire of an entry held back by a persistent refusal (max open pairs, exposure, daily loss,
+  margin) is a re-check of the same decision, counted in ``signals_rechecked`` instead.
 - ``trades_executed``: signals the engine reports as executed.
-- ``success_rate_pct``: trades_executed / signals_processed * 100 (0 when no signals).
+- ``signals_refused``: refused decisions by reason (the engine's ``Reason`` values).
+- ``signals_failed``: decisions that were neither executed nor refused (failed, halted, resolving).
+- ``signals_rechecked``: re-checks of a held-back entry that the same cause refused again.
+- ``success_rate_pct``: trades_executed / signals_processed * 100 (0 when no signals): a share
+  of decisions carried out, not a win rate.
 - ``stop_reason``: why the run ended (``signal SIGINT``, ``duration``, ``fatal: ...``).
 - ``sections``: one object per component (``market_data``, ``signals``, ``execution``, ...),
   each a flat or nested object of that component's counters, documented where it is built.
@@ -43,6 +49,9 @@ class SessionStats:
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     signals_processed: int = 0
     trades_executed: int = 0
+    signals_refused: dict[str, int] = field(default_factory=dict)
+    signals_failed: int = 0
+    signals_rechecked: int = 0
     stop_reason: str = ""
     stopped_at: datetime | None = None
     _started_monotonic: float = field(default_factory=time.monotonic)
@@ -53,6 +62,9 @@ class SessionStats:
         if name in self._providers:
             raise ValueError(f"statistics section {name!r} is already registered")
         self._providers[name] = provider
+
+    def count_refusal(self, reason: str) -> None:
+        self.signals_refused[reason] = self.signals_refused.get(reason, 0) + 1
 
     def mark_stopped(self, reason: str) -> None:
         """Freeze uptime at the first stop; later calls keep the first reason."""
@@ -85,6 +97,9 @@ class SessionStats:
             "uptime_seconds": round(self.uptime_seconds, 3),
             "signals_processed": self.signals_processed,
             "trades_executed": self.trades_executed,
+            "signals_refused": dict(self.signals_refused),
+            "signals_failed": self.signals_failed,
+            "signals_rechecked": self.signals_rechecked,
             "success_rate_pct": round(self.success_rate_pct, 2),
             "stop_reason": self.stop_reason,
             "sections": sections,
@@ -109,8 +124,19 @@ def final_statistics_text(snapshot: dict[str, Any]) -> str:
         f"   Uptime: {snapshot['uptime_seconds']:.1f}s\n"
         f"   Signals processed: {snapshot['signals_processed']}\n"
         f"   Trades executed: {snapshot['trades_executed']}\n"
-        f"   Success rate: {snapshot['success_rate_pct']:.1f}%"
+        f"   Success rate: {snapshot['success_rate_pct']:.1f}% (trades executed / signals; not a win rate)\n"
+        f"   Decisions: {_decisions(snapshot)}"
     )
+
+
+def _decisions(snapshot: dict[str, Any]) -> str:
+    refused = snapshot.get("signals_refused") or {}
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(refused.items(), key=lambda kv: -kv[1]))
+    text = (f"{snapshot['signals_processed']} signals: {snapshot['trades_executed']} executed, "
+            f"{sum(refused.values())} refused{f' ({by_reason})' if by_reason else ''}, "
+            f"{snapshot.get('signals_failed', 0)} failed")
+    rechecks = snapshot.get("signals_rechecked", 0)
+    return text + (f"; {rechecks} re-checks of held-back entries" if rechecks else "")
 
 
 def render_tables(snapshot: dict[str, Any], console: Console) -> None:

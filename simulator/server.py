@@ -206,6 +206,11 @@ class SimulatorServer:
         """Fail the next ``count`` REST requests with ``status`` (429, 418, 500, 502-504)."""
         self.faults.inject_http_errors(status, count)
 
+    def set_symbol_status(self, symbol: str, status: str) -> None:
+        """Change a symbol's exchangeInfo ``status`` (e.g. ``SETTLING`` for a delisting), which
+        ccxt reads as ``market['active']``; orders are not affected."""
+        self.engine.rules[symbol].info["status"] = status
+
     def refuse_subscriptions(self, count: int) -> None:
         """Answer the next ``count`` WebSocket SUBSCRIBE requests with an error."""
         self.faults.refuse_subscriptions(count)

@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from core.config import ExchangeConfig, SignalParams
 from core.errors import ConfigurationError
@@ -483,3 +484,31 @@ async def test_a_watch_loop_killed_by_an_exchange_error_is_restarted(recorded) -
             restarts = hub.counters.feed_restarts
             assert restarts == 2 and sim.faults.injected["subscription_refused"] == 2
             assert not hub.feed_lost and hub.quote_age_ms(btc.all()[-1].symbol) is not None
+
+
+async def test_a_pair_with_an_unlisted_or_inactive_leg_is_dropped_and_the_rest_start(recorded) -> None:
+    from app.assemble import tradable_pairs
+    from core.config import PairConfig
+
+    def pair(pair_id: str, a: str, b: str) -> PairConfig:
+        return PairConfig(pair_id=pair_id, leg_a=a, leg_b=b, hedge_ratio=1.0)
+
+    async with asyncio.timeout(10), simulator(recorded, symbols=("BTCUSDT", "ETHUSDT", "AAVEUSDT")) as sim:
+        sim.set_symbol_status("AAVEUSDT", "SETTLING")  # being delisted: ccxt says active False
+        hub = make_hub(sim)
+        records: list[str] = []
+        sink = logger.add(lambda m: records.append(m.record["message"]), level="WARNING")
+        try:
+            await hub.connect()
+            good, unlisted, inactive = (pair("BTC_ETH", "BTC/USDT", "ETH/USDT"), pair("FOO_ETH", "FOO/USDT", "ETH/USDT"),
+                                        pair("AAVE_ETH", "AAVE/USDT", "ETH/USDT"))
+            kept = tradable_pairs(hub, [good, unlisted, inactive], pairs_file="my-pairs.json", venue="binanceusdm")
+            assert [(p.pair_id, a, b) for p, a, b in kept] == [("BTC_ETH", "BTC/USDT:USDT", "ETH/USDT:USDT")]
+            assert any(r.startswith("FOO_ETH: dropped") and "FOO/USDT" in r for r in records)
+            assert any(r.startswith("AAVE_ETH: dropped") and "inactive" in r for r in records)
+            with pytest.raises(ConfigurationError) as caught:
+                tradable_pairs(hub, [unlisted, inactive], pairs_file="my-pairs.json", venue="binanceusdm")
+            assert "my-pairs.json" in str(caught.value)
+        finally:
+            logger.remove(sink)
+            await hub.stop()
