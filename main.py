@@ -3,7 +3,8 @@
 ``python main.py`` paper-trades the pairs of ``pairs_config.json`` on live market data;
 ``python main.py demo`` runs the whole bot offline against the bundled simulator;
 ``python main.py check-config`` validates both configuration files and prints the pairs.
-Exit codes: 0 clean stop, 1 fatal runtime error, 2 invalid usage or configuration.
+Exit codes: 0 clean stop, 1 fatal runtime error (or the exchange unreachable until
+exchange.startup_timeout_seconds), 2 invalid usage or configuration, or API keys refused.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from rich.table import Table
 
 from core.component import Component
 from core.config import AppConfig, PairConfig, Secrets, load_app_config, load_pairs_config, signal_params
-from core.errors import ConfigurationError, PairsBotError, UsageError
-from core.launch import RunMode, load_secrets, resolve_run_mode
-from core.log_setup import LogPaths, reset_logging, setup_logging
+from core.errors import AuthenticationError, ConfigurationError, RetryableError, UsageError
+from core.errors import StartupFailed
+from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_mode, retry_start
+from core.log_setup import LogPaths, progress, reset_logging, setup_logging
 from core.stats import SessionStats, final_statistics_text, render_tables
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -67,6 +69,7 @@ class TradingBot:
         self._fatal_error: BaseException | None = None
         self._config_warnings: list[str] = []
         self._handled_signals: list[int] = []
+        self._start_task: asyncio.Task[int] | None = None
         self.pipeline: Any = None
 
     # -- step 1 ---------------------------------------------------------------------------------
@@ -81,42 +84,84 @@ class TradingBot:
                                      demo=self.options.command == "demo")
 
     # -- step 2 ---------------------------------------------------------------------------------
-    async def initialize_components(self) -> None:
-        """Set up logging and statistics, then build the components this mode needs."""
+    def setup_logs(self) -> None:
+        """Set up logging (once per run, whatever the start attempts), then the banner."""
         assert_loaded(self.config, self.mode, self.secrets)
-        config, mode, secrets = self.config, self.mode, self.secrets
-        log_config = config.logging.model_copy(update={"dir": str(self._resolve(config.logging.dir))})
-        self.log_paths = setup_logging(log_config, secrets=secrets.values(), console_level=self.options.log_level)
+        log_config = self.config.logging.model_copy(update={"dir": str(self._resolve(self.config.logging.dir))})
+        self.log_paths = setup_logging(log_config, secrets=self.secrets.values(),
+                                       console_level=self.options.log_level)
         for warning in self._config_warnings:
             logger.warning(warning)
-        self.stats = SessionStats(mode=mode.value)
         self._log_banner()
+
+    # -- step 3 ---------------------------------------------------------------------------------
+    async def start_with_retries(self) -> bool:
+        """Build and start the pipeline, retrying a retryable failure until the startup deadline
+        (``core.launch.retry_start``). False when a signal stopped the start; raises
+        ``StartupFailed`` at the deadline and any other error at once (the caller closes)."""
+        assert_loaded(self.config, self.mode, self.secrets)
+        if self._stop_event.is_set():  # a signal arrived before anything was built
+            return False
+        task = asyncio.create_task(retry_start(self._start_attempt, cleanup=self._discard_pipeline,
+                                               timeout_seconds=self.config.exchange.startup_timeout_seconds,
+                                               on_retry=self._log_retry), name="startup")
+        self._start_task = task  # the signal handler cancels it (_stop_the_start)
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._start_task = None
+            if not task.done():  # this run itself was cancelled (a second Ctrl+C): the start goes too
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False
+        task.result()  # re-raises the start's failure
+        return True
+
+    async def _start_attempt(self) -> None:
+        await self.initialize_components()
+        await self.start_components()
+
+    async def initialize_components(self) -> None:
+        """Build the components this mode needs, from scratch (again after a failed attempt)."""
+        assert_loaded(self.config, self.mode, self.secrets)
+        config, mode, secrets = self.config, self.mode, self.secrets
+        self.stats = SessionStats(mode=mode.value)
         from app.assemble import assemble  # imports ccxt and numba: only when actually running
 
         self.pipeline = await assemble(config=config, pairs=self.pairs, mode=mode, secrets=secrets,
                                        stats=self.stats, storage_dir=self._resolve(config.storage.dir),
                                        started=self._started, demo_speed=self.options.demo_speed,
-                                       adopt=self.options.adopt, resume_halted=self.options.resume_halted)
+                                       adopt=self.options.adopt, resume_halted=self.options.resume_halted,
+                                       pairs_file=str(self.options.pairs_path))
         self.components = self.pipeline.components
         if self.pipeline.engine is not None:
             self.watch_engine(self.pipeline.engine)
         for component in self.components:
             self.stats.register_section(component.name, component.stats)
 
-    # -- step 3 ---------------------------------------------------------------------------------
-    async def start_monitoring(self) -> None:
-        """Start the components in order, then wait for a stop request or the duration."""
+    async def start_components(self) -> None:
+        """Start the components in order; each is recorded as started first, so a failure
+        halfway still stops it."""
         for component in self.components:
             if component not in self._started:
                 self._started.append(component)
             await component.start()
-        logger.info("running: {} pair(s) enabled; Ctrl+C stops gracefully",
-                    sum(p.enabled for p in self.pairs))
+
+    # -- step 4 ---------------------------------------------------------------------------------
+    async def monitor(self) -> int:
+        """Wait for a stop request or the duration; the exit code the run has earned so far."""
+        logger.info("running: {} pair(s) enabled | logs: {} | Ctrl+C stops gracefully",
+                    sum(p.enabled for p in self.pairs), self.log_paths.directory if self.log_paths else "?")
         duration = self.options.duration_seconds
         try:
             await asyncio.wait_for(self._stop_event.wait(), timeout=duration)
         except TimeoutError:
             self.request_stop(f"duration {duration:g}s reached")
+        if self._fatal_error is not None:
+            logger.error("fatal: {}; stopped safely, the next start reconciles", self._fatal_error)
+            return EXIT_FATAL
+        return EXIT_OK
 
     def watch_engine(self, engine: Any) -> None:
         """Stop the bot (exit code 1) when the engine reports it cannot trade safely."""
@@ -134,7 +179,7 @@ class TradingBot:
             logger.info("stop requested: {}", reason)
             self._stop_event.set()
 
-    # -- step 4 ---------------------------------------------------------------------------------
+    # -- step 5 ---------------------------------------------------------------------------------
     async def shutdown_gracefully(self) -> None:
         """Stop components in reverse order (bounded), then print and save the statistics.
 
@@ -144,6 +189,72 @@ class TradingBot:
             return
         self._shutdown_done = True
         logger.info("initiating graceful shutdown")
+        await self._stop_started()
+        if self.stats is not None:
+            self.stats.mark_stopped(self._stop_reason or "stopped")
+            self._report_statistics()
+        if self.pipeline is not None and self.pipeline.journal is not None:
+            self.pipeline.journal.close()
+        logger.info("graceful shutdown complete")
+
+    # -- the whole run --------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Load, start (retrying what may pass), run, stop. Returns the process exit code."""
+        self.load_configuration()
+        self._install_signal_handlers()  # before anything connects: Ctrl+C while starting stops cleanly
+        try:
+            self.setup_logs()
+            exit_code = await self._start_or_explain()
+            if exit_code is None:
+                exit_code = await self.monitor()
+                await self.shutdown_gracefully()
+            return exit_code
+        finally:
+            self._remove_signal_handlers()
+
+    async def _start_or_explain(self) -> int | None:
+        """Step 3 and its failures (docs/architecture.md, "Errors, logs, exit codes"). None when the
+        bot is running; otherwise everything is closed, one line says why, and this is the exit code."""
+        try:
+            if await self.start_with_retries():
+                return None
+        except (ConfigurationError, UsageError):  # e.g. a pair's market is not listed: main() says it, exit 2
+            await self._close_failed_start()
+            raise
+        except StartupFailed as exc:
+            code, line, failure = EXIT_FATAL, f"{exc}; {self._network_hint()}", exc
+        except AuthenticationError as exc:
+            code, line, failure = EXIT_USAGE, (f"startup refused: the exchange rejected the API key: {exc}; "
+                                          f"{self._key_hint()}"), exc
+        except Exception as exc:
+            code, failure = EXIT_FATAL, exc
+            line = (f"startup failed: {type(exc).__name__}: {exc} (traceback in "
+                    f"{self.log_paths.main_log if self.log_paths else 'the log file'})")
+        else:
+            await self._close_failed_start()
+            logger.info("stopped during startup ({}); every connection closed", self._stop_reason or "stop requested")
+            return EXIT_OK
+        logger.opt(exception=failure).debug("startup failure detail")  # the traceback: log file only
+        await self._close_failed_start()
+        logger.error("{}", " ".join(line.split()))  # the one line on stderr, even if the error had several
+        return code
+
+    async def _close_failed_start(self) -> None:
+        """Close what the start left open. No statistics: the bot never ran."""
+        self._shutdown_done = True
+        await self._discard_pipeline()
+        logger.debug("start abandoned: every started component stopped, every connection closed")
+
+    async def _discard_pipeline(self) -> None:
+        """Stop every started component (closing its connections) and the journal, and forget
+        them, so that the next attempt builds everything afresh."""
+        await self._stop_started()
+        if self.pipeline is not None and self.pipeline.journal is not None:
+            self.pipeline.journal.close()
+        self.pipeline, self.components = None, []
+
+    async def _stop_started(self) -> None:
+        """Stop the started components in reverse start order, bounded, then forget them."""
         self._started.sort(key=self._stop_rank)
         # The engine lets executions in flight finish (its stop_grace_seconds) before it closes.
         bound = SHUTDOWN_TIMEOUT_SECONDS + max((getattr(c, "stop_grace_seconds", 0.0) for c in self._started),
@@ -157,43 +268,23 @@ class TradingBot:
                         logger.exception("component {} failed to stop cleanly", component.name)
         except TimeoutError:
             logger.error("shutdown took longer than {}s; remaining components abandoned", bound)
-        if self.stats is not None:
-            self.stats.mark_stopped(self._stop_reason or "stopped")
-            self._report_statistics()
-        if self.pipeline is not None and self.pipeline.journal is not None:
-            self.pipeline.journal.close()
-        logger.info("graceful shutdown complete")
-
-    # -- the whole run --------------------------------------------------------------------------
-    async def run(self) -> int:
-        """Load, build, run, stop. Returns the process exit code."""
-        self.load_configuration()
-        await self.initialize_components()
-        self._install_signal_handlers()
-        exit_code = EXIT_OK
-        try:
-            await self.start_monitoring()
-            if self._fatal_error is not None:
-                logger.error("fatal: {}; stopped safely, the next start reconciles", self._fatal_error)
-                exit_code = EXIT_FATAL
-        except PairsBotError as exc:
-            logger.opt(exception=exc).debug("fatal error detail")
-            logger.error("fatal: {}", exc)
-            self._stop_reason = f"fatal: {exc}"
-            exit_code = EXIT_FATAL
-        except Exception as exc:
-            logger.opt(exception=exc).debug("fatal error detail")
-            logger.error("fatal: {}: {} (traceback in {})", type(exc).__name__, exc,
-                         self.log_paths.main_log if self.log_paths else "the log file")
-            self._stop_reason = f"fatal: {type(exc).__name__}"
-            exit_code = EXIT_FATAL
-        try:
-            await self.shutdown_gracefully()
-        finally:
-            self._remove_signal_handlers()
-        return exit_code
+        self._started.clear()
 
     # -- helpers --------------------------------------------------------------------------------
+    def _log_retry(self, attempt: int, error: RetryableError, wait_seconds: float, seconds_left: float) -> None:
+        progress().warning("start attempt {} failed: {}; next try in {:.1f} s ({:.0f} s left of "
+                           "exchange.startup_timeout_seconds)", attempt, error, wait_seconds, seconds_left)
+
+    def _network_hint(self) -> str:
+        base_url = self.config.exchange.base_url if self.config else None
+        where = f"exchange.base_url ({base_url})" if base_url else "exchange.id and exchange.use_testnet"
+        return f"check the network connection and {where} in {self.options.config_path}"
+
+    def _key_hint(self) -> str:
+        source = self.secrets.source if self.secrets else "?"
+        return (f"check the key and secret ({ENV_KEY}, {ENV_SECRET}; read from {source}), that the key "
+                "may trade futures, and its IP whitelist")
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
@@ -204,6 +295,7 @@ class TradingBot:
             name = signal.Signals(signum).name
             if presses["n"] == 1:
                 self.request_stop(f"signal {name}")
+                self._stop_the_start()
             else:
                 logger.warning("second {}: forcing exit without waiting. UNSAFE: executions in flight are cut "
                                "where they stand; the next start resolves their orders", name)
@@ -213,6 +305,11 @@ class TradingBot:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
             self._handled_signals.append(signum)
+
+    def _stop_the_start(self) -> None:
+        """A signal during the start cancels it (an attempt, or the wait between two)."""
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel(msg="stop requested during startup")
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -230,19 +327,22 @@ class TradingBot:
         return p if p.is_absolute() else self.options.config_path.resolve().parent / p
 
     def _log_banner(self) -> None:
+        """Startup progress lines: stdout and the log file, not stderr (core/log_setup.py)."""
         config, mode = self.config, self.mode
         assert_loaded(config, mode, self.secrets)
+        say = progress()
         enabled = [p for p in self.pairs if p.enabled]
         venue = config.exchange.base_url or ("testnet" if config.exchange.use_testnet else "production")
-        logger.info("pairs-bot starting | mode {} | exchange {} ({}) | {} pair(s), {} enabled",
-                    mode.value, config.exchange.id, venue, len(self.pairs), len(enabled))
-        logger.info("signal: bar {}s, lookback {} bars, entry |z|>={}, exit {}, stop {} | "
-                    "notional {} USDT per pair | max open pairs {} | keys {}",
-                    config.signal.bar_seconds, config.signal.lookback_bars, config.signal.entry_threshold,
-                    config.signal.exit_threshold, config.signal.stop_loss_threshold,
-                    config.execution.notional_per_pair_usdt, config.risk.max_open_pairs,
-                    "present" if self.secrets.present else "absent")
-        logger.info("logs: {}", self.log_paths.directory if self.log_paths else "?")
+        say.info("pairs-bot starting | mode {} | exchange {} ({}) | {} pair(s), {} enabled",
+                 mode.value, config.exchange.id, venue, len(self.pairs), len(enabled))
+        say.info("signal: bar {}s, lookback {} bars, entry |z|>={}, exit {}, stop {} | "
+                 "notional {} USDT per pair | max open pairs {} | keys {}",
+                 config.signal.bar_seconds, config.signal.lookback_bars, config.signal.entry_threshold,
+                 config.signal.exit_threshold, config.signal.stop_loss_threshold,
+                 config.execution.notional_per_pair_usdt, config.risk.max_open_pairs,
+                 "present" if self.secrets.present else "absent")
+        say.info("logs: {} | start gives up after {:g} s of retrying (exchange.startup_timeout_seconds)",
+                 self.log_paths.directory if self.log_paths else "?", config.exchange.startup_timeout_seconds)
 
     def _report_statistics(self) -> None:
         stats = self.stats
@@ -291,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py", parents=[common, live, trading],
         description="Multi-pair statistical arbitrage bot for crypto perpetual futures.",
-        epilog="Exit codes: 0 clean stop, 1 fatal runtime error, 2 invalid usage or configuration. "
-               "Ctrl+C stops gracefully; a second Ctrl+C forces an exit.")
+        epilog="Exit codes: 0 clean stop, 1 fatal runtime error (or the exchange unreachable for "
+               "exchange.startup_timeout_seconds), 2 invalid usage or configuration, or API keys refused. "
+               "Ctrl+C stops gracefully, also while starting; a second Ctrl+C forces an exit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", parents=[common, live, trading],
                    help="trade (paper unless --live) on live market data (default)")

@@ -28,10 +28,6 @@ from signals.generator import SignalGenerator
 
 HistorySource = Callable[..., Awaitable[dict[str, list[list[float]]]]]
 BACKFILL_RETRY_MAX_SECONDS = 30.0
-# Refusals whose cause outlives the signal: the generator re-fires the entry every cooldown, and
-# each re-fire is a re-check of the same decision, not a new signal (docs/architecture.md).
-PERSISTENT_REFUSALS = frozenset({Reason.MAX_OPEN_PAIRS, Reason.MAX_GROSS_EXPOSURE, Reason.MAX_DAILY_LOSS,
-                                 Reason.INSUFFICIENT_MARGIN})
 
 
 @dataclass(slots=True)
@@ -208,7 +204,8 @@ class SignalRouter:
             self.counters.not_executed += 1
             if result.status is ExecutionStatus.REFUSED:
                 self._stats.count_refusal(result.reason.value)
-                if result.reason in PERSISTENT_REFUSALS and result.signal_type.is_entry:
+                # Its re-fires are re-checks of the same decision, not new signals.
+                if result.reason.is_persistent and result.signal_type.is_entry:
                     self._held_back[result.pair_id] = (result.signal_type, result.reason)
             else:
                 self._stats.signals_failed += 1

@@ -40,6 +40,46 @@ class RetryableError(PairsBotError):
     """A transient failure (network, rate limit, exchange busy). Action: retry with backoff."""
 
 
+class StartupFailed(PairsBotError):
+    """The start kept failing on retryable errors until its deadline. Action: one line, exit 1.
+
+    ``last_error`` is the last retryable error (None when every attempt hung until the deadline);
+    ``hung`` says the last attempt was cut by the deadline rather than failing by itself.
+    """
+
+    def __init__(self, *, last_error: RetryableError | None, attempts: int, elapsed_seconds: float,
+                 hung: bool) -> None:
+        self.last_error = last_error
+        self.attempts = attempts
+        self.elapsed_seconds = elapsed_seconds
+        self.hung = hung
+        detail = str(last_error)
+        causes = _cause_text(last_error)
+        if causes:
+            detail += f" ({causes})"
+        what = detail
+        if hung:
+            what = "no answer from the exchange before the deadline"
+            if last_error is not None:
+                what += f" (the attempt before: {detail})"
+        plural = "" if attempts == 1 else "s"
+        super().__init__(f"startup failed after {elapsed_seconds:.0f} s ({attempts} attempt{plural}): {what}")
+
+
+def _cause_text(exc: BaseException | None) -> str:
+    """What the error's causes add to its text: the library's class (e.g. ccxt's RequestTimeout)
+    and the innermost cause when it says more (e.g. "Connect call failed")."""
+    if exc is None or exc.__cause__ is None:
+        return ""
+    parts, root, seen = [type(exc.__cause__).__name__], exc.__cause__, {id(exc)}
+    while root.__cause__ is not None and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__
+    if root is not exc.__cause__ and str(root) and str(root) not in str(exc):
+        parts.append(f"{type(root).__name__}: {root}")
+    return ": ".join(parts)
+
+
 class PermanentError(PairsBotError):
     """The request itself is wrong and will fail again unchanged. Action: do not retry."""
 

@@ -1,21 +1,26 @@
-"""What this run is allowed to do: its credentials and its mode (PAPER, LIVE or DEMO).
+"""What this run is allowed to do (its credentials and its mode), and how hard it tries to start.
 
 Live trading needs three independent yeses: ``dry_run: false`` in the file, ``--live`` on the
 command line, and API keys. Requiring all three means no single slip (a copied config, a shell
 history recall, keys left in the environment) can send real orders.
+
+``retry_start`` retries a start that failed on a retryable error (no network, exchange down)
+until a deadline; docs/architecture.md, "Errors, logs, exit codes", says what the user sees.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 from enum import Enum
 from pathlib import Path
-from typing import Mapping
+from typing import Awaitable, Callable, Mapping
 
 from dotenv import dotenv_values
 
 from core.config import AppConfig, Secrets
-from core.errors import UsageError
+from core.errors import RetryableError, StartupFailed, UsageError
 
 ENV_KEY = "BINANCE_API_KEY"
 ENV_SECRET = "BINANCE_API_SECRET"
@@ -73,3 +78,61 @@ def resolve_run_mode(config: AppConfig, *, live_flag: bool, secrets: Secrets, de
         raise UsageError(f"refusing live trading: no API keys ({ENV_KEY} and {ENV_SECRET} in the "
                          "environment or .env)")
     return RunMode.LIVE
+
+
+# Backoff between start attempts: 1 s doubling to 10 s, each drawn in [delay / 2, delay].
+STARTUP_RETRY_FIRST_MS = 1_000
+STARTUP_RETRY_MAX_MS = 10_000
+# The last wait is shortened so the last attempt still has this long before the deadline.
+STARTUP_MIN_ATTEMPT_SECONDS = 1.0
+
+
+def startup_backoff_seconds(failures: int, rng: random.Random) -> float:
+    """The wait after the ``failures``-th failed attempt, in seconds: drawn in [c / 2, c] where
+    c is 1 s, 2 s, 4 s, 8 s, then 10 s (exponential, capped, with jitter so that many bots
+    restarted together do not retry in step)."""
+    cap_ms = min(STARTUP_RETRY_MAX_MS, STARTUP_RETRY_FIRST_MS * 2 ** min(failures - 1, 16))
+    return rng.uniform(cap_ms / 2, cap_ms) / 1000
+
+
+async def retry_start(attempt: Callable[[], Awaitable[None]], *, cleanup: Callable[[], Awaitable[None]],
+                      timeout_seconds: float, on_retry: Callable[[int, RetryableError, float, float], None],
+                      rng: random.Random | None = None) -> int:
+    """Run ``attempt`` until it returns; returns how many attempts it took.
+
+    A ``RetryableError`` is followed by ``cleanup`` (which must close whatever the attempt
+    opened), ``on_retry(attempt_number, error, wait_seconds, seconds_left)`` and a backoff wait,
+    then a fresh attempt, until ``timeout_seconds`` have passed since the first one began. Every
+    attempt runs under the deadline, so one that hangs (a server that accepts and never answers)
+    is cut at it. Raises ``StartupFailed`` at the deadline, and any other error at once; the caller
+    closes what the failing attempt left open.
+    """
+    rng = rng or random.Random()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    deadline = began + timeout_seconds
+    attempts = 0
+    last_error: RetryableError | None = None
+    while True:
+        attempts += 1
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                await attempt()
+            return attempts
+        except RetryableError as exc:
+            last_error = exc
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            # Chained to the TimeoutError, whose traceback (in the log file) shows where it hung.
+            raise StartupFailed(last_error=last_error, attempts=attempts, elapsed_seconds=loop.time() - began,
+                                hung=True)
+        await cleanup()
+        left = deadline - loop.time()
+        if left < STARTUP_MIN_ATTEMPT_SECONDS:
+            raise StartupFailed(last_error=last_error, attempts=attempts, elapsed_seconds=loop.time() - began,
+                                hung=False) from last_error
+        wait = min(startup_backoff_seconds(attempts, rng), left - STARTUP_MIN_ATTEMPT_SECONDS)
+        on_retry(attempts, last_error, wait, left)
+        await asyncio.sleep(wait)

@@ -1,5 +1,9 @@
 """Log sinks for operators: console, a rotating debug file, and a JSON-lines trade record.
 
+The console is stderr, except the startup progress lines (the banner, one line per failed
+start attempt; see ``progress``), which go to stdout, so that a start that fails leaves exactly
+its one failure line on stderr (docs/architecture.md, "Errors, logs, exit codes").
+
 Every record passes one redaction step before any sink sees it, exception text included (the
 traceback is rendered, redacted and folded into the message), so an API key or a request
 signature cannot reach a terminal, a file or a shipped log by any path.
@@ -20,6 +24,7 @@ from loguru import logger
 from core.config import LoggingConfig
 
 TRADE_EVENT_KEY = "trade_event"
+PROGRESS_KEY = "startup_progress"
 _MASK = "***"
 # Things that are secret whatever their value: request signatures and key headers.
 _GENERIC_SECRETS = [
@@ -67,10 +72,11 @@ class Redactor:
 
 
 def setup_logging(config: LoggingConfig, *, secrets: Iterable[str], console_level: str | None = None,
-                  console: Any = None) -> LogPaths:
-    """Replace loguru's default sink with the three sinks of docs/architecture.md, "Errors, logs, exit codes".
+                  console: Any = None, progress_console: Any = None) -> LogPaths:
+    """Replace loguru's default sink with the sinks of docs/architecture.md, "Errors, logs, exit codes".
 
-    Called only after the configuration is valid, so a bad config writes nothing.
+    Called only after the configuration is valid, so a bad config writes nothing. ``console``
+    (default stderr) and ``progress_console`` (default stdout) replace the streams in tests.
     """
     directory = Path(config.dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,10 +86,13 @@ def setup_logging(config: LoggingConfig, *, secrets: Iterable[str], console_leve
     rotation = f"{config.rotation_mb} MB"
     logger.remove()
     logger.configure(patcher=redactor.patch)
+    console_format = "<green>{time:HH:mm:ss.SSS}</green> | <level>{level:<8}</level> | {message}"
     logger.add(console if console is not None else sys.stderr, level=console_level or config.level,
-               format="<green>{time:HH:mm:ss.SSS}</green> | <level>{level:<8}</level> | {message}",
-               filter=lambda r: TRADE_EVENT_KEY not in r["extra"], colorize=None, backtrace=False,
-               diagnose=False)
+               format=console_format, colorize=None, backtrace=False, diagnose=False,
+               filter=lambda r: TRADE_EVENT_KEY not in r["extra"] and PROGRESS_KEY not in r["extra"])
+    logger.add(progress_console if progress_console is not None else sys.stdout,
+               level=console_level or config.level, format=console_format, colorize=None, backtrace=False,
+               diagnose=False, filter=lambda r: PROGRESS_KEY in r["extra"])
     logger.add(paths.main_log, level="DEBUG", rotation=rotation, retention=config.retention_files,
                compression=compression, enqueue=False, backtrace=False, diagnose=False,
                format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<8} | {name}:{line} | {message}",
@@ -97,6 +106,12 @@ def log_trade_event(event: str, **fields: Any) -> None:
     """Write one structured event (order, fill, trade) as a line of ``trades.jsonl``."""
     payload = {"event": event, **fields}
     logger.bind(**{TRADE_EVENT_KEY: event}).info(json.dumps(payload, default=str, sort_keys=True))
+
+
+def progress() -> Any:
+    """The logger for startup progress lines (``progress().info(...)``): the console copy goes
+    to stdout, never stderr; the log file gets them like any other record."""
+    return logger.bind(**{PROGRESS_KEY: True})
 
 
 def reset_logging() -> None:

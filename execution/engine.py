@@ -103,6 +103,7 @@ class ExecutionEngine:
         self._periodic: asyncio.Task[None] | None = None
         self._balance_tasks: set[asyncio.Task[None]] = set()  # one per execution; stop awaits them all
         self._last_refusal: dict[str, str] = {}
+        self._said_persistent: set[tuple[str, Reason]] = set()  # (pair, persistent cause) said at INFO
         self._in_flight: dict[str, int] = {}  # pair -> executions/resolutions running on it
         self._reconciling = False
         self._resolution_task: asyncio.Task[None] | None = None
@@ -864,9 +865,16 @@ class ExecutionEngine:
 
     def _refuse(self, signal: TradingSignal, reason: Reason, detail: str) -> ExecutionResult:
         self._refusals[reason.value] = self._refusals.get(reason.value, 0) + 1
-        # A refusal that repeats for a pair (e.g. max_open_pairs, every cooldown) is said once at
-        # INFO; the repeats go to the debug log and to the refusal counters.
-        log = logger.debug if self._last_refusal.get(signal.pair_id) == reason.value else logger.info
+        # A refusal that repeats for a pair is said once at INFO; the repeats go to the debug log
+        # and to the refusal counters. A persistent cause (max_open_pairs, exposure, daily loss,
+        # margin) is said once per pair for the whole run: it recurs with every cooldown and with
+        # every slot that opens and fills again, and its count is in the statistics.
+        if reason.is_persistent:
+            repeat = (signal.pair_id, reason) in self._said_persistent
+            self._said_persistent.add((signal.pair_id, reason))
+        else:
+            repeat = self._last_refusal.get(signal.pair_id) == reason.value
+        log = logger.debug if repeat else logger.info
         self._last_refusal[signal.pair_id] = reason.value
         log("{} {} refused: {} ({})", signal.pair_id, signal.signal_id, reason.value, detail)
         return ExecutionResult(signal.signal_id, signal.pair_id, signal.signal_type, ExecutionStatus.REFUSED, reason,

@@ -53,6 +53,16 @@ class Reason(str, Enum):
     JOURNAL_ERROR = "journal_error"
     OUTCOME_UNKNOWN = "outcome_unknown"  # an order's outcome is unknown: handed to the resolver
 
+    @property
+    def is_persistent(self) -> bool:
+        """A refusal whose cause outlives the signal (the book, the day's loss, the margin): the
+        generator re-fires the entry every cooldown, and every re-fire meets the same cause."""
+        return self in _PERSISTENT
+
+
+_PERSISTENT = frozenset({Reason.MAX_OPEN_PAIRS, Reason.MAX_GROSS_EXPOSURE, Reason.MAX_DAILY_LOSS,
+                         Reason.INSUFFICIENT_MARGIN})
+
 
 @dataclass(frozen=True, slots=True)
 class PairSpec:

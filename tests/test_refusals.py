@@ -32,7 +32,7 @@ async def test_a_persistent_refusal_is_logged_once_and_counted_as_one_decision(m
         for _ in range(6):  # the generator re-fires the refused entry every cooldown
             await gen.dispatch(rig.signal("BTC_ETH", SignalType.ENTER_SHORT_SPREAD))
         assert stats.signals_processed == 1 and stats.signals_refused == {"max_open_pairs": 1}
-        assert stats.signals_rechecked == 5 and stats.trades_executed == 0
+        assert stats.signals_rechecked == 5 == router.counters.rechecks and stats.trades_executed == 0
         received = [line for line in lines if line.startswith("SIGNAL RECEIVED") and "BTC_ETH" in line]
         refused = [line for line in lines if "BTC_ETH" in line and "refused: max_open_pairs" in line]
         assert len(received) == 1 and len(refused) == 1, (received, refused)

@@ -82,6 +82,7 @@ def test_real_book_ticker_bars_match_pandas_and_a_quiet_bucket_is_a_gap(bar_seco
     mids = {"ETHUSDT": math.nan, "BTCUSDT": math.nan}
     rows = []
     closed: dict[int, float] = {}  # the real bar-close spreads so far: what a backfill would return
+    last_value = math.nan
     waited = 0
     for q in quotes:
         mids[q.symbol] = q.mid
