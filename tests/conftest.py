@@ -64,18 +64,27 @@ def run_main(args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
 
 
 class BotProcess:
-    """A background ``python main.py`` whose output is collected line by line by a thread."""
+    """A background ``python main.py`` whose output is collected line by line by threads.
 
-    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([PYTHON, str(PROJECT_DIR / "main.py"), *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ``lines`` holds both streams in arrival order; ``out`` and ``err`` hold each stream alone
+    (for tests about what goes to stderr).
+    """
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str], argv: list[str] | None = None) -> None:
+        """``argv`` replaces ``python main.py ARGS`` as the whole command line when given."""
+        self.proc = subprocess.Popen(argv or [PYTHON, str(PROJECT_DIR / "main.py"), *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(stream, mine), daemon=True)
+                         for stream, mine in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _read(self, stream: Any, mine: list[str]) -> None:
+        for line in stream:
+            mine.append(line)
             self.lines.append(line)
 
     @property
@@ -88,7 +97,7 @@ class BotProcess:
         while time.monotonic() < deadline:
             if any(needle in line for line in list(self.lines)):
                 return
-            if self.proc.poll() is not None and not self._reader.is_alive():
+            if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
                 break
             time.sleep(0.02)
         raise AssertionError(f"{needle!r} not seen within {timeout}s; output:\n{self.output}")
@@ -98,7 +107,8 @@ class BotProcess:
 
     def wait(self, *, timeout: float) -> int:
         code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=5)
+        for reader in self._readers:
+            reader.join(timeout=5)
         return code
 
     def kill(self) -> None:

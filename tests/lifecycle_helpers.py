@@ -8,8 +8,6 @@ the whole test session with KeyboardInterrupt.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import threading
 from typing import Any
 
 import main as bot_main
@@ -90,8 +88,4 @@ class ChildProcess(BotProcess):
     """``python -c CODE ARGS`` from the project folder, its output collected like a bot's."""
 
     def __init__(self, code: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen([PYTHON, "-c", code, *args], cwd=PROJECT_DIR, env=env or clean_env(),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__([], cwd=PROJECT_DIR, env=env or clean_env(), argv=[PYTHON, "-c", code, *args])

@@ -108,56 +108,6 @@ def silent_server() -> Iterator[SilentServer]:
     server.close()
 
 
-class StreamingBot:
-    """``python main.py`` in the background, stdout and stderr collected apart, line by line."""
-
-    def __init__(self, argv: list[str], *, cwd: Path) -> None:
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-                         for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: Any, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line)
-
-    def wait_for(self, needle: str, *, timeout: float) -> None:
-        """Until a line of either stream holds ``needle``; fails after ``timeout`` or at the exit."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if any(needle in line for line in self.out + self.err):
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n{''.join(self.out)}{''.join(self.err)}")
-
-    def wait(self, *, timeout: float) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def spawn_bot() -> Iterator[Any]:
-    bots: list[StreamingBot] = []
-
-    def spawn(argv: list[str], *, cwd: Path) -> StreamingBot:
-        bots.append(StreamingBot(argv, cwd=cwd))
-        return bots[-1]
-
-    yield spawn
-    for bot in bots:
-        bot.kill()
 
 
 # ----------------------------------------------------------------------------- no exchange
@@ -212,14 +162,14 @@ def test_a_server_that_never_answers_fails_the_start_by_the_deadline(
                                            ("backoff-wait", signal.SIGTERM)],
                          ids=["SIGINT-in-a-hanging-attempt", "SIGINT-in-the-backoff-wait", "SIGTERM-in-the-backoff-wait"])
 def test_a_signal_while_starting_stops_promptly_and_cleanly(
-        tmp_path: Path, silent_server: SilentServer, spawn_bot: Any, moment: str, signum: int) -> None:
+        tmp_path: Path, silent_server: SilentServer, spawn_main: Any, moment: str, signum: int) -> None:
     if moment == "hanging-attempt":  # the request would wait a minute; the start, 30 s
         config = _config(tmp_path, base_url=f"http://127.0.0.1:{silent_server.port}", startup_timeout_seconds=30,
                          request_timeout_ms=60_000)
     else:
         config = _config(tmp_path, base_url=f"http://127.0.0.1:{_free_port()}", startup_timeout_seconds=30,
                          request_timeout_ms=500)
-    bot = spawn_bot(_argv(config), cwd=tmp_path)
+    bot = spawn_main(_argv(config)[2:], cwd=tmp_path)
     bot.wait_for("pairs-bot starting", timeout=30)  # logging is set up: the handlers are in place
     if moment == "hanging-attempt":
         deadline = time.monotonic() + 30
