@@ -16,6 +16,9 @@ from simulator.server import SimulatorServer
 
 DEFAULT_DEMO_SPEED = 600.0
 DEMO_STEPS_PER_BAR = 30
+# Realism of the replayed book (simulator/replay.py): the spread widens with the bar's range (1 %
+# of it, never below one tick) and each symbol stamps its own quotes, as live feeds do.
+DEMO_SPREAD_RANGE_FRACTION = 0.01
 
 
 class EmbeddedSimulator:
@@ -28,7 +31,8 @@ class EmbeddedSimulator:
         self._config = SimulatorConfig(
             symbols=symbols, port=0,
             replay=ReplayConfig(source="candles", speed=speed, steps_per_bar=DEMO_STEPS_PER_BAR,
-                                warmup_bars=warmup_bars))
+                                warmup_bars=warmup_bars, spread_range_fraction=DEMO_SPREAD_RANGE_FRACTION,
+                                stamp_jitter=True))
         self._server: SimulatorServer | None = None
 
     async def start(self) -> None:

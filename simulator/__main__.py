@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay starts at this bar; klines serve the bars before it "
                         "(default: %(default)s)")
     p.add_argument("--spread-ticks", type=int, default=1, help="bid/ask spread in ticks (>= 1)")
+    p.add_argument("--spread-range-fraction", type=float, default=0.0,
+                   help="candles source: spread = max(spread-ticks, bar range in ticks x this); 0 = constant")
+    p.add_argument("--stamp-jitter", action="store_true",
+                   help="candles source: each symbol stamps its quotes itself within each step")
     p.add_argument("--path-order", choices=("nearest", "random"), default="nearest",
                    help="which candle extreme the intrabar path visits first")
     p.add_argument("--seed", type=int, default=7, help="seed of the replay's random draws")
@@ -123,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         speed = args.quotes_per_second * 300 / (n_symbols * args.steps_per_bar)
     replay = ReplayConfig(source=args.source, speed=speed, steps_per_bar=args.steps_per_bar,
                           warmup_bars=args.warmup_bars, spread_ticks=args.spread_ticks,
+                          spread_range_fraction=args.spread_range_fraction, stamp_jitter=args.stamp_jitter,
                           path_order=args.path_order, seed=args.seed,
                           tick_dates=tuple(d for d in args.tick_dates.split(",") if d) or None)
     fills = FillConfig(taker_fee_rate=_dec("--taker-fee", args.taker_fee),

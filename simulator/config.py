@@ -51,6 +51,12 @@ class ReplayConfig:
     steps_per_bar: int = 60
     warmup_bars: int = 1000
     spread_ticks: int = 1
+    # The spread follows the bar's range: max(spread_ticks, round(range_ticks * this)); 0 keeps
+    # it constant. Fast bars quote wider, as real books do; never below one tick.
+    spread_range_fraction: float = 0.0
+    # Each symbol's quotes carry their own timestamps: step k of symbol s is stamped within
+    # [step k, step k + 1) by a seeded draw, instead of every symbol on the same millisecond.
+    stamp_jitter: bool = False
     path_order: Literal["nearest", "random"] = "nearest"
     top_qty_volume_fraction: float = 0.02
     seed: int = 7
@@ -71,6 +77,8 @@ class ReplayConfig:
             raise ValueError("spread_ticks must be >= 1")
         if self.path_order not in ("nearest", "random"):
             raise ValueError("path_order must be 'nearest' or 'random'")
+        if not 0 <= self.spread_range_fraction <= 1:
+            raise ValueError("spread_range_fraction must be within [0, 1]")
         if not 0 < self.top_qty_volume_fraction <= 1:
             raise ValueError("top_qty_volume_fraction must be within (0, 1]")
         if self.max_gap_ms < 1 or self.max_steps_per_advance < 1:

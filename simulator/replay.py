@@ -6,10 +6,14 @@ Two sources (``ReplayConfig.source``):
   ``steps_per_bar`` quotes along the path open -> first extreme -> second extreme -> close,
   in whole ticks (``simulator/paths.py``). The extreme nearer to the open comes first
   (``path_order "nearest"``, ties by a seeded coin) or a seeded coin decides (``"random"``).
-  The path price is the bid; ask = bid + ``spread_ticks`` (>= 1) ticks. Top-of-book sizes
+  The path price is the bid (less half the spread); ask = bid + the spread: ``spread_ticks``
+  (>= 1), or with ``spread_range_fraction`` > 0 the larger of that and the bar's range in ticks
+  times the fraction, so fast bars quote wider (the demo uses 1 %). Top-of-book sizes
   are ``top_qty_volume_fraction`` of the candle's volume times a seeded factor in [0.5, 1.5).
   Step k of a bar is stamped ``open + k * bar / steps``; all symbols step together, so one
-  server loop iteration sends a batch of frames across symbols.
+  server loop iteration sends a batch of frames across symbols. With ``stamp_jitter`` each
+  symbol stamps its quote of step k by its own seeded draw within ``[step k, step k + 1)``
+  (sent in time order once the replay clock has passed them), as independent live streams do.
 - ``"ticks"``: the real bookTicker captures at their recorded event times and update ids.
   Gaps longer than ``max_gap_ms`` (the captures are days apart) are skipped by jumping the
   clock (``gap_jump_target``).

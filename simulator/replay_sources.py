@@ -102,12 +102,12 @@ class CandleSource:
         self._path: list[list[int]] = [[] for _ in range(n)]
         self._rng = [bar_rng(cfg.seed, s, 0) for s in inst.symbols]
         self._base_lots = [1] * n
-        self._half = cfg.spread_ticks // 2
-        # Klines are served at the MID of the quotes along the path (path - half + spread / 2
-        # ticks), so history and the bot's live bars share one price definition. An odd spread
-        # puts the mid half a tick off the grid: those klines carry one more decimal.
+        self._spread = [cfg.spread_ticks] * n  # of the bar each symbol is in
+        self._stamp_rng = [bar_rng(cfg.seed, f"{s}:stamps", 0) for s in inst.symbols]
+        # Klines are served at the MID of the quotes along the path (path - spread // 2 +
+        # spread / 2 ticks), so history and the bot's live bars share one price definition. An
+        # odd spread puts the mid half a tick off the grid: those klines carry one more decimal.
         self._kline_fmt = [UnitFormatter(r.tick_size / 2, cache=True) for r in inst.rules]
-        self._kline_units = [2 * -self._half + cfg.spread_ticks] * len(inst.rules)
 
     @property
     def finished(self) -> bool:
@@ -117,22 +117,39 @@ class CandleSource:
         bar, k = divmod(g, self.steps)
         return self.t0 + bar * self.base_interval_ms + (k * self.base_interval_ms) // self.steps
 
+    def _ready_ms(self, g: int) -> int:
+        """When step ``g`` may be sent: its time, or with jittered stamps (which fall anywhere in
+        ``[step g, step g + 1)``) the last millisecond before the next step, so a quote never
+        carries a time later than the replay clock."""
+        if not self.cfg.stamp_jitter:
+            return self.time_of(g)
+        return self.time_of(g + 1) - 1
+
     def next_event_ms(self) -> int | None:
-        return None if self.finished else self.time_of(self.g)
+        return None if self.finished else self._ready_ms(self.g)
+
+    def spread_of_bar(self, i: int, j: int) -> int:
+        """Bid-ask spread in ticks of symbol ``i`` during bar ``j`` (follows the bar's range)."""
+        fraction = self.cfg.spread_range_fraction
+        if fraction <= 0:
+            return self.cfg.spread_ticks
+        _, h, lo, _ = self.ohlc(i, j)
+        return max(self.cfg.spread_ticks, round((h - lo) * fraction))
 
     def advance_to(self, target_ms: float) -> list[QuoteTick]:
         events: list[QuoteTick] = []
         budget = self.cfg.max_steps_per_advance
         steps = self.steps
-        spread = self.cfg.spread_ticks
-        half = self._half
+        jitter = self.cfg.stamp_jitter
         symbols = range(len(self.inst.symbols))
         while self.g < self.total_steps and budget > 0:
-            ts = self.time_of(self.g)
-            if ts > target_ms:
+            if self._ready_ms(self.g) > target_ms:
                 break
+            ts = self.time_of(self.g)
+            width = self.time_of(self.g + 1) - ts if jitter else 0
             bar, k = divmod(self.g, steps)
             uid = _UID_BASE + self.g
+            batch_start = len(events)
             for i in symbols:
                 j = bar - self.offset[i]
                 if j < 0 or j >= self.n_bars[i]:
@@ -141,10 +158,14 @@ class CandleSource:
                     self._enter_bar(i, j, k)
                 rng = self._rng[i]
                 base = self._base_lots[i]
-                bid = max(1, self._path[i][k] - half)
+                spread = self._spread[i]
+                bid = max(1, self._path[i][k] - spread // 2)
                 bid_lots = max(1, int(base * (0.5 + rng.random())))
                 ask_lots = max(1, int(base * (0.5 + rng.random())))
-                events.append((i, ts, bid, bid + spread, bid_lots, ask_lots, uid))
+                stamp = ts + int(self._stamp_rng[i].random() * width) if width > 1 else ts
+                events.append((i, stamp, bid, bid + spread, bid_lots, ask_lots, uid))
+            if jitter:  # time order across symbols within the step
+                events[batch_start:] = sorted(events[batch_start:], key=lambda e: e[1])
             self.g += 1
             budget -= 1
         return events
@@ -158,7 +179,7 @@ class CandleSource:
             g += 1
         self.g = min(g, self.total_steps - 1)
         self._path_bar = [-1] * len(self._path_bar)
-        return self.advance_to(self.time_of(self.g)) if self.time_of(self.g) <= replay_ms else []
+        return self.advance_to(self._ready_ms(self.g)) if self.time_of(self.g) <= replay_ms else []
 
     def _enter_bar(self, i: int, j: int, k: int) -> None:
         rng = bar_rng(self.cfg.seed, self.inst.symbols[i], j)
@@ -168,6 +189,11 @@ class CandleSource:
         for _ in range(2 * k):  # keep the stream aligned when entering mid-bar (seek)
             rng.random()
         self._rng[i] = rng
+        self._spread[i] = self.spread_of_bar(i, j)
+        stamps = bar_rng(self.cfg.seed, f"{self.inst.symbols[i]}:stamps", j)
+        for _ in range(k):
+            stamps.random()
+        self._stamp_rng[i] = stamps
         self._path_bar[i] = j
 
     def ohlc(self, i: int, j: int) -> tuple[int, int, int, int]:
@@ -199,14 +225,16 @@ class CandleSource:
         rows = _LazyCandleRows(self, i, current, now_ms)
         return _BarView(self.base_interval_ms, first_open, current, rows)
 
-    def _mid_text(self, i: int, ticks: int) -> str:
-        """The mid of the quote whose path price is ``ticks``, as kline text."""
-        return self._kline_fmt[i](2 * max(ticks, 1 + self._half) + self._kline_units[i])
+    def _mid_text(self, i: int, j: int, ticks: int) -> str:
+        """The mid of bar ``j``'s quote whose path price is ``ticks``, as kline text."""
+        spread = self.spread_of_bar(i, j)
+        half = spread // 2
+        return self._kline_fmt[i](2 * (max(ticks, 1 + half) - half) + spread)
 
     def closed_row(self, i: int, j: int) -> _Bar:
         s, text = self.series[i], self._mid_text
         o, h, lo, c = self.ohlc(i, j)
-        return _Bar(s.open_ms[j], o, h, lo, c, text(i, o), text(i, h), text(i, lo), text(i, c),
+        return _Bar(s.open_ms[j], o, h, lo, c, text(i, j, o), text(i, j, h), text(i, j, lo), text(i, j, c),
                     Decimal(s.volume[j]))
 
     def progress_row(self, i: int, j: int, now_ms: int) -> _Bar:
@@ -223,7 +251,8 @@ class CandleSource:
         full = Decimal(s.volume[j])
         volume = (full * (k + 1) / self.steps).quantize(full) if full else full
         o = self.ohlc(i, j)[0]
-        return _Bar(open_ms, o, hi, lo, last, text(i, o), text(i, hi), text(i, lo), text(i, last), volume)
+        return _Bar(open_ms, o, hi, lo, last, text(i, j, o), text(i, j, hi), text(i, j, lo), text(i, j, last),
+                    volume)
 
 
 class _LazyCandleRows(Sequence[_Bar]):

@@ -117,3 +117,62 @@ def test_fault_config_validation_names_the_problem() -> None:
         FaultConfig.from_mapping({"nope": 1})
     with pytest.raises(ValueError, match="malformed_kinds"):
         FaultConfig.from_mapping({"malformed_kinds": "nan_price,bogus"})
+
+
+# -- demo realism: spreads that follow the range, stamps of each symbol's own -------------------
+
+def test_the_spread_follows_the_bar_range_and_never_drops_below_one_tick(market_data: MarketData) -> None:
+    replay = _replay(market_data, steps_per_bar=30, spread_range_fraction=0.01)
+    events = replay.advance_to(replay.start_ms + 40 * BAR - 1)
+    source = replay.source
+    by_bar: dict[tuple[int, int], set[int]] = {}
+    for i, ts, bid, ask, *_ in events:
+        j = (ts - source.t0) // BAR - source.offset[i]
+        by_bar.setdefault((i, j), set()).add(ask - bid)
+    widths = {}
+    for (i, j), spreads in by_bar.items():
+        assert len(spreads) == 1 and min(spreads) >= 1  # one spread per bar, at least a tick
+        _, h, lo, _ = source.ohlc(i, j)
+        assert spreads == {max(1, round((h - lo) * 0.01))}
+        widths.setdefault(i, []).append((h - lo, next(iter(spreads))))
+    btc = replay.symbols.index("BTCUSDT")
+    ranges = sorted(widths[btc])
+    assert ranges[-1][1] > ranges[0][1]  # the fastest bar quotes wider than the calmest
+
+
+def test_each_symbol_keeps_its_own_timestamps_in_time_order_and_deterministic(market_data: MarketData) -> None:
+    replay = _replay(market_data, steps_per_bar=30, stamp_jitter=True)
+    step = BAR // 30
+    events = replay.advance_to(replay.start_ms + 3 * BAR - 1)
+    stamps = [e[1] for e in events]
+    assert stamps == sorted(stamps)
+    assert max(stamps) <= replay.now_ms  # never a quote from the replay's future
+    same_step = {}
+    for i, ts, *_ in events:
+        k = (ts - replay.start_ms) // step
+        assert replay.start_ms + k * step <= ts < replay.start_ms + (k + 1) * step  # inside its own step
+        same_step.setdefault(k, set()).add(ts)
+    assert sum(len(v) > 1 for v in same_step.values()) > 0.9 * len(same_step)  # symbols differ within a step
+    again = _replay(market_data, steps_per_bar=30, stamp_jitter=True)
+    chunks = []
+    t = again.start_ms
+    while t < again.start_ms + 3 * BAR - 1:  # other batching, same stream
+        t = min(t + 7_777, again.start_ms + 3 * BAR - 1)
+        chunks.extend(again.advance_to(t))
+    assert chunks == events
+
+
+def test_klines_agree_with_the_quoted_mids_when_the_spread_varies(market_data: MarketData) -> None:
+    replay = _replay(market_data, steps_per_bar=30, spread_range_fraction=0.01, stamp_jitter=True)
+    events = replay.advance_to(replay.start_ms + 6 * BAR - 1)
+    btc = replay.symbols.index("BTCUSDT")
+    tick = replay.inst.rules[btc].tick_size
+    last_of_bar: dict[int, tuple[int, int]] = {}
+    for i, ts, bid, ask, *_ in events:
+        if i == btc:
+            last_of_bar[(ts - replay.start_ms) // BAR] = (bid, ask)
+    rows = replay.klines("BTCUSDT", BAR, start_ms=replay.start_ms, limit=5)
+    assert len(rows) == 5
+    for n, row in enumerate(rows):
+        bid, ask = last_of_bar[n]
+        assert Decimal(row[4]) == (bid + ask) * tick / 2  # the close is the mid of the bar's last quote
