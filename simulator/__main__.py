@@ -26,6 +26,7 @@ from simulator.config import (
     SimulatorConfig,
 )
 from simulator.faults import MALFORMED_KINDS, FaultConfig
+from simulator.funding import FundingConfig
 
 _EPILOG = f"""
 quote rate (candles source) = symbols x steps-per-bar x speed / 300
@@ -88,8 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-dates", default="",
                    help="ticks source: comma-separated YYYYMMDD capture dates (default: all)")
     p.add_argument("--faults", default="", help="fault settings, see below")
-    p.add_argument("--taker-fee", default="0.0004", help="taker fee rate (default: %(default)s)")
+    p.add_argument("--taker-fee", default="0.0005", help="taker fee rate (default: %(default)s, VIP 0)")
     p.add_argument("--maker-fee", default="0.0002", help="maker fee rate (default: %(default)s)")
+    p.add_argument("--bnb-price", default="", help="BNB price in USDT for fees paid in BNB (default: none)")
+    p.add_argument("--funding-rate", default="0.0001",
+                   help="funding rate per interval of every symbol (default: %(default)s; 0 disables)")
+    p.add_argument("--funding-interval-seconds", type=int, default=28_800,
+                   help="funding interval in replay seconds (default: %(default)s = 8 h)")
     p.add_argument("--slippage-bps", default="0", help="taker slippage in bps (default: 0)")
     p.add_argument("--depth-levels", type=int, default=5,
                    help="synthetic book levels behind the top (default: %(default)s)")
@@ -128,9 +134,13 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     fills = FillConfig(taker_fee_rate=_dec("--taker-fee", args.taker_fee),
                        maker_fee_rate=_dec("--maker-fee", args.maker_fee),
                        slippage_bps=_dec("--slippage-bps", args.slippage_bps),
-                       depth_levels=args.depth_levels)
+                       depth_levels=args.depth_levels,
+                       bnb_price_usdt=_dec("--bnb-price", args.bnb_price) if args.bnb_price else None)
+    funding_rate = _dec("--funding-rate", args.funding_rate)
+    funding = FundingConfig(enabled=funding_rate != 0, default_rate=funding_rate,
+                            default_interval_seconds=args.funding_interval_seconds)
     return SimulatorConfig(data_dir=args.data, symbols=symbols, port=args.port, replay=replay,
-                           fills=fills, faults=parse_faults(args.faults),
+                           fills=fills, faults=parse_faults(args.faults), funding=funding,
                            accounts=_accounts(args), state_file=args.state_file,
                            ws_ticker_interval_ms=args.ticker_interval_ms,
                            loop_interval_ms=args.loop_interval_ms)
