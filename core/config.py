@@ -201,6 +201,15 @@ class PaperConfig(_Strict):
     seed: int = 7
 
 
+class DemoConfig(_Strict):
+    """The offline demo's simulator. The bundled data carry no funding history, so the demo's
+    venue charges this constant rate (a fraction per interval; 0 = no funding) every
+    ``funding_interval_hours`` of replay time (Binance: 8 h, some symbols 4 h)."""
+
+    funding_rate: float = Field(default=0.0001, ge=-0.03, le=0.03)
+    funding_interval_hours: float = Field(default=8.0, gt=0, le=24)
+
+
 class LoggingConfig(_Strict):
     """Where logs go. Sizes in megabytes, the console level one of loguru's."""
 
@@ -238,6 +247,7 @@ class AppConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
     paper: PaperConfig = PaperConfig()
+    demo: DemoConfig = DemoConfig()
     logging: LoggingConfig = LoggingConfig()
     storage: StorageConfig = StorageConfig()
 
