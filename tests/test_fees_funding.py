@@ -173,3 +173,19 @@ async def test_paper_mode_applies_funding_from_premium_index_at_funding_times(si
         finally:
             await markets.close()
             await sim.stop()
+
+
+async def test_an_exit_reads_the_funding_its_round_trip_paid_before_closing_it(make_rig, sim_data) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        sim = await _sim(sim_data, funding=FundingConfig(default_interval_seconds=600, rates={"AXSUSDT": D("0.003")}))
+        rig = await make_rig(sim=sim)
+        entry = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD,
+                                                           ts_ms=sim.replay.now_ms))
+        trip_id = rig.engine.positions["EOS_AXS"].round_trip_id
+        await _run_past_funding(sim, {"EOSUSDT", "AXSUSDT"}, sim.replay.now_ms)
+        paid = sum((D(r["income"]) for r in sim.engine.income), ZERO)
+        assert paid != 0 and rig.journal.funding_for_round_trip(trip_id) == []  # nothing read yet
+        exit_ = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.EXIT, ts_ms=sim.replay.now_ms))
+        assert entry.status is exit_.status is ExecutionStatus.EXECUTED
+        trip = rig.journal.get_round_trip(trip_id)
+        assert trip.funding == paid and trip.net_pnl == trip.gross_pnl - trip.fees + paid
