@@ -328,9 +328,6 @@ class PaperExchange:
             now = self._market.times_ms.get(exchange_id)
             due = self._funding_due.get(exchange_id)
             mark = self._market.mark_price(exchange_id)
-            if due is not None and self._funding_settled(exchange_id, due[0]):
-                self._funding_due.pop(exchange_id)  # a funding time is charged once, even if announced again
-                due = None
             if due is not None and now is not None and now >= due[0] and mark is not None:
                 rows = self._engine.settle_funding(exchange_id, due[1], mark, due[0])
                 logger.info("paper: funding on {} at {}: rate {}, {} USDT", exchange_id, due[0], due[1],
@@ -344,6 +341,7 @@ class PaperExchange:
                     logger.warning("paper: funding rate of {} unavailable ({}); funding not applied yet", exchange_id,
                                    exc)
                     continue
+                # a funding time is charged once, even if premiumIndex still announces it
                 if info.next_funding_ms is not None and not self._funding_settled(exchange_id, info.next_funding_ms):
                     self._funding_due[exchange_id] = (info.next_funding_ms, info.rate)
         if settled:
