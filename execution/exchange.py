@@ -350,22 +350,34 @@ class CcxtExchange:
             info = r.get("info") or {}
             native = _dec(info.get("commission", (r.get("fee") or {}).get("cost") or 0))
             asset = str(info.get("commissionAsset") or (r.get("fee") or {}).get("currency") or "USDT").upper()
-            fee = native if asset == "USDT" else await self._fee_in_usdt(asset, native)
+            ts_ms = int(r.get("timestamp") or 0)
+            fee = native if asset == "USDT" else await self._fee_in_usdt(asset, native, ts_ms)
             fills.append(TradeFill(
                 trade_id=str(r.get("id")), client_order_id=None, exchange_order_id=str(r.get("order")),
                 symbol=r["symbol"], side=r["side"], qty=_dec(info.get("qty", r.get("amount"))),
-                price=_dec(info.get("price", r.get("price"))), fee=fee, ts_ms=int(r.get("timestamp") or 0),
+                price=_dec(info.get("price", r.get("price"))), fee=fee, ts_ms=ts_ms,
                 fee_asset=asset, fee_native=None if asset == "USDT" else native))
         return fills
 
-    async def _fee_in_usdt(self, asset: str, amount: Decimal) -> Decimal:
-        """A fee charged in ``asset`` (BNB) as USDT at that asset's price now, i.e. right after
-        the fill is read (8 decimals). Without a price the fill cannot be booked: the error is
-        retryable, never a zero fee."""
+    async def _fee_in_usdt(self, asset: str, amount: Decimal, at_ms: int) -> Decimal:
+        """A fee charged in ``asset`` (BNB) as USDT at that asset's price at the fill (8 decimals):
+        the open of ``<ASSET>USDT``'s 1-minute kline holding ``at_ms``, or, where the venue has
+        no such kline (the simulator's configured BNB price), its price now. Without a price the
+        fill cannot be booked: the error is retryable, never a zero fee."""
         pair = f"{asset}USDT"
-        async with self._translated("fetch_fee_price", pair):
-            row = await self._ex.fapiPublicGetTickerPrice({"symbol": pair})
-        price = _dec_or_none((row or {}).get("price") if isinstance(row, dict) else None)
+        price: Decimal | None = None
+        try:
+            async with self._translated("fetch_fee_price", f"{pair} kline at {at_ms}"):
+                rows = await self._ex.fapiPublicGetKlines({"symbol": pair, "interval": "1m",
+                                                          "startTime": at_ms - at_ms % 60_000, "limit": 1})
+            if rows and rows[0] and int(rows[0][0]) <= at_ms:
+                price = _dec_or_none(rows[0][1])
+        except PermanentError as exc:
+            logger.debug("no {} kline at {} ({}); converting the fee at its price now", pair, at_ms, exc)
+        if price is None:
+            async with self._translated("fetch_fee_price", pair):
+                row = await self._ex.fapiPublicGetTickerPrice({"symbol": pair})
+            price = _dec_or_none(row.get("price") if isinstance(row, dict) else None)
         if price is None or price <= 0:
             raise RetryableError(f"fee in {asset}: no {pair} price to convert it to USDT")
         return (amount * price).quantize(Decimal("1E-8"))
@@ -401,7 +413,7 @@ class CcxtExchange:
             info = raw.get("info") or {}
             return FeeRates(_dec(info.get("makerCommissionRate", raw.get("maker"))),
                             _dec(info.get("takerCommissionRate", raw.get("taker"))), "account")
-        except (PermanentError, InvalidOrderError, RetryableError) as exc:
+        except (PermanentError, RetryableError) as exc:
             market = self._ex.market(symbol)
             logger.warning("fee rates of {}: the account's are unavailable ({}); using the market's", symbol, exc)
             return FeeRates(_dec(market.get("maker")), _dec(market.get("taker")), "market")
