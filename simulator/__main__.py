@@ -51,7 +51,9 @@ admin endpoints (no key, loopback only): GET /sim/health /sim/orders /sim/positi
 
 credentials: the default account uses simulator.config.DEFAULT_API_KEY / DEFAULT_API_SECRET
 (public test values); --accounts FILE takes a JSON list of
-{{"name", "api_key", "secret", "starting_balance_usdt", "default_leverage"}}.
+{{"name", "api_key", "secret", "starting_balance_usdt", "default_leverage", "taker_fee_rate",
+"maker_fee_rate", "pay_fees_in_bnb", "starting_balance_bnb"}} (fee rates: the account's own tier;
+pay_fees_in_bnb needs --bnb-price).
 """
 
 
@@ -187,8 +189,16 @@ def _accounts(args: argparse.Namespace) -> tuple[AccountConfig, ...]:
             secret=str(row["secret"]),
             starting_balance_usdt=_dec("starting_balance_usdt",
                                        str(row.get("starting_balance_usdt", "10000"))),
-            default_leverage=int(row.get("default_leverage", 20))))
+            default_leverage=int(row.get("default_leverage", 20)),
+            taker_fee_rate=_dec_opt("taker_fee_rate", row.get("taker_fee_rate")),
+            maker_fee_rate=_dec_opt("maker_fee_rate", row.get("maker_fee_rate")),
+            pay_fees_in_bnb=bool(row.get("pay_fees_in_bnb", False)),
+            starting_balance_bnb=_dec("starting_balance_bnb", str(row.get("starting_balance_bnb", "0")))))
     return tuple(accounts)
+
+
+def _dec_opt(name: str, value: object) -> Decimal | None:
+    return None if value is None else _dec(name, str(value))
 
 
 def _dec(name: str, text: str) -> Decimal:
