@@ -13,15 +13,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from app.report import pnl_rows, totals
-from core.config import ExchangeConfig, PaperConfig, Secrets
+from core.config import ExchangeConfig, PaperConfig, RiskConfig, Secrets
 from core.types import Quote, SignalType
 from execution.exchange import CcxtExchange
 from execution.journal import OrderPurpose
 from execution.paper import PaperExchange
-from execution.results import ExecutionStatus
+from execution.results import ExecutionStatus, Reason
 from simulator.config import AccountConfig, FillConfig, FundingConfig, SimulatorConfig
 from simulator.server import SimulatorServer
-from tests.engine_rig import D, REPLAY, SYMBOLS, TEST_TIMEOUT_S, ZERO, assert_round_trip_pnl
+from tests.engine_rig import BTC_ETH, D, EOS_AXS, REPLAY, SYMBOLS, TEST_TIMEOUT_S, ZERO, assert_round_trip_pnl
 
 EIGHT = D("1E-8")
 BNB_PRICE = D("243.7")
@@ -189,3 +189,22 @@ async def test_an_exit_reads_the_funding_its_round_trip_paid_before_closing_it(m
         assert entry.status is exit_.status is ExecutionStatus.EXECUTED
         trip = rig.journal.get_round_trip(trip_id)
         assert trip.funding == paid and trip.net_pnl == trip.gross_pnl - trip.fees + paid
+
+
+async def test_funding_paid_by_an_open_round_trip_stops_new_entries_at_the_daily_loss_limit(make_rig,
+                                                                                           sim_data) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        funding = FundingConfig(default_interval_seconds=600, rates={"AXSUSDT": D("0.003"), "EOSUSDT": D("-0.002")})
+        sim = await _sim(sim_data, funding=funding)
+        risk = RiskConfig(max_open_pairs=5, max_gross_exposure_usdt=50_000, max_daily_loss_usdt=1.0)
+        rig = await make_rig(sim=sim, pairs=(EOS_AXS, BTC_ETH), risk=risk)
+        entry = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD,
+                                                           ts_ms=sim.replay.now_ms))
+        assert entry.status is ExecutionStatus.EXECUTED
+        await _run_past_funding(sim, {"EOSUSDT", "AXSUSDT"}, sim.replay.now_ms)
+        await rig.engine.collect_funding()
+        paid = sum((f.amount for f in rig.journal.funding_since(0)), ZERO)
+        assert paid < -1  # more than the 1 USDT limit, and no round trip is closed
+        refused = await rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.ENTER_LONG_SPREAD,
+                                                             ts_ms=sim.replay.now_ms))
+        assert refused.status is ExecutionStatus.REFUSED and refused.reason is Reason.MAX_DAILY_LOSS
