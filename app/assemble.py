@@ -60,7 +60,8 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
 
         max_lookback = max((signal_params(config.signal, p).lookback_bars for p in enabled), default=60)
         simulator = EmbeddedSimulator(legs=[leg for p in enabled for leg in (p.leg_a, p.leg_b)],
-                                      speed=demo_speed, warmup_bars=max(1000, max_lookback + 50))
+                                      speed=demo_speed, warmup_bars=max(1000, max_lookback + 50),
+                                      demo=config.demo)
         await simulator.start()
         started.append(simulator)
         stats.register_section("simulator", simulator.stats)

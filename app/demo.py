@@ -6,12 +6,13 @@ The bot still talks to it only through real ccxt over loopback, exactly as it ta
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Iterable
 
 from loguru import logger
 
-from core.config import compact_symbol
-from simulator.config import ReplayConfig, SimulatorConfig
+from core.config import DemoConfig, compact_symbol
+from simulator.config import FundingConfig, ReplayConfig, SimulatorConfig
 from simulator.server import SimulatorServer
 
 DEFAULT_DEMO_SPEED = 600.0
@@ -26,13 +27,18 @@ class EmbeddedSimulator:
 
     name = "simulator"
 
-    def __init__(self, *, legs: Iterable[str], speed: float, warmup_bars: int) -> None:
+    def __init__(self, *, legs: Iterable[str], speed: float, warmup_bars: int,
+                 demo: DemoConfig | None = None) -> None:
         symbols = tuple(sorted({compact_symbol(leg) for leg in legs}))
+        demo = demo or DemoConfig()
+        rate = Decimal(repr(demo.funding_rate))
+        funding = FundingConfig(enabled=rate != 0, default_rate=rate,
+                                default_interval_seconds=int(demo.funding_interval_hours * 3600))
         self._config = SimulatorConfig(
             symbols=symbols, port=0,
             replay=ReplayConfig(source="candles", speed=speed, steps_per_bar=DEMO_STEPS_PER_BAR,
                                 warmup_bars=warmup_bars, spread_range_fraction=DEMO_SPREAD_RANGE_FRACTION,
-                                stamp_jitter=True))
+                                stamp_jitter=True), funding=funding)
         self._server: SimulatorServer | None = None
 
     async def start(self) -> None:

@@ -1,8 +1,10 @@
 """Operator views: the periodic status table and the per-pair PnL rows of the final statistics.
 
-PnL is computed from the journal (realized: closed round trips, net of fees) and from the
-current mids (unrealized: open legs against their average entry price from recorded fills),
-so the numbers on screen are the ones a later audit of the journal would give.
+PnL is computed from the journal (realized: closed round trips, net of fees and funding) and
+from the current mids (unrealized: open legs against their average entry price from recorded
+fills, less the fees paid and plus the funding received on them so far), so the numbers on
+screen are the ones a later audit of the journal would give. ``funding_usdt`` is the funding
+received (+) or paid (-) by the pair's round trips, closed and open.
 """
 
 from __future__ import annotations
@@ -61,26 +63,40 @@ def display_state(snapshot: Any) -> str:
 
 
 def pnl_rows(journal: Journal, positions: dict[str, PairPosition], mids: MidSource) -> list[dict[str, Any]]:
-    """Per pair: round trips, wins, realized and unrealized PnL net of fees, fees, max drawdown."""
+    """Per pair: round trips, wins, realized and unrealized PnL net of fees and funding, fees,
+    funding, max drawdown."""
     rows = []
     for pair_id, position in positions.items():
         trips = [t for t in journal.round_trips(pair_id) if not t.is_open and t.net_pnl is not None]
         realized = sum((t.net_pnl for t in trips if t.net_pnl is not None), ZERO)
         fees = sum((t.fees for t in trips if t.fees is not None), ZERO)
+        funding = sum((t.funding for t in trips if t.funding is not None), ZERO)
         unrealized, open_fees = _unrealized(journal, position, mids)
+        open_funding = _open_funding(journal, position)
         rows.append({
             "pair": pair_id, "state": position.state.value, "round_trips": len(trips),
             "wins": sum(1 for t in trips if t.net_pnl is not None and t.net_pnl > 0),
-            "realized_usdt": _money(realized), "unrealized_usdt": _money(unrealized - open_fees),
-            "fees_usdt": _money(fees + open_fees), "max_drawdown_usdt": _money(_max_drawdown(
+            "realized_usdt": _money(realized), "unrealized_usdt": _money(unrealized - open_fees + open_funding),
+            "fees_usdt": _money(fees + open_fees), "funding_usdt": _money(funding + open_funding),
+            "max_drawdown_usdt": _money(_max_drawdown(
                 [t.net_pnl for t in trips if t.net_pnl is not None])),
         })
     return rows
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("round_trips", "wins", "realized_usdt", "unrealized_usdt", "fees_usdt")
+    keys = ("round_trips", "wins", "realized_usdt", "unrealized_usdt", "fees_usdt", "funding_usdt")
     return {k: round(sum(r[k] for r in rows), 6) if k.endswith("usdt") else sum(r[k] for r in rows) for k in keys}
+
+
+def _open_funding(journal: Journal, position: PairPosition) -> Decimal:
+    """Funding recorded so far for the pair's open round trip (0 when none is open)."""
+    if position.round_trip_id is None:
+        return ZERO
+    trip = journal.get_round_trip(position.round_trip_id)
+    if trip is None or not trip.is_open:
+        return ZERO
+    return sum((f.amount for f in journal.funding_for_round_trip(trip.id)), ZERO)
 
 
 def _unrealized(journal: Journal, position: PairPosition, mids: MidSource) -> tuple[Decimal, Decimal]:

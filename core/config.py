@@ -158,6 +158,9 @@ class ExecutionConfig(_Strict):
     retry_backoff_ms: int = Field(default=200, ge=0, le=60_000)
     max_hedge_error: float = Field(default=0.05, gt=0, lt=1)
     reconcile_interval_seconds: float = Field(default=30.0, gt=0, le=3_600)
+    # How often funding payments are read while a round trip is open (also at every
+    # reconciliation and every exit); see execution/funding.py.
+    funding_poll_seconds: float = Field(default=60.0, gt=0, le=3_600)
     duplicate_window_seconds: float = Field(default=1.0, ge=0, le=3_600)
     # Order outcomes (docs/architecture.md): "not found" is final only after the request's
     # timestamp + recvWindow + this margin for the difference between our clock and the venue's.
@@ -189,12 +192,22 @@ class PaperConfig(_Strict):
     """The paper exchange's fill model (dry_run). Fees are fractions of notional."""
 
     starting_balance_usdt: float = Field(default=10_000.0, gt=0)
-    taker_fee_rate: float = Field(default=0.0004, ge=0, le=0.01)
+    # Binance USD-M VIP 0: maker 0.02 %, taker 0.05 %.
+    taker_fee_rate: float = Field(default=0.0005, ge=0, le=0.01)
     maker_fee_rate: float = Field(default=0.0002, ge=-0.01, le=0.01)
     slippage_bps: float = Field(default=1.0, ge=0, le=1_000)
     partial_fill_probability: float = Field(default=0.0, ge=0, le=1)
     latency_ms: int = Field(default=0, ge=0, le=60_000)
     seed: int = 7
+
+
+class DemoConfig(_Strict):
+    """The offline demo's simulator. The bundled data carry no funding history, so the demo's
+    venue charges this constant rate (a fraction per interval; 0 = no funding) every
+    ``funding_interval_hours`` of replay time (Binance: 8 h, some symbols 4 h)."""
+
+    funding_rate: float = Field(default=0.0001, ge=-0.03, le=0.03)
+    funding_interval_hours: float = Field(default=8.0, gt=0, le=24)
 
 
 class LoggingConfig(_Strict):
@@ -234,6 +247,7 @@ class AppConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
     paper: PaperConfig = PaperConfig()
+    demo: DemoConfig = DemoConfig()
     logging: LoggingConfig = LoggingConfig()
     storage: StorageConfig = StorageConfig()
 

@@ -18,6 +18,9 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
 - ``stop_reason``: why the run ended (``signal SIGINT``, ``duration``, ``fatal: ...``).
 - ``sections``: one object per component (``market_data``, ``signals``, ``execution``, ...),
   each a flat or nested object of that component's counters, documented where it is built.
+  PnL figures are net of fees and funding: the ``pnl`` section's rows (``app/report.py``) carry
+  ``realized_usdt``, ``unrealized_usdt``, ``fees_usdt`` and ``funding_usdt`` per pair, and
+  ``execution`` has ``realized_pnl_usdt`` and ``funding_usdt`` (all funding journaled).
 """
 
 from __future__ import annotations

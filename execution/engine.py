@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from loguru import logger
 
@@ -36,7 +36,8 @@ from core.config import ExecutionConfig, RiskConfig
 from core.errors import PairsBotError, PermanentError, RetryableError
 from core.log_setup import log_trade_event
 from core.types import PairState, SignalType, TradingSignal
-from execution.exchange import ExchangeAdapter
+from execution.exchange import ExchangeAdapter, FeeRates
+from execution.funding import FundingCollector, OpenTrip
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
 from execution.lifecycle import PairEvent, PairLifecycle
@@ -116,6 +117,9 @@ class ExecutionEngine:
         self.stop_grace_seconds = execution.shutdown_grace_seconds
         self.reconciler = Reconciler(self, adopt=adopt, external_path=external_positions_path)
         self.last_reconcile: ReconcileReport | None = None
+        self.funding = FundingCollector(adapter, journal)
+        self.fee_rates: dict[str, FeeRates] = {}
+        self._funding_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -124,6 +128,7 @@ class ExecutionEngine:
         for symbol in sorted({s for p in self.pairs.values() for s in (p.symbol_a, p.symbol_b)}):
             await self.adapter.set_leverage(symbol, self._leverage)
             await self.adapter.set_margin_mode(symbol, self._margin_mode)
+        await self._read_fee_rates()
         await self.refresh_balance()
         for pair_id, spec in self.pairs.items():
             last = self.journal.last_signal_ts(pair_id)
@@ -143,6 +148,7 @@ class ExecutionEngine:
         async with self._lock:
             self.last_reconcile = await self._reconcile(startup=True)
         self._periodic = asyncio.create_task(self._reconcile_periodically(), name="execution.reconcile")
+        self._funding_task = asyncio.create_task(self._collect_funding_periodically(), name="execution.funding")
         if self.resolving_pairs():
             self.resolve_soon()
 
@@ -150,6 +156,24 @@ class ExecutionEngine:
         while not self._stopping:
             await asyncio.sleep(self._exec.reconcile_interval_seconds)
             await self._locked_pass("periodic reconciliation")
+
+    async def _collect_funding_periodically(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._exec.funding_poll_seconds)
+            await self.collect_funding()
+
+    def _open_trips(self, pair_ids: Iterable[str] | None = None) -> list[OpenTrip]:
+        wanted = set(self.positions) if pair_ids is None else set(pair_ids)
+        return [OpenTrip(pair_id, p.round_trip_id, (p.symbol_a, p.symbol_b)) for pair_id, p in self.positions.items()
+                if pair_id in wanted and p.round_trip_id is not None and p.state is not PairState.FLAT]
+
+    async def collect_funding(self, pair_ids: Iterable[str] | None = None) -> int:
+        """Bring the funding payments of open round trips (all, or ``pair_ids``') into the journal."""
+        try:
+            return await self.funding.collect(self._open_trips(pair_ids))
+        except JournalError as exc:
+            logger.error("funding payments could not be journaled: {}", exc)
+            return 0
 
     async def _locked_pass(self, what: str) -> None:
         """One reconciliation pass under the lock, unless the engine is stopping. A pass that
@@ -166,7 +190,9 @@ class ExecutionEngine:
         """One reconciliation pass (the caller holds the lock); every pair counts as busy."""
         self._reconciling = True
         try:
-            return await self.reconciler.run(startup=startup)
+            report = await self.reconciler.run(startup=startup)
+            await self.collect_funding()
+            return report
         finally:
             self._reconciling = False
 
@@ -182,6 +208,21 @@ class ExecutionEngine:
     def journal_now_ms() -> int:
         return int(time.time() * 1000)
 
+    async def _read_fee_rates(self) -> None:
+        """The account's fee rates per leg (the venue's commissionRate, else the market's), kept
+        in ``fee_rates`` and said in one line; fills carry the fees actually charged."""
+        fetch = getattr(self.adapter, "fetch_fee_rates", None)
+        if fetch is None:
+            return
+        for symbol in self._all_symbols:
+            try:
+                self.fee_rates[symbol] = await fetch(symbol)
+            except (RetryableError, PermanentError) as exc:
+                logger.warning("fee rates of {} unavailable: {}", symbol, exc)
+        if self.fee_rates:
+            logger.info("fee rates (maker/taker): {}", ", ".join(
+                f"{s} {r.maker}/{r.taker} ({r.source})" for s, r in self.fee_rates.items()))
+
     async def refresh_balance(self) -> None:
         try:
             self._free_margin = (await self.adapter.fetch_balance()).free
@@ -192,11 +233,11 @@ class ExecutionEngine:
         """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
         self._stopping = True
         await self._finish_executions()
-        for task in (self._periodic, self._resolution_task):
+        for task in (self._periodic, self._resolution_task, self._funding_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._periodic = self._resolution_task = None
+        self._periodic = self._resolution_task = self._funding_task = None
         async with self._lock:
             pass
         if self._balance_tasks:
@@ -766,6 +807,7 @@ class ExecutionEngine:
         fill_ms = (time.monotonic() - received) * 1000
         if left["a"] == 0 and left["b"] == 0:
             trip = None
+            await self.collect_funding([spec.pair_id])  # the trip's net PnL includes the funding it paid
             with self.journal.batch():
                 if position.round_trip_id is not None:
                     trip = self.journal.close_round_trip(position.round_trip_id, exit_signal_id=signal.signal_id,
@@ -904,6 +946,9 @@ class ExecutionEngine:
             },
             "round_trips": len(closed),
             "realized_pnl_usdt": float(sum((t.net_pnl for t in closed if t.net_pnl is not None), ZERO)),
+            "funding_usdt": float(sum((f.amount for f in self.journal.funding_since(0)), ZERO)),
+            "funding_payments_recorded": self.funding.recorded,
+            "funding_read_failures": self.funding.failures,
             "halted_pairs": sorted(p for p, pos in self.positions.items() if pos.state is PairState.HALTED),
             "resolving_pairs": self.resolving_pairs(),
             "resolver": dataclasses.asdict(self.resolver.counters),

@@ -97,8 +97,43 @@ class TradeFill:
     side: str
     qty: Decimal
     price: Decimal
-    fee: Decimal  # in the settlement currency (USDT)
+    fee: Decimal  # in the settlement currency (USDT): what PnL uses
     ts_ms: int
+    fee_asset: str = "USDT"  # the asset the venue charged (commissionAsset), e.g. BNB
+    fee_native: Decimal | None = None  # the fee in ``fee_asset`` when that is not USDT
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One funding payment of the account (Binance income FUNDING_FEE), keyed by the venue's id.
+
+    ``amount`` is signed USDT: negative paid, positive received.
+    """
+
+    payment_id: str
+    symbol: str
+    amount: Decimal
+    asset: str
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRateInfo:
+    """The current funding rate of a perpetual (``premiumIndex``) and when it is next applied."""
+
+    symbol: str
+    rate: Decimal
+    mark_price: Decimal | None
+    next_funding_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeeRates:
+    """Maker and taker fee rates (fractions of notional); ``source`` says where they came from."""
+
+    maker: Decimal
+    taker: Decimal
+    source: str  # "account" (the venue's commissionRate), "market" (ccxt's market entry) or "config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +176,8 @@ class ExchangeAdapter(Protocol):
     async def cancel_order(self, *, symbol: str, client_order_id: str) -> OrderState: ...
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
     async def fetch_order_fills(self, *, symbol: str, exchange_order_id: str) -> list[TradeFill]: ...
+    async def fetch_funding_payments(self, symbol: str, since_ms: int) -> list[FundingPayment]: ...
+    async def fetch_fee_rates(self, symbol: str) -> FeeRates: ...
     async def set_leverage(self, symbol: str, leverage: int) -> None: ...
     async def set_margin_mode(self, symbol: str, mode: str) -> None: ...
     async def close(self) -> None: ...
@@ -311,13 +348,75 @@ class CcxtExchange:
         fills = []
         for r in rows:
             info = r.get("info") or {}
+            native = _dec(info.get("commission", (r.get("fee") or {}).get("cost") or 0))
+            asset = str(info.get("commissionAsset") or (r.get("fee") or {}).get("currency") or "USDT").upper()
+            ts_ms = int(r.get("timestamp") or 0)
+            fee = native if asset == "USDT" else await self._fee_in_usdt(asset, native, ts_ms)
             fills.append(TradeFill(
                 trade_id=str(r.get("id")), client_order_id=None, exchange_order_id=str(r.get("order")),
                 symbol=r["symbol"], side=r["side"], qty=_dec(info.get("qty", r.get("amount"))),
-                price=_dec(info.get("price", r.get("price"))),
-                fee=_dec(info.get("commission", (r.get("fee") or {}).get("cost") or 0)),
-                ts_ms=int(r.get("timestamp") or 0)))
+                price=_dec(info.get("price", r.get("price"))), fee=fee, ts_ms=ts_ms,
+                fee_asset=asset, fee_native=None if asset == "USDT" else native))
         return fills
+
+    async def _fee_in_usdt(self, asset: str, amount: Decimal, at_ms: int) -> Decimal:
+        """A fee charged in ``asset`` (BNB) as USDT at that asset's price at the fill (8 decimals):
+        the open of ``<ASSET>USDT``'s 1-minute kline holding ``at_ms``, or, where the venue has
+        no such kline (the simulator's configured BNB price), its price now. Without a price the
+        fill cannot be booked: the error is retryable, never a zero fee."""
+        pair = f"{asset}USDT"
+        price: Decimal | None = None
+        try:
+            async with self._translated("fetch_fee_price", f"{pair} kline at {at_ms}"):
+                rows = await self._ex.fapiPublicGetKlines({"symbol": pair, "interval": "1m",
+                                                          "startTime": at_ms - at_ms % 60_000, "limit": 1})
+            if rows and rows[0] and int(rows[0][0]) <= at_ms:
+                price = _dec_or_none(rows[0][1])
+        except PermanentError as exc:
+            logger.debug("no {} kline at {} ({}); converting the fee at its price now", pair, at_ms, exc)
+        if price is None:
+            async with self._translated("fetch_fee_price", pair):
+                row = await self._ex.fapiPublicGetTickerPrice({"symbol": pair})
+            price = _dec_or_none(row.get("price") if isinstance(row, dict) else None)
+        if price is None or price <= 0:
+            raise RetryableError(f"fee in {asset}: no {pair} price to convert it to USDT")
+        return (amount * price).quantize(Decimal("1E-8"))
+
+    async def fetch_funding_payments(self, symbol: str, since_ms: int) -> list[FundingPayment]:
+        """The account's funding payments on ``symbol`` from ``since_ms`` (income FUNDING_FEE)."""
+        async with self._translated("fetch_funding_payments", f"{symbol} since={since_ms}"):
+            rows = await self._ex.fetch_funding_history(symbol, since_ms, 1000)
+        out = []
+        for r in rows:
+            info = r.get("info") or {}
+            out.append(FundingPayment(payment_id=str(r.get("id") or info.get("tranId")), symbol=symbol,
+                                      amount=_dec(info.get("income", r.get("amount"))),
+                                      asset=str(info.get("asset") or r.get("code") or "USDT"),
+                                      ts_ms=int(r.get("timestamp") or info.get("time") or 0)))
+        return out
+
+    async def fetch_funding_rate(self, symbol: str) -> FundingRateInfo:
+        """The perpetual's current funding rate, mark price and next funding time (premiumIndex)."""
+        async with self._translated("fetch_funding_rate", symbol):
+            raw = await self._ex.fetch_funding_rate(symbol)
+        info = raw.get("info") or {}
+        next_ms = info.get("nextFundingTime", raw.get("fundingTimestamp"))
+        return FundingRateInfo(symbol=symbol, rate=_dec(info.get("lastFundingRate", raw.get("fundingRate"))),
+                               mark_price=_dec_or_none(info.get("markPrice", raw.get("markPrice"))),
+                               next_funding_ms=None if next_ms in (None, "") else int(next_ms))
+
+    async def fetch_fee_rates(self, symbol: str) -> FeeRates:
+        """The account's own fee rates (``GET /fapi/v1/commissionRate``), else the market's."""
+        try:
+            async with self._translated("fetch_fee_rates", symbol):
+                raw = await self._ex.fetch_trading_fee(symbol)
+            info = raw.get("info") or {}
+            return FeeRates(_dec(info.get("makerCommissionRate", raw.get("maker"))),
+                            _dec(info.get("takerCommissionRate", raw.get("taker"))), "account")
+        except (PermanentError, RetryableError) as exc:
+            market = self._ex.market(symbol)
+            logger.warning("fee rates of {}: the account's are unavailable ({}); using the market's", symbol, exc)
+            return FeeRates(_dec(market.get("maker")), _dec(market.get("taker")), "market")
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         async with self._translated("set_leverage", f"{symbol} x{leverage}"):

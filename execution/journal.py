@@ -36,6 +36,7 @@ from loguru import logger
 from core.types import PairState, TradingSignal
 from execution.journal_models import (
     CLIENT_ORDER_ID_RE, OPEN_STATUSES, TRANSITIONS, DuplicateOrderError, FillConflictError, FillRecord,
+    FundingRecord, funding_from_row,
     IllegalTransitionError, InvalidRecordError, JournalClosedError, JournalError, JournalMode,
     JournalModeError, JournalOpenError, JournalStorageError, Leg, OrderEvent, OrderPurpose, OrderRecord,
     OrderStatus, OrderType, PairPosition, RoundTrip, RoundTripStateError, SchemaVersionError, Side,
@@ -49,7 +50,7 @@ __all__ = [
     "SchemaVersionError",
     "InvalidRecordError", "UnknownRecordError", "DuplicateOrderError", "IllegalTransitionError",
     "FillConflictError", "RoundTripStateError", "JournalMode", "Leg", "Side", "OrderType",
-    "OrderPurpose", "OrderStatus", "SignalRecord", "OrderRecord", "OrderEvent", "FillRecord",
+    "OrderPurpose", "OrderStatus", "SignalRecord", "OrderRecord", "OrderEvent", "FillRecord", "FundingRecord",
     "PairPosition", "RoundTrip",
 ]
 
@@ -121,6 +122,21 @@ _V3 = [
     "CREATE INDEX journal_events_by_kind ON journal_events (kind, id)",
 ]
 
+# v4 (issue 11): a fee charged in another asset keeps that asset and its amount next to the USDT
+# fee that PnL uses; funding payments, tied to the round trip that held the symbol at the funding
+# time, and each round trip's funding total (its net PnL includes it).
+_V4 = [
+    "ALTER TABLE fills ADD COLUMN fee_asset TEXT NOT NULL DEFAULT 'USDT'",
+    "ALTER TABLE fills ADD COLUMN fee_native TEXT",
+    "ALTER TABLE round_trips ADD COLUMN funding TEXT",
+    """CREATE TABLE funding (
+        symbol TEXT NOT NULL, payment_id TEXT NOT NULL, pair_id TEXT,
+        round_trip_id INTEGER REFERENCES round_trips (id), amount TEXT NOT NULL, asset TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL, recorded_ms INTEGER NOT NULL, PRIMARY KEY (symbol, payment_id))""",
+    "CREATE INDEX funding_by_round_trip ON funding (round_trip_id)",
+    "CREATE INDEX funding_by_time ON funding (ts_ms)",
+]
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -132,7 +148,7 @@ def _statements(statements: Sequence[str]) -> Migration:
 
 
 #: MIGRATIONS[i] takes a file from schema version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2), _statements(_V3))
+MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2), _statements(_V3), _statements(_V4))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -509,16 +525,21 @@ class Journal:
     # ---------------------------------------------------------------------------- fills
 
     def record_fill(self, client_order_id: str, *, trade_id: str, qty: Decimal, price: Decimal, fee: Decimal,
-                    ts_ms: int) -> bool:
+                    ts_ms: int, fee_asset: str = "USDT", fee_native: Decimal | None = None) -> bool:
         """Record one trade of an order; False if that trade was already recorded (idempotent).
 
         Trades are keyed by (symbol, trade_id), as exchange trade ids are unique per symbol.
         A repeat with other figures, or fills summing past the order quantity, raise
-        ``FillConflictError``: the book can no longer be trusted for that pair.
+        ``FillConflictError``: the book can no longer be trusted for that pair. ``fee`` is USDT
+        (what PnL uses); a fee charged in another asset passes that asset and the amount charged
+        in it as ``fee_asset`` / ``fee_native``. A repeat is compared on the native fee, since the
+        USDT value of a BNB fee depends on when it was converted.
         """
         amount = to_decimal(qty, field="qty")
         at = to_decimal(price, field="price")
         cost = to_decimal(fee, field="fee")
+        asset = (fee_asset or "USDT").upper()
+        native = None if fee_native is None or asset == "USDT" else to_decimal(fee_native, field="fee_native")
         if amount <= 0 or at <= 0:
             raise InvalidRecordError(f"fill {trade_id}: qty {amount} and price {at} must be > 0")
         with self._tx() as conn:
@@ -526,8 +547,9 @@ class Journal:
             seen = conn.execute("SELECT * FROM fills WHERE symbol = ? AND trade_id = ?",
                                 (order.symbol, str(trade_id))).fetchone()
             if seen is not None:
-                if (seen["client_order_id"], Decimal(seen["qty"]), Decimal(seen["price"]), Decimal(seen["fee"])) \
-                        != (client_order_id, amount, at, cost):
+                seen_fee = Decimal(seen["fee_native"] if seen["fee_native"] is not None else seen["fee"])
+                if (seen["client_order_id"], Decimal(seen["qty"]), Decimal(seen["price"]), seen["fee_asset"], seen_fee) \
+                        != (client_order_id, amount, at, asset, cost if native is None else native):
                     raise FillConflictError(
                         f"trade {order.symbol}/{trade_id} already recorded with other figures "
                         f"(order {seen['client_order_id']}, qty {seen['qty']} @ {seen['price']} fee {seen['fee']})")
@@ -537,9 +559,10 @@ class Journal:
             if done + amount > order.qty:
                 raise FillConflictError(f"order {client_order_id}: fills would reach {done + amount} "
                                         f"of an order for {order.qty}")
-            conn.execute("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO fills (symbol, trade_id, client_order_id, pair_id, side, qty, price, fee, ts_ms,"
+                         " recorded_ms, fee_asset, fee_native) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (order.symbol, str(trade_id), client_order_id, order.pair_id, order.side.value,
-                          _txt(amount), _txt(at), _txt(cost), ts_ms, self._now_ms()))
+                          _txt(amount), _txt(at), _txt(cost), ts_ms, self._now_ms(), asset, _txt_opt(native)))
             repriced = self._reprice_if_closed(conn, order)
         if repriced is not None:
             before, after = repriced
@@ -560,14 +583,93 @@ class Journal:
         fills = self._fills("client_order_id IN (SELECT client_order_id FROM orders WHERE round_trip_id = ?)",
                             (trip.id,), conn)
         gross, fees, net = round_trip_pnl(fills)
-        conn.execute("UPDATE round_trips SET gross_pnl = ?, fees = ?, net_pnl = ? WHERE id = ?",
-                     (_txt(gross), _txt(fees), _txt(net), trip.id))
-        after = replace(trip, gross_pnl=gross, fees=fees, net_pnl=net)
+        funding = self._funding_total(conn, trip.id)
+        net += funding
+        conn.execute("UPDATE round_trips SET gross_pnl = ?, fees = ?, net_pnl = ?, funding = ? WHERE id = ?",
+                     (_txt(gross), _txt(fees), _txt(net), _txt(funding), trip.id))
+        after = replace(trip, gross_pnl=gross, fees=fees, net_pnl=net, funding=funding)
         self._insert_event(conn, "round_trip_repriced", trip.pair_id, {
             "round_trip_id": trip.id, "order": order.client_order_id,
             "net_before": _txt_opt(trip.net_pnl), "net_after": _txt(net),
             "fees_before": _txt_opt(trip.fees), "fees_after": _txt(fees)})
         return trip, after
+
+    # ---------------------------------------------------------------------------- funding
+
+    def record_funding(self, *, symbol: str, payment_id: str, amount: Decimal, asset: str, ts_ms: int) -> bool:
+        """Record one funding payment; False if that payment was already recorded (idempotent).
+
+        Keyed by (symbol, the venue's payment id: Binance's tranId). The payment is tied to the
+        round trip whose pair trades ``symbol`` and was open at ``ts_ms`` (the oldest, if two pairs
+        share the symbol); none such: recorded unattributed and logged. A payment for a round
+        trip already closed reprices it, as a late fill does. A repeat with another amount
+        raises ``FillConflictError``.
+        """
+        value = to_decimal(amount, field="amount")
+        if not payment_id or not symbol:
+            raise InvalidRecordError("funding payment: symbol and payment id must be non-empty")
+        with self._tx() as conn:
+            seen = conn.execute("SELECT amount FROM funding WHERE symbol = ? AND payment_id = ?",
+                                (symbol, str(payment_id))).fetchone()
+            if seen is not None:
+                if Decimal(seen[0]) != value:
+                    raise FillConflictError(f"funding {symbol}/{payment_id} already recorded as {seen[0]}, not {value}")
+                return False
+            row = conn.execute(
+                "SELECT rt.id, rt.pair_id FROM round_trips rt JOIN positions p ON p.pair_id = rt.pair_id"
+                " WHERE (p.symbol_a = ? OR p.symbol_b = ?) AND rt.opened_ts_ms <= ?"
+                " AND (rt.closed_ts_ms IS NULL OR rt.closed_ts_ms >= ?) ORDER BY rt.id LIMIT 1",
+                (symbol, symbol, ts_ms, ts_ms)).fetchone()
+            trip_id, pair_id = (row[0], row[1]) if row else (None, None)
+            conn.execute("INSERT INTO funding (symbol, payment_id, pair_id, round_trip_id, amount, asset, ts_ms,"
+                         " recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (symbol, str(payment_id), pair_id, trip_id, _txt(value), asset, ts_ms, self._now_ms()))
+            repriced = None
+            if trip_id is not None:
+                trip = self._round_trip_row(conn, trip_id)
+                if trip is not None and not trip.is_open:
+                    repriced = self._reprice_closed(conn, trip, f"funding {symbol}/{payment_id}")
+        if trip_id is None:
+            logger.warning("funding payment {} on {} ({} {}) at {} belongs to no round trip of the bot",
+                           payment_id, symbol, value, asset, ts_ms)
+        else:
+            logger.info("funding {} {} on {} recorded for round trip {} of {}", value, asset, symbol, trip_id,
+                        pair_id)
+        if repriced is not None:
+            before, after = repriced
+            logger.warning("round trip {} on {} repriced by late funding on {}: net PnL {} -> {} USDT", after.id,
+                           after.pair_id, symbol, before.net_pnl, after.net_pnl)
+        return True
+
+    def funding_for_round_trip(self, round_trip_id: int) -> list[FundingRecord]:
+        rows = self._read("SELECT * FROM funding WHERE round_trip_id = ? ORDER BY ts_ms, rowid", (round_trip_id,))
+        return [funding_from_row(row) for row in rows]
+
+    def funding_since(self, ts_ms: int) -> list[FundingRecord]:
+        """Every funding payment at or after ``ts_ms``, oldest first."""
+        rows = self._read("SELECT * FROM funding WHERE ts_ms >= ? ORDER BY ts_ms, rowid", (ts_ms,))
+        return [funding_from_row(row) for row in rows]
+
+    def last_funding_ms(self, symbol: str) -> int | None:
+        rows = self._read("SELECT MAX(ts_ms) FROM funding WHERE symbol = ?", (symbol,))
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    def _funding_total(self, conn: sqlite3.Connection, round_trip_id: int) -> Decimal:
+        rows = conn.execute("SELECT amount FROM funding WHERE round_trip_id = ?", (round_trip_id,)).fetchall()
+        return sum((Decimal(r[0]) for r in rows), Decimal(0))
+
+    def _reprice_closed(self, conn: sqlite3.Connection, trip: RoundTrip, cause: str) -> tuple[RoundTrip, RoundTrip]:
+        fills = self._fills("client_order_id IN (SELECT client_order_id FROM orders WHERE round_trip_id = ?)",
+                            (trip.id,), conn)
+        gross, fees, net = round_trip_pnl(fills)
+        funding = self._funding_total(conn, trip.id)
+        net += funding
+        conn.execute("UPDATE round_trips SET gross_pnl = ?, fees = ?, net_pnl = ?, funding = ? WHERE id = ?",
+                     (_txt(gross), _txt(fees), _txt(net), _txt(funding), trip.id))
+        self._insert_event(conn, "round_trip_repriced", trip.pair_id, {
+            "round_trip_id": trip.id, "cause": cause, "net_before": _txt_opt(trip.net_pnl), "net_after": _txt(net),
+            "funding_before": _txt_opt(trip.funding), "funding_after": _txt(funding)})
+        return trip, replace(trip, gross_pnl=gross, fees=fees, net_pnl=net, funding=funding)
 
     # ---------------------------------------------------------------------------- events
 
@@ -660,7 +762,8 @@ class Journal:
         unlinked ones sent for its entry or exit signal (their top-ups, trims and rollbacks
         carry the same signal id); they are stamped with this trip's id. Over their fills:
         gross = sum(+qty*price for sells, -qty*price for buys), fees = sum(fee), net = gross -
-        fees, all exact Decimal. A symbol whose fills do not net to zero is logged as a warning.
+        fees + funding (the trip's funding payments, ``record_funding``), all exact Decimal. A
+        symbol whose fills do not net to zero is logged as a warning.
         """
         with self._tx() as conn:
             trip = self._round_trip_row(conn, round_trip_id)
@@ -676,13 +779,15 @@ class Journal:
             fills = self._fills("client_order_id IN (SELECT client_order_id FROM orders WHERE round_trip_id = ?)",
                                 (round_trip_id,), conn)
             gross, fees, net = round_trip_pnl(fills)
+            funding = self._funding_total(conn, round_trip_id)
+            net += funding
             conn.execute("UPDATE round_trips SET exit_signal_id = ?, closed_ts_ms = ?, gross_pnl = ?, fees = ?,"
-                         " net_pnl = ?, exit_reason = ? WHERE id = ?",
+                         " net_pnl = ?, exit_reason = ?, funding = ? WHERE id = ?",
                          (exit_signal_id, closed_ts_ms, _txt(gross), _txt(fees), _txt(net), exit_reason,
-                          round_trip_id))
+                          _txt(funding), round_trip_id))
         _warn_if_incomplete(trip, orders, fills)
         return replace(trip, exit_signal_id=exit_signal_id, closed_ts_ms=closed_ts_ms, gross_pnl=gross, fees=fees,
-                       net_pnl=net, exit_reason=exit_reason)
+                       net_pnl=net, exit_reason=exit_reason, funding=funding)
 
     def get_round_trip(self, round_trip_id: int) -> RoundTrip | None:
         rows = self._read("SELECT * FROM round_trips WHERE id = ?", (round_trip_id,))
@@ -697,10 +802,16 @@ class Journal:
         return [round_trip_from_row(row) for row in rows]
 
     def realized_pnl_since(self, ts_ms: int) -> Decimal:
-        """Sum of net PnL (USDT) of round trips closed at or after ``ts_ms``; for the daily-loss
-        check. Open round trips (and fees paid in them so far) are not included."""
+        """Realized PnL (USDT) since ``ts_ms``, for the daily-loss check: the net PnL (funding
+        included) of round trips closed at or after ``ts_ms``, plus funding paid or received
+        since then that no closed trip has counted yet (open round trips, unattributed payments).
+        Fees paid in open round trips are not included."""
         rows = self._read("SELECT net_pnl FROM round_trips WHERE closed_ts_ms >= ?", (ts_ms,))
-        return sum((Decimal(row[0]) for row in rows), Decimal(0))
+        closed = sum((Decimal(row[0]) for row in rows), Decimal(0))
+        open_funding = self._read(
+            "SELECT f.amount FROM funding f LEFT JOIN round_trips rt ON rt.id = f.round_trip_id"
+            " WHERE f.ts_ms >= ? AND (f.round_trip_id IS NULL OR rt.closed_ts_ms IS NULL)", (ts_ms,))
+        return closed + sum((Decimal(row[0]) for row in open_funding), Decimal(0))
 
     def _round_trip_row(self, conn: sqlite3.Connection, round_trip_id: int) -> RoundTrip | None:
         row = conn.execute("SELECT * FROM round_trips WHERE id = ?", (round_trip_id,)).fetchone()

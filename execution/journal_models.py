@@ -246,7 +246,12 @@ class OrderEvent:
 
 @dataclass(frozen=True, slots=True)
 class FillRecord:
-    """One trade (execution) of an order; ``side`` is the order's side, ``fee`` in USDT."""
+    """One trade (execution) of an order; ``side`` is the order's side, ``fee`` in USDT.
+
+    ``fee`` is what PnL uses. A fee the venue charged in another asset (BNB) keeps that asset
+    and the amount charged in it in ``fee_asset`` / ``fee_native``; ``fee`` is then its USDT
+    value at the asset's price when the fill was read.
+    """
 
     trade_id: str
     client_order_id: str
@@ -256,6 +261,25 @@ class FillRecord:
     qty: Decimal
     price: Decimal
     fee: Decimal
+    ts_ms: int
+    recorded_ms: int
+    fee_asset: str = "USDT"
+    fee_native: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRecord:
+    """One funding payment (signed USDT: + received, - paid), keyed by (symbol, payment id).
+
+    ``round_trip_id`` is the round trip that held the symbol at the funding time (None: no
+    round trip of the bot did, e.g. an external position)."""
+
+    symbol: str
+    payment_id: str
+    pair_id: str | None
+    round_trip_id: int | None
+    amount: Decimal
+    asset: str
     ts_ms: int
     recorded_ms: int
 
@@ -292,8 +316,9 @@ class RoundTrip:
     closed_ts_ms: int | None
     gross_pnl: Decimal | None
     fees: Decimal | None
-    net_pnl: Decimal | None
+    net_pnl: Decimal | None  # gross - fees + funding
     exit_reason: str | None
+    funding: Decimal | None = None  # net funding received (+) or paid (-) while it was open
 
     @property
     def is_open(self) -> bool:
@@ -463,7 +488,14 @@ def fill_from_row(row: Row) -> FillRecord:
     return FillRecord(
         trade_id=row["trade_id"], client_order_id=row["client_order_id"], pair_id=row["pair_id"],
         symbol=row["symbol"], side=Side(row["side"]), qty=Decimal(row["qty"]), price=Decimal(row["price"]),
-        fee=Decimal(row["fee"]), ts_ms=row["ts_ms"], recorded_ms=row["recorded_ms"])
+        fee=Decimal(row["fee"]), ts_ms=row["ts_ms"], recorded_ms=row["recorded_ms"], fee_asset=row["fee_asset"],
+        fee_native=_dec_opt(row["fee_native"]))
+
+
+def funding_from_row(row: Row) -> FundingRecord:
+    return FundingRecord(symbol=row["symbol"], payment_id=row["payment_id"], pair_id=row["pair_id"],
+                         round_trip_id=row["round_trip_id"], amount=Decimal(row["amount"]), asset=row["asset"],
+                         ts_ms=row["ts_ms"], recorded_ms=row["recorded_ms"])
 
 
 def position_from_row(row: Row) -> PairPosition:
@@ -479,4 +511,4 @@ def round_trip_from_row(row: Row) -> RoundTrip:
         id=row["id"], pair_id=row["pair_id"], entry_signal_id=row["entry_signal_id"],
         exit_signal_id=row["exit_signal_id"], opened_ts_ms=row["opened_ts_ms"],
         closed_ts_ms=row["closed_ts_ms"], gross_pnl=_dec_opt(row["gross_pnl"]), fees=_dec_opt(row["fees"]),
-        net_pnl=_dec_opt(row["net_pnl"]), exit_reason=row["exit_reason"])
+        net_pnl=_dec_opt(row["net_pnl"]), exit_reason=row["exit_reason"], funding=_dec_opt(row["funding"]))

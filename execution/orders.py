@@ -347,7 +347,8 @@ class OrderPlacer:
             if fills is not None:
                 for fill in fills:
                     if self._journal.record_fill(record.client_order_id, trade_id=fill.trade_id, qty=fill.qty,
-                                                 price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms):
+                                                 price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms,
+                                                 fee_asset=fill.fee_asset, fee_native=fill.fee_native):
                         self._counters.fills_recorded += 1
                 recorded = self._journal.fills_for_order(record.client_order_id)
                 total_fee = sum((f.fee for f in recorded), Decimal(0))

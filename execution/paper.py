@@ -15,6 +15,12 @@ test exchange. Only the edges are ours:
   to exchange ids (``BTCUSDT``) by ``rules(symbol).exchange_symbol``.
 - **Errors**: the engine's ``BinanceError`` codes become ``core.errors`` types once, in
   ``_translated``, like ccxt's do in ``CcxtExchange``.
+- **Funding**: at each funding time the paper positions pay or receive ``notional x rate`` as
+  live ones would. The rate and the funding time come from the live ``premiumIndex`` (ccxt
+  ``fetch_funding_rate``, through ``markets``); a funding time counts as reached when the
+  symbol's latest quote (exchange time) is at or past it, and is settled at the next
+  ``fetch_funding_payments`` call (the engine polls it) at the then latest mid as the mark.
+  A funding time that passes while the bot is down is not charged.
 - **Persistence**: a restart must find the paper account where it was, because the paper
   journal remembers positions and startup reconciliation compares the two. With a
   ``state_path`` the engine state is written atomically after every change.
@@ -41,7 +47,8 @@ from core.config import PaperConfig
 from core.errors import (InsufficientFundsError, InvalidOrderError, OrderNotFoundError, PermanentError,
                          RetryableError)
 from core.types import Quote
-from execution.exchange import BalanceInfo, ExchangeOrderStatus, MarketRules, OrderState, PositionInfo, TradeFill
+from execution.exchange import (BalanceInfo, ExchangeOrderStatus, FeeRates, FundingPayment, FundingRateInfo, MarketRules,
+                                OrderState, PositionInfo, TradeFill)
 from matching.accounts import Account, margin_summary
 from matching.config import AccountConfig, FillConfig
 from matching.engine import PartialFills, TradingEngine
@@ -73,6 +80,7 @@ class MarketSource(Protocol):
     def resolve_symbol(self, raw: str) -> str: ...
     def amount_to_precision(self, symbol: str, qty: Decimal) -> Decimal: ...
     def price_to_precision(self, symbol: str, price: Decimal) -> Decimal: ...
+    async def fetch_funding_rate(self, symbol: str) -> FundingRateInfo: ...
 
 
 def translate_binance_error(exc: BinanceError, operation: str, context: str) -> Exception:
@@ -155,6 +163,7 @@ class PaperExchange:
         self._loaded = False
         self._early_quotes: dict[str, Quote] = {}
         self._warned_no_size: set[str] = set()
+        self._funding_due: dict[str, tuple[int, Decimal]] = {}  # exchange id -> (next funding ms, rate)
 
     # -- markets and precision: the live markets' own ----------------------------------------
     async def load_markets(self) -> None:
@@ -295,6 +304,58 @@ class PaperExchange:
                           qty=Decimal(r["qty"]), price=Decimal(r["price"]), fee=Decimal(r["commission"]),
                           ts_ms=int(r["time"]))
                 for r in rows]
+
+    async def fetch_funding_payments(self, symbol: str, since_ms: int) -> list[FundingPayment]:
+        """The paper account's funding payments on ``symbol`` from ``since_ms``, after settling
+        any funding time its positions have reached (see the module docstring)."""
+        await self.apply_due_funding()
+        exchange_id = self._ensure(symbol)
+        rows = self._engine.income_history(self._account, symbol=exchange_id, income_type="FUNDING_FEE",
+                                           start_ms=since_ms, limit=1_000_000)
+        return [FundingPayment(payment_id=str(r["tranId"]), symbol=symbol, amount=Decimal(r["income"]),
+                               asset=r["asset"], ts_ms=int(r["time"])) for r in rows]
+
+    async def apply_due_funding(self) -> int:
+        """Settle the funding of every held symbol whose announced funding time its quotes have
+        reached, with the rate announced for it; then learn the next one. Returns how many."""
+        fetch = getattr(self._markets, "fetch_funding_rate", None)
+        if fetch is None:
+            return 0
+        settled = 0
+        for exchange_id, position in list(self._account.positions.items()):
+            if position.amount == 0:
+                continue
+            now = self._market.times_ms.get(exchange_id)
+            due = self._funding_due.get(exchange_id)
+            mark = self._market.mark_price(exchange_id)
+            if due is not None and now is not None and now >= due[0] and mark is not None:
+                rows = self._engine.settle_funding(exchange_id, due[1], mark, due[0])
+                logger.info("paper: funding on {} at {}: rate {}, {} USDT", exchange_id, due[0], due[1],
+                            rows[0]["income"] if rows else "0")
+                self._funding_due.pop(exchange_id)
+                settled += 1
+            if exchange_id not in self._funding_due:
+                try:
+                    info = await fetch(self._unified.get(exchange_id, exchange_id))
+                except (RetryableError, PermanentError) as exc:
+                    logger.warning("paper: funding rate of {} unavailable ({}); funding not applied yet", exchange_id,
+                                   exc)
+                    continue
+                # a funding time is charged once, even if premiumIndex still announces it
+                if info.next_funding_ms is not None and not self._funding_settled(exchange_id, info.next_funding_ms):
+                    self._funding_due[exchange_id] = (info.next_funding_ms, info.rate)
+        if settled:
+            self._save()
+        return settled
+
+    def _funding_settled(self, exchange_id: str, funding_ms: int) -> bool:
+        """True if the paper account was already charged the funding of ``funding_ms`` (the
+        income rows are part of the saved account, so this holds across restarts)."""
+        return any(r["symbol"] == exchange_id and r["time"] == funding_ms for r in self._engine.income)
+
+    async def fetch_fee_rates(self, symbol: str) -> FeeRates:
+        """The configured paper rates (``paper.maker_fee_rate`` / ``paper.taker_fee_rate``)."""
+        return FeeRates(self._fills.maker_fee_rate, self._fills.taker_fee_rate, "config")
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         exchange_id = self._ensure(symbol)

@@ -25,7 +25,7 @@ class RiskSnapshot:
 
     open_pairs: int
     gross_exposure_usdt: Decimal  # sum of |qty| * mid over every open leg
-    realized_pnl_today_usdt: Decimal  # net of fees, UTC day
+    realized_pnl_today_usdt: Decimal  # net of fees and funding, UTC day (Journal.realized_pnl_since)
     free_margin_usdt: Decimal
     leverage: int
 

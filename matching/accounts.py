@@ -7,7 +7,8 @@ Accounting rules, plainly:
   10 decimals); reducing it keeps the entry price and realizes
   ``(fill - entry) * closed qty * sign`` (8 decimals); flipping through zero closes the old
   side and opens the rest at the fill price.
-- The wallet balance (USDT) changes by realized PnL minus fees. Funding is not simulated.
+- The wallet balance (USDT) changes by realized PnL minus fees (a fee paid in BNB comes off
+  the BNB balance instead) and by funding payments (``TradingEngine.settle_funding``).
 - Margin: position initial margin = |amount| * mark / leverage; open-order initial margin =
   the position-increasing part of each open order's remainder * its price / leverage;
   available = wallet + unrealized PnL - position margin - open-order margin. Cross and
@@ -87,12 +88,19 @@ class Account:
     margin_type: dict[str, str] = field(default_factory=dict)
     fees_paid: Decimal = ZERO
     update_ms: int = 0
+    taker_fee_rate: Decimal | None = None  # None: the venue's rate
+    maker_fee_rate: Decimal | None = None
+    pay_fees_in_bnb: bool = False
+    bnb: Decimal = ZERO  # BNB balance for fee deduction
+    funding_paid: Decimal = ZERO  # net funding (USDT), + received
 
     @classmethod
     def from_config(cls, cfg: AccountConfig) -> Account:
         return cls(name=cfg.name, api_key=cfg.api_key, secret=cfg.secret,
                    wallet=cfg.starting_balance_usdt, default_leverage=cfg.default_leverage,
-                   default_margin_type=cfg.default_margin_type)
+                   default_margin_type=cfg.default_margin_type, taker_fee_rate=cfg.taker_fee_rate,
+                   maker_fee_rate=cfg.maker_fee_rate, pay_fees_in_bnb=cfg.pay_fees_in_bnb,
+                   bnb=cfg.starting_balance_bnb)
 
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
@@ -109,6 +117,7 @@ class Account:
     def to_state(self) -> dict[str, Any]:
         return {
             "wallet": str(self.wallet), "fees_paid": str(self.fees_paid),
+            "bnb": str(self.bnb), "funding_paid": str(self.funding_paid),
             "update_ms": self.update_ms, "leverage": dict(self.leverage),
             "margin_type": dict(self.margin_type),
             "positions": {s: [str(p.amount), str(p.entry_price), str(p.realized_pnl),
@@ -118,6 +127,8 @@ class Account:
     def load_state(self, data: Mapping[str, Any]) -> None:
         self.wallet = Decimal(data["wallet"])
         self.fees_paid = Decimal(data["fees_paid"])
+        self.bnb = Decimal(data.get("bnb", self.bnb))
+        self.funding_paid = Decimal(data.get("funding_paid", "0"))
         self.update_ms = int(data["update_ms"])
         self.leverage = {k: int(v) for k, v in data["leverage"].items()}
         self.margin_type = dict(data["margin_type"])

@@ -40,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 from matching import errors
@@ -72,6 +72,7 @@ from matching.rules import SymbolRules
 EventSink = Callable[[str, dict[str, Any]], None]
 WallClock = Callable[[], int]
 MAX_OPEN_ORDERS_PER_SYMBOL = 200
+_MONEY = Decimal("1E-8")
 
 
 def wall_clock_ms() -> int:
@@ -183,6 +184,9 @@ class TradingEngine:
         self._by_client: dict[tuple[str, str, str], list[int]] = {}
         self._next_order_id = self._first_order_id
         self._next_trade_id = 1
+        # GET /fapi/v1/income rows (funding payments), oldest first, all accounts
+        self.income: list[dict[str, Any]] = []
+        self._next_tran_id = 1
         # Wall time each trade was made, and (wall ms, position copy) changes per
         # (account, symbol): only for the reporting-lag faults. Not persisted: after a restore
         # everything is reported as it is.
@@ -319,6 +323,51 @@ class TradingEngine:
         account.margin_type[symbol] = wanted
         return {"code": 200, "msg": "success"}
 
+    def commission_rate(self, account: Account, symbol: str) -> dict[str, Any]:
+        """``GET /fapi/v1/commissionRate``: the account's own maker/taker rates for ``symbol``."""
+        self._rules(symbol)
+        maker, taker = self._fee_rates(account)
+        return {"symbol": symbol, "makerCommissionRate": str(maker), "takerCommissionRate": str(taker)}
+
+    def settle_funding(self, symbol: str, rate: Decimal, mark: Decimal, funding_time_ms: int) -> list[dict[str, Any]]:
+        """Charge one funding payment on ``symbol`` to every account holding it; returns the income rows.
+
+        Each position pays ``amount * mark * rate`` (8 decimals, half up): with a positive rate
+        longs pay and shorts receive, with a negative one the reverse, as on Binance. The USDT
+        wallet moves by the payment and the account hears an ``ACCOUNT_UPDATE`` (reason
+        FUNDING_FEE).
+        """
+        self._rules(symbol)
+        rows = []
+        for account in self.accounts.values():
+            position = account.positions.get(symbol)
+            if position is None or position.amount == 0:
+                continue
+            income = -(position.amount * mark * rate).quantize(_MONEY, rounding=ROUND_HALF_UP)
+            account.wallet += income
+            account.funding_paid += income
+            account.update_ms = funding_time_ms
+            row = {"symbol": symbol, "incomeType": "FUNDING_FEE", "income": str(income), "asset": "USDT",
+                   "info": "FUNDING_FEE", "time": funding_time_ms, "tranId": self._next_tran_id, "tradeId": "",
+                   "account": account.name}
+            self._next_tran_id += 1
+            self.income.append(row)
+            rows.append(row)
+            self._emit(account, account_update_event(account, symbol, mark, funding_time_ms,
+                                                     reason="FUNDING_FEE"))
+        return rows
+
+    def income_history(self, account: Account, *, symbol: str | None = None, income_type: str | None = None,
+                       start_ms: int | None = None, end_ms: int | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/income`` rows of ``account``, oldest first; from ``start_ms`` the first
+        ``limit``, otherwise the latest ``limit`` (as Binance pages them)."""
+        rows = [{k: v for k, v in r.items() if k != "account"} for r in self.income
+                if r["account"] == account.name and (symbol is None or r["symbol"] == symbol)
+                and (income_type is None or r["incomeType"] == income_type)
+                and (start_ms is None or r["time"] >= start_ms) and (end_ms is None or r["time"] <= end_ms)]
+        return rows[:limit] if start_ms is not None else rows[-limit:]
+
     def account_payload(self, account: Account, *, position_lag_ms: int = 0) -> dict[str, Any]:
         """``GET /fapi/v3/account``; its positions lag by ``position_lag_ms``, the rest is live."""
         summary = margin_summary(account, self.open_orders(account), self.market.mark_price)
@@ -362,6 +411,8 @@ class TradingEngine:
             report[account.name] = {
                 "wallet_usdt": str(account.wallet),
                 "fees_paid_usdt": str(account.fees_paid),
+                "bnb": str(account.bnb),
+                "funding_usdt": str(account.funding_paid),
                 "positions": {s: {"amount": str(p.amount), "entry_price": str(p.entry_price),
                                   "realized_pnl": str(p.realized_pnl)}
                               for s, p in account.positions.items() if p.amount != 0},
@@ -376,6 +427,8 @@ class TradingEngine:
             "orders": [o.to_state() for o in self.orders.values()],
             "next_order_id": self._next_order_id,
             "next_trade_id": self._next_trade_id,
+            "income": list(self.income),
+            "next_tran_id": self._next_tran_id,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -394,6 +447,8 @@ class TradingEngine:
                 self._open[order.symbol][order.order_id] = order
         self._next_order_id = int(state["next_order_id"])
         self._next_trade_id = int(state["next_trade_id"])
+        self.income = [dict(r) for r in state.get("income", []) if r.get("account") in self.accounts]
+        self._next_tran_id = int(state.get("next_tran_id", 1))
 
     # --- internals -------------------------------------------------------------------------
 
@@ -457,11 +512,36 @@ class TradingEngine:
         ids = self._by_client.get((account.name, ref.symbol, ref.client_order_id or ""), [])
         return self.orders[ids[-1]] if ids else None
 
+    def _fee_rates(self, account: Account) -> tuple[Decimal, Decimal]:
+        """(maker, taker) of ``account``: its own tier if configured, else the venue's."""
+        maker = self.fills.maker_fee_rate if account.maker_fee_rate is None else account.maker_fee_rate
+        taker = self.fills.taker_fee_rate if account.taker_fee_rate is None else account.taker_fee_rate
+        return maker, taker
+
+    def _account_rules(self, account: Account, symbol: str, partial_fill_probability: float) -> FillRules:
+        maker, taker = self._fee_rates(account)
+        return replace(self._fill_rules[symbol], partial_fill_probability=partial_fill_probability,
+                       maker_fee_rate=maker, taker_fee_rate=taker)
+
+    def _fee_in_asset(self, account: Account, fee_usdt: Decimal) -> tuple[Decimal, str, Decimal]:
+        """(fee in the asset charged, that asset, its USDT value) for a fee of ``fee_usdt``.
+
+        An account paying in BNB, with a BNB price known and enough BNB, pays the discounted
+        fee in BNB (8 decimals); otherwise USDT at the full rate, as Binance falls back.
+        """
+        price = self.fills.bnb_price_usdt
+        if account.pay_fees_in_bnb and price is not None and fee_usdt > 0:
+            usdt = fee_usdt * (1 - self.fills.bnb_fee_discount)
+            bnb = (usdt / price).quantize(_MONEY, rounding=ROUND_HALF_UP)
+            if bnb <= account.bnb:
+                return bnb, "BNB", bnb * price
+        return fee_usdt, "USDT", fee_usdt
+
     def _take(self, account: Account, order: Order, book: BookTop) -> None:
         """Immediate matching of a just-accepted order, then rest or expire the remainder."""
-        rules = replace(self._fill_rules[order.symbol],
-                        partial_fill_probability=(0.0 if order.time_in_force == "FOK"
-                                                  else self.faults.partial_fill_probability))
+        rules = self._account_rules(account, order.symbol,
+                                    0.0 if order.time_in_force == "FOK"
+                                    else self.faults.partial_fill_probability)
         if order.order_type == "MARKET" or is_marketable(order.side, order.price, book):
             spec = OrderSpec(order.side, order.orig_qty, order.order_type,  # type: ignore[arg-type]
                              order.price if order.order_type == "LIMIT" else None)
@@ -483,8 +563,7 @@ class TradingEngine:
                 self._close(order, EXPIRED, now_ms)
                 return
             qty = min(qty, abs(position))
-        rules = replace(self._fill_rules[order.symbol],
-                        partial_fill_probability=self.faults.partial_fill_probability)
+        rules = self._account_rules(account, order.symbol, self.faults.partial_fill_probability)
         spec = OrderSpec(order.side, qty, "LIMIT", order.price)  # type: ignore[arg-type]
         try:
             result = fill_resting(spec, book, rules, self.faults.fill_rng())
@@ -507,11 +586,16 @@ class TradingEngine:
                 [(-1, replace(position))])
         for fill in result.fills:
             realized = position.apply_fill(order.side, fill.qty, fill.price, now)
-            account.wallet += realized - fill.fee
-            account.fees_paid += fill.fee
+            fee, fee_asset, fee_usdt = self._fee_in_asset(account, fill.fee)
+            if fee_asset == "BNB":
+                account.bnb -= fee
+                account.wallet += realized
+            else:
+                account.wallet += realized - fee
+            account.fees_paid += fee_usdt
             account.update_ms = now
-            trade = TradeRecord(self._next_trade_id, fill.price, fill.qty, fill.fee,
-                                fill.is_maker, realized, now)
+            trade = TradeRecord(self._next_trade_id, fill.price, fill.qty, fee,
+                                fill.is_maker, realized, now, fee_asset)
             self._trade_wall_ms[trade.trade_id] = wall
             self._next_trade_id += 1
             order.add_trade(trade)

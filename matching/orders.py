@@ -47,6 +47,7 @@ class TradeRecord:
     is_maker: bool
     realized_pnl: Decimal
     time_ms: int
+    fee_asset: str = "USDT"  # ``fee`` is in this asset (BNB when the account pays fees in BNB)
 
     @property
     def quote_qty(self) -> Decimal:
@@ -188,7 +189,7 @@ class Order:
             "gtd": 0,
         }
         if trade is not None:
-            inner["N"] = "USDT"
+            inner["N"] = trade.fee_asset
             inner["n"] = decimal_text(trade.fee)
         return {"e": "ORDER_TRADE_UPDATE", "E": event_ms, "T": event_ms, "o": inner}
 
@@ -199,7 +200,7 @@ class Order:
             {
                 "buyer": buyer,
                 "commission": decimal_text(t.fee),
-                "commissionAsset": "USDT",
+                "commissionAsset": t.fee_asset,
                 "id": t.trade_id,
                 "maker": t.is_maker,
                 "orderId": self.order_id,
@@ -226,7 +227,7 @@ class Order:
             "executed_qty": str(self.executed_qty), "cum_quote": str(self.cum_quote),
             "fees": str(self.fees), "update_ms": self.update_ms,
             "trades": [[t.trade_id, str(t.price), str(t.qty), str(t.fee), t.is_maker,
-                        str(t.realized_pnl), t.time_ms] for t in self.trades],
+                        str(t.realized_pnl), t.time_ms, t.fee_asset] for t in self.trades],
         }
 
     @classmethod
@@ -242,7 +243,8 @@ class Order:
             update_ms=int(data["update_ms"]),
         )
         order.trades = [TradeRecord(int(t[0]), Decimal(t[1]), Decimal(t[2]), Decimal(t[3]),
-                                    bool(t[4]), Decimal(t[5]), int(t[6]))
+                                    bool(t[4]), Decimal(t[5]), int(t[6]),
+                                    t[7] if len(t) > 7 else "USDT")
                         for t in data["trades"]]
         return order
 

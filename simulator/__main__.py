@@ -26,6 +26,7 @@ from simulator.config import (
     SimulatorConfig,
 )
 from simulator.faults import MALFORMED_KINDS, FaultConfig
+from simulator.funding import FundingConfig
 
 _EPILOG = f"""
 quote rate (candles source) = symbols x steps-per-bar x speed / 300
@@ -50,7 +51,9 @@ admin endpoints (no key, loopback only): GET /sim/health /sim/orders /sim/positi
 
 credentials: the default account uses simulator.config.DEFAULT_API_KEY / DEFAULT_API_SECRET
 (public test values); --accounts FILE takes a JSON list of
-{{"name", "api_key", "secret", "starting_balance_usdt", "default_leverage"}}.
+{{"name", "api_key", "secret", "starting_balance_usdt", "default_leverage", "taker_fee_rate",
+"maker_fee_rate", "pay_fees_in_bnb", "starting_balance_bnb"}} (fee rates: the account's own tier;
+pay_fees_in_bnb needs --bnb-price).
 """
 
 
@@ -92,8 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-dates", default="",
                    help="ticks source: comma-separated YYYYMMDD capture dates (default: all)")
     p.add_argument("--faults", default="", help="fault settings, see below")
-    p.add_argument("--taker-fee", default="0.0004", help="taker fee rate (default: %(default)s)")
+    p.add_argument("--taker-fee", default="0.0005", help="taker fee rate (default: %(default)s, VIP 0)")
     p.add_argument("--maker-fee", default="0.0002", help="maker fee rate (default: %(default)s)")
+    p.add_argument("--bnb-price", default="", help="BNB price in USDT for fees paid in BNB (default: none)")
+    p.add_argument("--funding-rate", default="0.0001",
+                   help="funding rate per interval of every symbol (default: %(default)s; 0 disables)")
+    p.add_argument("--funding-interval-seconds", type=int, default=28_800,
+                   help="funding interval in replay seconds (default: %(default)s = 8 h)")
     p.add_argument("--slippage-bps", default="0", help="taker slippage in bps (default: 0)")
     p.add_argument("--depth-levels", type=int, default=5,
                    help="synthetic book levels behind the top (default: %(default)s)")
@@ -133,9 +141,13 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     fills = FillConfig(taker_fee_rate=_dec("--taker-fee", args.taker_fee),
                        maker_fee_rate=_dec("--maker-fee", args.maker_fee),
                        slippage_bps=_dec("--slippage-bps", args.slippage_bps),
-                       depth_levels=args.depth_levels)
+                       depth_levels=args.depth_levels,
+                       bnb_price_usdt=_dec("--bnb-price", args.bnb_price) if args.bnb_price else None)
+    funding_rate = _dec("--funding-rate", args.funding_rate)
+    funding = FundingConfig(enabled=funding_rate != 0, default_rate=funding_rate,
+                            default_interval_seconds=args.funding_interval_seconds)
     return SimulatorConfig(data_dir=args.data, symbols=symbols, port=args.port, replay=replay,
-                           fills=fills, faults=parse_faults(args.faults),
+                           fills=fills, faults=parse_faults(args.faults), funding=funding,
                            accounts=_accounts(args), state_file=args.state_file,
                            ws_ticker_interval_ms=args.ticker_interval_ms,
                            loop_interval_ms=args.loop_interval_ms)
@@ -182,8 +194,16 @@ def _accounts(args: argparse.Namespace) -> tuple[AccountConfig, ...]:
             secret=str(row["secret"]),
             starting_balance_usdt=_dec("starting_balance_usdt",
                                        str(row.get("starting_balance_usdt", "10000"))),
-            default_leverage=int(row.get("default_leverage", 20))))
+            default_leverage=int(row.get("default_leverage", 20)),
+            taker_fee_rate=_dec_opt("taker_fee_rate", row.get("taker_fee_rate")),
+            maker_fee_rate=_dec_opt("maker_fee_rate", row.get("maker_fee_rate")),
+            pay_fees_in_bnb=bool(row.get("pay_fees_in_bnb", False)),
+            starting_balance_bnb=_dec("starting_balance_bnb", str(row.get("starting_balance_bnb", "0")))))
     return tuple(accounts)
+
+
+def _dec_opt(name: str, value: object) -> Decimal | None:
+    return None if value is None else _dec(name, str(value))
 
 
 def _dec(name: str, text: str) -> Decimal:

@@ -18,6 +18,7 @@ from typing import Literal
 
 from matching.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, AccountConfig, FillConfig
 from simulator.faults import FaultConfig
+from simulator.funding import FundingConfig
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -28,6 +29,7 @@ __all__ = [
     "AccountConfig",
     "FaultConfig",
     "FillConfig",
+    "FundingConfig",
     "ReplayConfig",
     "SimulatorConfig",
 ]
@@ -94,6 +96,7 @@ class SimulatorConfig:
     port. The host is always 127.0.0.1: the simulator never listens on another interface.
     ``state_file``: where engine state and the replay position are saved (on stop and every
     ``state_save_interval_seconds``) and restored from at start.
+    ``funding``: the funding-rate schedule (``simulator/funding.py``; 0.0001 every 8 h by default).
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -102,6 +105,7 @@ class SimulatorConfig:
     replay: ReplayConfig = ReplayConfig()
     fills: FillConfig = FillConfig()
     faults: FaultConfig = FaultConfig()
+    funding: FundingConfig = FundingConfig()
     accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
     recv_window_max_ms: int = 60_000
     ws_ticker_interval_ms: int = 1_000

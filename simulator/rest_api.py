@@ -1,9 +1,9 @@
 """Binance USD-M REST endpoints of the simulator (the subset ccxt's binanceusdm calls).
 
 Public: ping, time, exchangeInfo, klines, depth, ticker/24hr, ticker/bookTicker, ticker/price,
-premiumIndex. Signed (API key + timestamp + HMAC, ``simulator/auth.py``): account (v2, v3),
+premiumIndex, fundingRate, fundingInfo. Signed (API key + timestamp + HMAC, ``simulator/auth.py``): account (v2, v3),
 positionRisk (v2, v3), leverageBracket, leverage, marginType, positionSide/dual (GET), order
-(POST/GET/DELETE), openOrders, allOpenOrders (DELETE), allOrders, userTrades. API-key only:
+(POST/GET/DELETE), openOrders, allOpenOrders (DELETE), allOrders, userTrades, commissionRate, income. API-key only:
 listenKey (POST/PUT/DELETE).
 
 Times: ``/fapi/v1/time`` and ``exchangeInfo.serverTime`` are WALL time (what ccxt signs
@@ -47,6 +47,7 @@ from matching.requests import (
 )
 from simulator import auth
 from simulator.faults import FaultInjector
+from simulator.funding import FundingSchedule
 from simulator.markets import exchange_info_payload, leverage_bracket_payload
 from simulator.replay import MarketReplay
 
@@ -56,6 +57,7 @@ INTERVALS_MS: dict[str, int] = {
     "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
 }
 MAX_KLINES = 1500
+BNB_SYMBOL = "BNBUSDT"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -102,13 +104,15 @@ class RestApi:
 
     def __init__(self, *, engine: TradingEngine, replay: MarketReplay,
                  recorded_info: dict[str, Any],
-                 faults: FaultInjector, listen_keys: ListenKeys, max_recv_window_ms: int,
+                 faults: FaultInjector, listen_keys: ListenKeys, funding: FundingSchedule,
+                 max_recv_window_ms: int,
                  on_listen_key_deleted: Callable[[str], Awaitable[None]]) -> None:
         self.engine = engine
         self.replay = replay
         self.recorded_info = recorded_info
         self.faults = faults
         self.listen_keys = listen_keys
+        self.funding = funding
         self.max_recv_window_ms = max_recv_window_ms
         self._on_listen_key_deleted = on_listen_key_deleted
         self._late_orders: set[asyncio.TimerHandle] = set()
@@ -125,6 +129,10 @@ class RestApi:
             ("GET", "/fapi/v1/ticker/price", self.ticker_price),
             ("GET", "/fapi/v2/ticker/price", self.ticker_price),
             ("GET", "/fapi/v1/premiumIndex", self.premium_index),
+            ("GET", "/fapi/v1/fundingRate", self.funding_rate),
+            ("GET", "/fapi/v1/fundingInfo", self.funding_info),
+            ("GET", "/fapi/v1/commissionRate", self.commission_rate),
+            ("GET", "/fapi/v1/income", self.income),
             ("GET", "/fapi/v2/account", self.account),
             ("GET", "/fapi/v3/account", self.account),
             ("GET", "/fapi/v2/positionRisk", self.position_risk),
@@ -206,13 +214,18 @@ class RestApi:
 
     async def ticker_price(self, request: web.Request) -> web.Response:
         symbol = optional_text(request.query, "symbol")
+        bnb = self.engine.fills.bnb_price_usdt
+        if symbol is not None and symbol.upper() == BNB_SYMBOL and BNB_SYMBOL not in self.engine.rules \
+                and bnb is not None:
+            # the configured BNB price (fees paid in BNB) when the replay has no BNB quotes
+            return json_response({"symbol": BNB_SYMBOL, "price": decimal_text(bnb), "time": self.replay.now_ms})
         names = [self._symbol(symbol)] if symbol else self.replay.symbols
         rows = [{"symbol": s, "price": decimal_text(self.replay.last_price(s) or Decimal(0)),
                  "time": self.replay.now_ms} for s in names]
         return json_response(rows[0] if symbol else rows)
 
     async def premium_index(self, request: web.Request) -> web.Response:
-        """Mark = index = mid; funding is not simulated (rate 0)."""
+        """Mark = index = mid; the funding rate and time from the schedule (``simulator/funding.py``)."""
         symbol = optional_text(request.query, "symbol")
         names = [self._symbol(symbol)] if symbol else self.replay.symbols
         now = self.replay.now_ms
@@ -220,11 +233,23 @@ class RestApi:
         for s in names:
             mark = decimal_text(self.replay.mark_price(s) or Decimal(0))
             rows.append({"symbol": s, "markPrice": mark, "indexPrice": mark,
-                         "estimatedSettlePrice": mark, "lastFundingRate": "0",
-                         "interestRate": "0",
-                         "nextFundingTime": now - now % 28_800_000 + 28_800_000,
+                         "estimatedSettlePrice": mark,
+                         "lastFundingRate": f"{self.funding.config.rate(s):f}",
+                         "interestRate": "0.0001" if self.funding.config.enabled else "0",
+                         "nextFundingTime": self.funding.next_funding_ms(s),
                          "time": now})
         return json_response(rows[0] if symbol else rows)
+
+    async def funding_rate(self, request: web.Request) -> web.Response:
+        """Settled funding rates, oldest first (default 100, at most 1000 rows)."""
+        q = request.query
+        symbol = optional_text(q, "symbol")
+        return json_response(self.funding.rate_history(
+            self._symbol(symbol) if symbol else None, start_ms=optional_int(q, "startTime"),
+            end_ms=optional_int(q, "endTime"), limit=max(1, min(int_param(q, "limit", 100), 1000))))
+
+    async def funding_info(self, request: web.Request) -> web.Response:
+        return json_response(self.funding.info_rows())
 
     # --- signed ----------------------------------------------------------------------------
 
@@ -380,6 +405,18 @@ class RestApi:
             account, text(params, "symbol").upper(), order_id=optional_int(params, "orderId"),
             limit=max(1, min(int_param(params, "limit", 500), 1000)),
             lag_ms=self.faults.trade_lag_ms))
+
+    async def commission_rate(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return json_response(self.engine.commission_rate(account, self._symbol(text(params, "symbol"))))
+
+    async def income(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = optional_text(params, "symbol")
+        return json_response(self.engine.income_history(
+            account, symbol=self._symbol(symbol) if symbol else None,
+            income_type=optional_text(params, "incomeType"), start_ms=optional_int(params, "startTime"),
+            end_ms=optional_int(params, "endTime"), limit=max(1, min(int_param(params, "limit", 100), 1000))))
 
     # --- user data stream keys (API key header only, no signature) -------------------------
 

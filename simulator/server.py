@@ -36,6 +36,7 @@ from simulator.admin_api import AdminApi
 from simulator.config import LOOPBACK_HOST, SimulatorConfig
 from simulator.datasets import CandleSeries, TickSeries, load_candles, load_ticks
 from simulator.faults import FaultConfig, FaultInjector
+from simulator.funding import FundingSchedule
 from simulator.markets import build_rules, load_exchange_info
 from simulator.replay import MarketReplay, QuoteTick, ReplayClock
 from simulator.rest_api import ListenKeys, RestApi, json_response, wall_ms
@@ -89,6 +90,7 @@ class SimulatorServer:
                                    candles=candles, ticks=ticks)  # type: ignore[arg-type]
         self.clock = ReplayClock(self.replay.start_ms, self.config.replay.speed)
         self.faults = FaultInjector(self.config.faults)
+        self.funding = FundingSchedule(self.config.funding, self.replay.symbols, self.replay.now_ms)
         self.listen_keys = ListenKeys(self.config.replay.seed)
         self.engine = TradingEngine(rules=rules, market=self.replay, fills=self.config.fills,
                                     faults=self.faults, accounts=self.config.accounts,
@@ -120,10 +122,11 @@ class SimulatorServer:
             raise RuntimeError("simulator already started")
         self._restore()
         self.replay.advance_to(self.clock.target_ms() if self.clock.speed else self.replay.now_ms)
+        self.funding.restart(self.replay.symbols, self.replay.now_ms)
         app = web.Application(middlewares=[self._middleware])
         self._rest = RestApi(engine=self.engine, replay=self.replay,
                              recorded_info=self._recorded_info, faults=self.faults,
-                             listen_keys=self.listen_keys,
+                             listen_keys=self.listen_keys, funding=self.funding,
                              max_recv_window_ms=self.config.recv_window_max_ms,
                              on_listen_key_deleted=self._listen_key_deleted)
         self._rest.register(app)
@@ -242,6 +245,7 @@ class SimulatorServer:
             start = self.replay.start_ms
             self.replay.seek(start)
             self.clock.jump_to(start)
+            self.funding.restart(self.replay.symbols, start)
 
     def order_log(self) -> list[dict[str, Any]]:
         """Every order the venue has seen (all accounts), oldest first."""
@@ -313,6 +317,7 @@ class SimulatorServer:
                     if events:
                         self._match_resting(events)
                         self.hub.broadcast_quotes(events)
+                    self.funding.settle_due(self.replay.now_ms, self.engine, self.replay.mark_price)
                 except Exception:  # a bug must not freeze the market silently; keep serving
                     logger.exception("simulator market step failed")
                     await asyncio.sleep(0.1)

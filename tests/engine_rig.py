@@ -276,14 +276,15 @@ async def assert_round_trip_pnl(rig: Rig) -> int:
             gross = sum((D(q) * D(p) * (1 if side == "sell" else -1) for side, q, p, _, _, _ in rows), ZERO)
             fees = sum((D(fee) for *_, fee, _, _ in rows), ZERO)
             assert abs(trip.gross_pnl - gross) <= D("1e-8") and abs(trip.fees - fees) <= D("1e-8")
-            assert abs(trip.net_pnl - (gross - fees)) <= D("1e-8")
+            funding = trip.funding or ZERO  # funding paid or received while open (journal v4)
+            assert abs(trip.net_pnl - (gross - fees + funding)) <= D("1e-8")
             order_ids = {(symbol, oid) for *_, oid, symbol in rows}
             mine = [t for t in trades.values() if (t["symbol"], str(t["order"])) in order_ids]
             assert len(mine) == len(rows)
             ex_gross = sum((D(t["info"]["qty"]) * D(t["info"]["price"]) * (1 if t["side"] == "sell" else -1)
                             for t in mine), ZERO)
             ex_fees = sum((D(t["info"]["commission"]) for t in mine), ZERO)
-            assert abs(trip.net_pnl - (ex_gross - ex_fees)) <= D("1e-8")
+            assert abs(trip.net_pnl - (ex_gross - ex_fees + funding)) <= D("1e-8")
             # the trip is flat: what it bought it sold, per symbol
             held: dict[str, Decimal] = {}
             for t in mine:
