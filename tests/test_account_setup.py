@@ -84,7 +84,7 @@ async def test_hedge_mode_account_is_refused_at_start_with_the_line_saying_how_t
             with pytest.raises(AccountSetupError) as refused:
                 await _start_engine(sim, tmp_path)
             assert str(refused.value).startswith(HEDGE_LINE) and "\n" not in str(refused.value)
-            assert sim.order_log() == []  # refused before any order, leverage or margin change
+            assert sim.order_log() == [] and sim.engine.accounts["default"].leverage == {}  # before any change
             # the refusal is right: in hedge mode Binance refuses every order of ours (-4061)
             with pytest.raises(ccxt.OperationRejected, match="-4061"):
                 await client.create_order("EOS/USDT:USDT", "market", "buy", 100)
@@ -113,7 +113,7 @@ def test_main_exits_2_with_one_line_on_a_hedge_mode_account(tmp_path: Path,
     path = write_json(tmp_path / "config.json", config)
     proc = subprocess.run([PYTHON, str(PROJECT_DIR / "main.py"), "--live", "--config", str(path), "--pairs",
                            str(PROJECT_DIR / "pairs_config.json")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, env=clean_env(BINANCE_API_KEY=DEFAULT_API_KEY,
+                          timeout=45, env=clean_env(BINANCE_API_KEY=DEFAULT_API_KEY,
                                                     BINANCE_API_SECRET=DEFAULT_API_SECRET))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -138,6 +138,7 @@ async def test_multi_assets_account_refuses_isolated_margin_with_its_reason_and_
             line = str(refused.value)
             assert "Multi-Assets mode" in line and "-4168" in line and "exchange.margin_mode" in line \
                 and "multiAssetsMargin=false" in line and "\n" not in line
+            assert sim.engine.accounts["default"].leverage == {}  # said at the check, before any change
             engine, journal = await _start_engine(sim, tmp_path, margin_mode="cross")
             try:
                 assert engine.margin_modes == {"EOS/USDT:USDT": "cross", "AXS/USDT:USDT": "cross"}
