@@ -292,8 +292,8 @@ class CcxtExchange:
         async with self._sync_lock:  # both legs may meet it at once: measure once
             if self.clock_syncs == generation:
                 await self._measure_clock()
-        logger.warning("{} {} refused with -1021 (timestamp outside recvWindow: {}); clock re-synced, this "
-                       "machine is {} (was {}); sending it again", operation, context, _ccxt_text(first),
+        logger.warning("{} refused with -1021 (timestamp outside recvWindow: {}); clock re-synced, this "
+                       "machine is {} (was {}); sending it again", f"{operation} {context}".strip(), _ccxt_text(first),
                        offset_text(self.clock_offset_ms), offset_text(before))
         async with self._translated(operation, context):
             return await request()

@@ -49,10 +49,13 @@ async def _sim(sim_data: Any) -> SimulatorServer:
     return sim
 
 
-async def _start_engine(sim: SimulatorServer, tmp_path: Path, *, margin_mode: str = "isolated") -> Any:
+async def _start_engine(sim: SimulatorServer, tmp_path: Path, *, margin_mode: str = "isolated",
+                        clock_sync_interval_seconds: float = 300.0) -> Any:
     """Build and start the engine as app/assemble.py does; returns it (the caller stops it)."""
     inner = CcxtExchange(ExchangeConfig(base_url=sim.base_url, enable_rate_limit=False, leverage=2,
-                                        recv_window_ms=RECV_WINDOW_MS), Secrets(sim.api_key, sim.api_secret, "test"))
+                                        recv_window_ms=RECV_WINDOW_MS,
+                                        clock_sync_interval_seconds=clock_sync_interval_seconds),
+                         Secrets(sim.api_key, sim.api_secret, "test"))
     journal = Journal.open(tmp_path / f"journal-{time.monotonic_ns()}.sqlite", mode="demo")
     engine, _ = await build_engine(sim, inner, inner, journal, (EOS_AXS,), execution=FAST_EXEC, risk=WIDE_RISK,
                                    leverage=2, margin_mode=margin_mode, external_path=tmp_path / "external.json")
@@ -249,3 +252,22 @@ async def test_a_skew_that_appears_while_running_is_recovered_by_a_resync_after_
         assert_journal_matches_exchange(rig)
         assert rig.engine.counters.fills_recorded == 4
         assert not rig.lines("ERROR") and not rig.lines("CRITICAL")
+
+
+async def test_the_clock_is_re_measured_periodically_so_a_skew_is_corrected_before_any_1021(
+        sim_data: Any, tmp_path: Path) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        sim = await _sim(sim_data)
+        engine, journal = await _start_engine(sim, tmp_path, clock_sync_interval_seconds=0.2)
+        try:
+            adapter = engine.adapter
+            sim.set_faults(clock_skew_ms=SKEW_MS)
+            while abs(adapter.clock_offset_ms + SKEW_MS) >= 200:  # the periodic task, not a -1021
+                await asyncio.sleep(0.05)
+            await engine.refresh_balance()
+            await adapter.fetch_open_orders()
+            assert adapter.counters.errors.get("InvalidNonce", 0) == 0
+        finally:
+            await engine.stop()
+            journal.close()
+            await sim.stop()
