@@ -122,13 +122,17 @@ class OrderResolver:
         lookups = 0
         last = ""
         while True:
+            syncs = getattr(self._adapter, "clock_syncs", 0)
             sent_at = self._wall_ms()
             lookups += 1
             counters.lookups += 1
             try:
                 state = await self._adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
             except OrderNotFoundError as exc:
-                if sent_at > horizon:
+                # A lookup sent again after a clock re-sync (-1021) went out at another exchange time
+                # than ``sent_at``: its "not found" is not final, the next lookup decides.
+                resynced = getattr(self._adapter, "clock_syncs", 0) != syncs
+                if sent_at > horizon and not resynced:
                     self._confirm_none(order, lookups)
                     counters.resolved_none += 1
                     return ResolveResult(Resolution.NONE, lookups=lookups, detail="not found after its horizon")

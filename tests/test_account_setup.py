@@ -271,3 +271,56 @@ async def test_the_clock_is_re_measured_periodically_so_a_skew_is_corrected_befo
             await engine.stop()
             journal.close()
             await sim.stop()
+
+
+@pytest.mark.parametrize("skew_when", ["right_after_the_loss", "at_the_lookup_past_the_horizon"])
+async def test_a_skew_that_appears_while_an_order_is_unknown_never_doubles_it(make_rig, skew_when: str) -> None:
+    """The entry's first order is lost and lands 2 s later; right after it is lost the exchange's
+    clock falls 3 s behind ours. By the exchange's clock the order is still inside its recvWindow
+    when it lands, so it must not be confirmed "none" (and resent) in the meantime: the resolver's
+    horizon and lookup times are on the exchange's clock, not this machine's. In the second case
+    the skew appears inside the first lookup sent past the horizon (by the clock as it stood): that
+    lookup meets -1021 and is sent again after a re-sync, at an earlier exchange time, so its "not
+    found" must not count."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig: Rig = await make_rig(hooked=True)
+        spec = rig.pairs["EOS_AXS"]
+        hooked, skewed = rig.adapter, []
+
+        def skew() -> None:
+            rig.sim.set_faults(lands_late_probability=0.0, lands_late_ms=2_000, clock_skew_ms=-SKEW_MS)
+            skewed.append(True)
+
+        def before_create(number: int) -> None:
+            if number == 1:
+                rig.sim.set_faults(lands_late_probability=1.0, lands_late_ms=2_000)
+
+        def on_unknown(number: int) -> None:
+            if number == 1:
+                if skew_when == "right_after_the_loss":
+                    skew()
+                else:
+                    rig.sim.set_faults(lands_late_probability=0.0, lands_late_ms=2_000)
+
+        async def fetch_order(**kwargs: Any) -> Any:  # the real adapter's lookup, the skew just before it
+            record = rig.journal.get_order(kwargs["client_order_id"])
+            if not skewed and record is not None and record.horizon_ms is not None \
+                    and hooked.exchange_now_ms() > record.horizon_ms:
+                skew()
+            return await hooked._inner.fetch_order(**kwargs)
+
+        hooked.before_create, hooked.on_unknown = before_create, on_unknown
+        if skew_when == "at_the_lookup_past_the_horizon":
+            hooked.fetch_order = fetch_order
+        entry = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert entry.status in (ExecutionStatus.EXECUTED, ExecutionStatus.RESOLVING), entry
+        while rig.engine.resolving_pairs() or not rig.sim.stats()["faults_injected"].get("late_order_landed"):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # every late order has landed by now
+        injected = rig.sim.stats()["faults_injected"]
+        assert injected.get("late_order_landed", 0) >= 1 and not injected.get("late_order_expired"), injected
+        _orders_once_each(rig)
+        assert rig.engine.counters.ghost_resends == 0
+        assert rig.sim_qty(spec.symbol_a) != 0 and rig.sim_qty(spec.symbol_b) != 0
+        assert_journal_matches_exchange(rig)
+        assert rig.engine.pair_state("EOS_AXS") is PairState.LONG_SPREAD and skewed
