@@ -23,7 +23,7 @@ from rich.table import Table
 
 from core.component import Component
 from core.config import AppConfig, PairConfig, Secrets, load_app_config, load_pairs_config, signal_params
-from core.errors import AuthenticationError, ConfigurationError, RetryableError, UsageError
+from core.errors import AccountSetupError, AuthenticationError, ConfigurationError, RetryableError, UsageError
 from core.errors import StartupFailed
 from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_mode, retry_start
 from core.log_setup import LogPaths, progress, reset_logging, setup_logging
@@ -226,6 +226,8 @@ class TradingBot:
         except AuthenticationError as exc:
             code, line, failure = EXIT_USAGE, (f"startup refused: the exchange rejected the API key: {exc}; "
                                           f"{self._key_hint()}"), exc
+        except AccountSetupError as exc:  # hedge mode, or isolated in Multi-Assets mode: its line says what to change
+            code, line, failure = EXIT_USAGE, str(exc), exc
         except Exception as exc:
             code, failure = EXIT_FATAL, exc
             line = (f"startup failed: {type(exc).__name__}: {exc} (traceback in "

@@ -73,6 +73,10 @@ class ExchangeConfig(_Strict):
     # recvWindow of signed requests. It bounds how long an order whose outcome is unknown can
     # still land (docs/architecture.md, "Order outcomes"): a shorter window resolves a lost order sooner.
     recv_window_ms: int = Field(default=5_000, ge=100, le=60_000)
+    # How often the offset between this machine's clock and the exchange's is measured again
+    # (GET /fapi/v1/time) after the one at start; signed requests carry the exchange's time. A
+    # -1021 (timestamp outside recvWindow) re-measures at once. 0: only at start and on -1021.
+    clock_sync_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
     # How long a start may keep retrying a retryable failure (no network, DNS, exchange down,
     # 5xx) before it gives up with one line and exit code 1.
     startup_timeout_seconds: float = Field(default=60.0, gt=0, le=3_600)

@@ -100,6 +100,12 @@ class AuthenticationError(PermanentError):
     """Bad API key, secret or signature. Action: stop trading, tell the operator."""
 
 
+class AccountSetupError(PermanentError):
+    """The exchange account is set up in a way the bot cannot trade with (hedge position mode,
+    isolated margin asked for in Multi-Assets mode). Action: refuse to start with the one line,
+    which says what to change; exit 2, like a configuration error."""
+
+
 class Marker:
     """A stand-in value shown bare in messages, such as ``<missing>``."""
 

@@ -33,10 +33,11 @@ from typing import Any, Callable, Iterable, Iterator
 from loguru import logger
 
 from core.config import ExecutionConfig, RiskConfig
-from core.errors import PairsBotError, PermanentError, RetryableError
+from core.errors import AccountSetupError, PairsBotError, PermanentError, RetryableError
 from core.log_setup import log_trade_event
 from core.types import PairState, SignalType, TradingSignal
-from execution.exchange import ExchangeAdapter, FeeRates
+from execution.exchange import (HEDGE_MODE_REFUSAL, MULTI_ASSETS_ISOLATED_REFUSAL, ExchangeAdapter, FeeRates,
+                                offset_text)
 from execution.funding import FundingCollector, OpenTrip
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
@@ -76,9 +77,11 @@ class ExecutionEngine:
         self._mids = mids
         self._books = books
         self.counters = ProtocolCounters()
+        # Horizons by the exchange's clock: it compares a request's timestamp with ITS time.
         self.resolver = OrderResolver(adapter, journal, recv_window_ms=adapter.recv_window_ms,
                                       margin_ms=execution.clock_error_margin_ms,
-                                      extra_budget_seconds=execution.resolve_extra_seconds, seed=seed)
+                                      extra_budget_seconds=execution.resolve_extra_seconds, seed=seed,
+                                      wall_ms=adapter.exchange_now_ms)
         self.placer = OrderPlacer(adapter, journal, self.counters, resolver=self.resolver,
                                   max_retries=execution.max_order_retries, backoff_ms=execution.retry_backoff_ms,
                                   final_wait_seconds=min(execution.order_timeout_seconds, 10.0),
@@ -102,6 +105,9 @@ class ExecutionEngine:
         self._fill_ms: list[float] = []
         self._overhead_ms: list[float] = []
         self._periodic: asyncio.Task[None] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        #: The margin mode each leg really trades in (a symbol holding a position keeps its own).
+        self.margin_modes: dict[str, str] = {}
         self._balance_tasks: set[asyncio.Task[None]] = set()  # one per execution; stop awaits them all
         self._last_refusal: dict[str, str] = {}
         self._said_persistent: set[tuple[str, Reason]] = set()  # (pair, persistent cause) said at INFO
@@ -123,11 +129,15 @@ class ExecutionEngine:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def prepare(self) -> None:
-        """Markets, leverage and margin mode per leg, balance, and the journal's positions."""
+        """Markets, the clock, the account's modes, leverage brackets, leverage and margin mode
+        per leg, balance, and the journal's positions."""
         await self.adapter.load_markets()
-        for symbol in sorted({s for p in self.pairs.values() for s in (p.symbol_a, p.symbol_b)}):
+        await self._sync_clock_at_start()
+        await self._check_account()
+        await self.adapter.load_leverage_brackets(self._all_symbols)
+        for symbol in self._all_symbols:
             await self.adapter.set_leverage(symbol, self._leverage)
-            await self.adapter.set_margin_mode(symbol, self._margin_mode)
+            self.margin_modes[symbol] = await self.adapter.set_margin_mode(symbol, self._margin_mode)
         await self._read_fee_rates()
         await self.refresh_balance()
         for pair_id, spec in self.pairs.items():
@@ -137,6 +147,43 @@ class ExecutionEngine:
             stored = self.journal.get_position(pair_id)
             self.positions[pair_id] = stored or PairPosition(pair_id, PairState.FLAT, ZERO, ZERO,
                                                              spec.symbol_a, spec.symbol_b)
+
+    async def _sync_clock_at_start(self) -> None:
+        """Measure the clock offset before the first signed request; the resolver's restart
+        bound is then taken by the exchange's clock (and this machine's, whichever is later: a
+        previous process may have signed with either)."""
+        offset = await self.adapter.sync_clock()
+        self.resolver.rebase_start()
+        if abs(offset) >= 1_000:
+            logger.warning("this machine's clock is {}; signed requests are corrected for it (re-measured every "
+                           "{:g} s and on any -1021), but keep the clock synchronized (NTP)", offset_text(offset),
+                           self.adapter.clock_sync_interval_seconds)
+        else:
+            logger.debug("clock: this machine is {}", offset_text(offset))
+
+    async def _check_account(self) -> None:
+        """Refuse to start on an account the bot cannot trade: hedge position mode (every order
+        of ours would be refused with -4061, and LONG/SHORT rows would merge), or isolated margin
+        asked for in Multi-Assets mode (Binance refuses it: -4168)."""
+        modes = await self.adapter.fetch_account_modes()
+        if modes.hedge_mode:
+            raise AccountSetupError(HEDGE_MODE_REFUSAL)
+        if modes.multi_assets and self._margin_mode == "isolated":
+            raise AccountSetupError(MULTI_ASSETS_ISOLATED_REFUSAL)
+
+    async def _sync_clock_periodically(self) -> None:
+        interval = self.adapter.clock_sync_interval_seconds
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            before = getattr(self.adapter, "clock_offset_ms", 0)
+            try:
+                offset = await self.adapter.sync_clock()
+            except (RetryableError, PermanentError) as exc:
+                logger.warning("clock re-sync failed (next try in {:g} s): {}", interval, exc)
+                continue
+            level = "WARNING" if abs(offset - before) >= 1_000 else "DEBUG"
+            logger.log(level, "clock re-synced: this machine is {} (was {})", offset_text(offset),
+                       offset_text(before))
 
     async def start(self) -> None:
         """Prepare, reconcile with the exchange, then reconcile periodically (P3)."""
@@ -149,6 +196,8 @@ class ExecutionEngine:
             self.last_reconcile = await self._reconcile(startup=True)
         self._periodic = asyncio.create_task(self._reconcile_periodically(), name="execution.reconcile")
         self._funding_task = asyncio.create_task(self._collect_funding_periodically(), name="execution.funding")
+        if self.adapter.clock_sync_interval_seconds > 0:
+            self._clock_task = asyncio.create_task(self._sync_clock_periodically(), name="execution.clock")
         if self.resolving_pairs():
             self.resolve_soon()
 
@@ -233,11 +282,11 @@ class ExecutionEngine:
         """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
         self._stopping = True
         await self._finish_executions()
-        for task in (self._periodic, self._resolution_task, self._funding_task):
+        for task in (self._periodic, self._resolution_task, self._funding_task, self._clock_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._periodic = self._resolution_task = self._funding_task = None
+        self._periodic = self._resolution_task = self._funding_task = self._clock_task = None
         async with self._lock:
             pass
         if self._balance_tasks:

@@ -11,22 +11,30 @@ exchange (``execution/paper.py``) implements the same interface without sending 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any, AsyncIterator, Iterable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol, TypeVar
 
 import ccxt.async_support as ccxt_async
 from ccxt.base import errors as ccxt_errors
 from loguru import logger
 
 from core.config import ExchangeConfig, Secrets
-from core.errors import (AuthenticationError, InsufficientFundsError, InvalidOrderError, OrderNotFoundError,
-                         PermanentError, RetryableError)
+from core.errors import (AccountSetupError, AuthenticationError, InsufficientFundsError, InvalidOrderError,
+                         OrderNotFoundError, PermanentError, RetryableError)
 from core.venue import ccxt_client_config, find_perpetual, point_at_local_exchange
 
 ZERO = Decimal(0)
+T = TypeVar("T")
+_BINANCE_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+#: Binance refuses a margin-type change while the symbol has open orders (-4047) or a position (-4048).
+_MARGIN_TYPE_LOCKED = {-4047: "open orders", -4048: "a position"}
+#: Binance: isolated margin cannot be set in Multi-Assets mode.
+_ISOLATED_IN_MULTI_ASSETS = -4168
 
 
 class ExchangeOrderStatus(str, Enum):
@@ -144,6 +152,41 @@ class PositionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class LeverageBracket:
+    """One notional tier of a symbol (Binance "Notional and Leverage Brackets"), exact.
+
+    A position whose notional is in [notional_floor, notional_cap) may use up to
+    ``initial_leverage``; its maintenance margin is ``notional * maint_margin_ratio - cum``.
+    """
+
+    bracket: int
+    initial_leverage: int
+    notional_floor: Decimal
+    notional_cap: Decimal
+    maint_margin_ratio: Decimal
+    cum: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountModes:
+    """The account-wide settings the bot depends on (read at start)."""
+
+    hedge_mode: bool  # Binance dualSidePosition: LONG and SHORT positions side by side
+    multi_assets: bool  # Binance Multi-Assets mode: cross margin only
+
+
+HEDGE_MODE_REFUSAL = (
+    "startup refused: the account is in hedge mode (dualSidePosition); pairs-bot needs one-way mode: "
+    "Binance Futures > Preferences > Position Mode > One-way, or POST /fapi/v1/positionSide/dual "
+    "dualSidePosition=false (allowed only with no position and no open order on any symbol)")
+MULTI_ASSETS_ISOLATED_REFUSAL = (
+    "startup refused: the account is in Multi-Assets mode, where Binance allows cross margin only "
+    "(-4168), and exchange.margin_mode is \"isolated\": set exchange.margin_mode to \"cross\" in "
+    "config.json, or switch to Single-Asset mode: Binance Futures > Preferences > Asset Mode > "
+    "Single-Asset Mode, or POST /fapi/v1/multiAssetsMargin multiAssetsMargin=false")
+
+
+@dataclass(frozen=True, slots=True)
 class BalanceInfo:
     currency: str
     total: Decimal
@@ -162,8 +205,14 @@ class ExchangeAdapter(Protocol):
     name: str
     sends_orders: bool
     recv_window_ms: int  # signed requests older than this are refused by the venue (0: none sent)
+    clock_sync_interval_seconds: float  # how often the engine calls sync_clock (0: only at start)
 
     async def load_markets(self) -> None: ...
+    async def sync_clock(self) -> int: ...
+    def exchange_now_ms(self) -> int: ...
+    async def fetch_account_modes(self) -> AccountModes: ...
+    async def load_leverage_brackets(self, symbols: Iterable[str]) -> None: ...
+    def leverage_brackets(self, symbol: str) -> tuple[LeverageBracket, ...]: ...
     def rules(self, symbol: str) -> MarketRules: ...
     def resolve_symbol(self, raw: str) -> str: ...
     def amount_to_precision(self, symbol: str, qty: Decimal) -> Decimal: ...
@@ -179,7 +228,7 @@ class ExchangeAdapter(Protocol):
     async def fetch_funding_payments(self, symbol: str, since_ms: int) -> list[FundingPayment]: ...
     async def fetch_fee_rates(self, symbol: str) -> FeeRates: ...
     async def set_leverage(self, symbol: str, leverage: int) -> None: ...
-    async def set_margin_mode(self, symbol: str, mode: str) -> None: ...
+    async def set_margin_mode(self, symbol: str, mode: str) -> str: ...
     async def close(self) -> None: ...
 
 
@@ -236,7 +285,16 @@ class CcxtExchange:
             point_at_local_exchange(self._ex, base_url=config.base_url, ws_url=config.ws_url)
         elif config.use_testnet:
             self._ex.set_sandbox_mode(True)
+        # ccxt signs with milliseconds() - options['timeDifference'] (binance nonce()); we measure
+        # the difference ourselves (sync_clock) rather than through adjustForTimeDifference.
+        self._ex.options["adjustForTimeDifference"] = False
+        self._ex.options["timeDifference"] = 0
+        self.clock_sync_interval_seconds = config.clock_sync_interval_seconds
+        self.clock_offset_ms = 0  # this machine's clock minus the exchange's, as last measured
+        self.clock_syncs = 0
+        self._sync_lock = asyncio.Lock()
         self._rules: dict[str, MarketRules] = {}
+        self._brackets: dict[str, tuple[LeverageBracket, ...]] = {}
         self.counters = AdapterCounters()
 
     @contextlib.asynccontextmanager
@@ -250,9 +308,84 @@ class CcxtExchange:
             self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
             raise translate_ccxt_error(exc, operation, context) from exc
 
+    async def _signed(self, operation: str, context: str, request: Callable[[], Awaitable[T]]) -> T:
+        """One signed request, translated. A -1021 (ccxt InvalidNonce: the timestamp is outside
+        recvWindow by the exchange's clock) re-measures the clock offset and sends the same
+        request once more; any other error, or a second -1021, goes to the caller unchanged.
+
+        Safe for create_order too: Binance checks timestamp and recvWindow before it processes
+        a request ("SIGNED Endpoint Security", timing security, in the USD-M "General Info"), so
+        a -1021 means the order was NOT accepted, and sending it again under the same
+        clientOrderId cannot double it."""
+        generation = self.clock_syncs
+        try:
+            async with self._translated(operation, context):
+                return await request()
+        except RetryableError as exc:
+            if not isinstance(exc.__cause__, ccxt_errors.InvalidNonce):
+                raise
+            first = exc
+        before = self.clock_offset_ms
+        async with self._sync_lock:  # both legs may meet it at once: measure once
+            if self.clock_syncs == generation:
+                await self._measure_clock()
+        logger.warning("{} refused with -1021 (timestamp outside recvWindow: {}); clock re-synced, this "
+                       "machine is {} (was {}); sending it again", f"{operation} {context}".strip(), _ccxt_text(first),
+                       offset_text(self.clock_offset_ms), offset_text(before))
+        async with self._translated(operation, context):
+            return await request()
+
+    async def sync_clock(self) -> int:
+        """Measure this machine's clock against the exchange's (GET /fapi/v1/time); returns
+        the offset in ms (local minus exchange). Signed requests carry the exchange's time."""
+        async with self._sync_lock:
+            return await self._measure_clock()
+
+    async def _measure_clock(self) -> int:
+        # The midpoint of the round trip, not ccxt's load_time_difference (which takes the reply's
+        # arrival time and so errs by a whole round trip): the error is at most half of it.
+        async with self._translated("sync_clock"):
+            sent = self._ex.milliseconds()
+            server = await self._ex.fetch_time()
+            received = self._ex.milliseconds()
+        if server is None:
+            raise RetryableError("sync_clock: the exchange sent no serverTime")
+        offset = (sent + received) // 2 - int(server)
+        self._ex.options["timeDifference"] = offset
+        self.clock_offset_ms = offset
+        self.clock_syncs += 1
+        return offset
+
+    def exchange_now_ms(self) -> int:
+        """Now by the exchange's clock, as last measured: the time ccxt signs requests with."""
+        return int(self._ex.milliseconds()) - int(self._ex.options.get("timeDifference") or 0)
+
     async def load_markets(self) -> None:
         async with self._translated("load_markets"):
             await self._ex.load_markets()
+
+    async def fetch_account_modes(self) -> AccountModes:
+        """Position mode (GET /fapi/v1/positionSide/dual) and Multi-Assets mode
+        (GET /fapi/v1/multiAssetsMargin) of the account."""
+        position = await self._signed("fetch_position_mode", "", lambda: self._ex.fetch_position_mode())
+        assets = await self._signed("fetch_multi_assets_mode", "",
+                                    lambda: self._ex.fapiPrivateGetMultiAssetsMargin())
+        return AccountModes(hedge_mode=_truthy(position.get("hedged")),
+                            multi_assets=_truthy((assets or {}).get("multiAssetsMargin")))
+
+    async def load_leverage_brackets(self, symbols: Iterable[str]) -> None:
+        """Read the notional brackets (GET /fapi/v1/leverageBracket) of ``symbols``, exact, from
+        the exchange's own fields; ``leverage_brackets(symbol)`` serves them afterwards."""
+        wanted = list(symbols)
+        tiers = await self._signed("load_leverage_brackets", ",".join(wanted),
+                                   lambda: self._ex.fetch_leverage_tiers(wanted or None))
+        for symbol, rows in (tiers or {}).items():
+            self._brackets[symbol] = tuple(sorted((_bracket(r.get("info") or {}) for r in rows),
+                                                  key=lambda b: b.notional_floor))
+
+    def leverage_brackets(self, symbol: str) -> tuple[LeverageBracket, ...]:
+        """The symbol's brackets, lowest notional first (empty before ``load_leverage_brackets``)."""
+        return self._brackets.get(symbol, ())
 
     def resolve_symbol(self, raw: str) -> str:
         found = find_perpetual(self._ex.markets or {}, raw)
@@ -298,22 +431,24 @@ class CcxtExchange:
             raise translate_ccxt_error(exc, "price_to_precision", f"{symbol} {price}") from exc
 
     async def fetch_balance(self) -> BalanceInfo:
-        async with self._translated("fetch_balance"):
-            balance = await self._ex.fetch_balance()
+        balance = await self._signed("fetch_balance", "", lambda: self._ex.fetch_balance())
         usdt = balance.get("USDT") or {}
         return BalanceInfo("USDT", _dec(usdt.get("total") or 0), _dec(usdt.get("free") or 0))
 
     async def fetch_positions(self, symbols: Iterable[str]) -> dict[str, PositionInfo]:
         wanted = list(symbols)
-        async with self._translated("fetch_positions"):
-            rows = await self._ex.fetch_positions(wanted or None)
+        rows = await self._signed("fetch_positions", ",".join(wanted), lambda: self._ex.fetch_positions(wanted or None))
         out: dict[str, PositionInfo] = {}
         for row in rows:
             info = row.get("info") or {}
             amount = info.get("positionAmt")
             qty = _dec(amount) if amount is not None else _signed_contracts(row)
-            if qty != 0:
-                out[row["symbol"]] = PositionInfo(row["symbol"], qty, _dec_or_none(info.get("entryPrice")))
+            if qty == 0:
+                continue
+            held = out.get(row["symbol"])
+            if held is not None:  # hedge mode: LONG and SHORT rows of one symbol net, never overwrite
+                qty += held.qty
+            out[row["symbol"]] = PositionInfo(row["symbol"], qty, _dec_or_none(info.get("entryPrice")))
         return out
 
     async def create_order(self, *, symbol: str, side: str, qty: Decimal, order_type: str, client_order_id: str,
@@ -322,29 +457,28 @@ class CcxtExchange:
         if reduce_only:
             params["reduceOnly"] = True
         context = f"{symbol} {side} {qty} {order_type} cid={client_order_id}"
-        async with self._translated("create_order", context):
-            raw = await self._ex.create_order(symbol, order_type, side, str(qty),
-                                              None if price is None else str(price), params)
+        # A -1021 is sent again after a clock re-sync, under the same clientOrderId (see _signed).
+        raw = await self._signed("create_order", context, lambda: self._ex.create_order(
+            symbol, order_type, side, str(qty), None if price is None else str(price), dict(params)))
         return self._order_state(raw, client_order_id)
 
     async def fetch_order(self, *, symbol: str, client_order_id: str) -> OrderState:
-        async with self._translated("fetch_order", f"{symbol} cid={client_order_id}"):
-            raw = await self._ex.fetch_order(None, symbol, {"origClientOrderId": client_order_id})
+        raw = await self._signed("fetch_order", f"{symbol} cid={client_order_id}", lambda: self._ex.fetch_order(
+            None, symbol, {"origClientOrderId": client_order_id}))
         return self._order_state(raw, client_order_id)
 
     async def cancel_order(self, *, symbol: str, client_order_id: str) -> OrderState:
-        async with self._translated("cancel_order", f"{symbol} cid={client_order_id}"):
-            raw = await self._ex.cancel_order(None, symbol, {"origClientOrderId": client_order_id})
+        raw = await self._signed("cancel_order", f"{symbol} cid={client_order_id}", lambda: self._ex.cancel_order(
+            None, symbol, {"origClientOrderId": client_order_id}))
         return self._order_state(raw, client_order_id)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]:
-        async with self._translated("fetch_open_orders", symbol or "all"):
-            rows = await self._ex.fetch_open_orders(symbol)
+        rows = await self._signed("fetch_open_orders", symbol or "all", lambda: self._ex.fetch_open_orders(symbol))
         return [self._order_state(r, r.get("clientOrderId") or "") for r in rows]
 
     async def fetch_order_fills(self, *, symbol: str, exchange_order_id: str) -> list[TradeFill]:
-        async with self._translated("fetch_order_fills", f"{symbol} id={exchange_order_id}"):
-            rows = await self._ex.fetch_my_trades(symbol, None, None, {"orderId": exchange_order_id})
+        rows = await self._signed("fetch_order_fills", f"{symbol} id={exchange_order_id}",
+                                  lambda: self._ex.fetch_my_trades(symbol, None, None, {"orderId": exchange_order_id}))
         fills = []
         for r in rows:
             info = r.get("info") or {}
@@ -419,19 +553,33 @@ class CcxtExchange:
             return FeeRates(_dec(market.get("maker")), _dec(market.get("taker")), "market")
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
-        async with self._translated("set_leverage", f"{symbol} x{leverage}"):
-            await self._ex.set_leverage(leverage, symbol)
+        await self._signed("set_leverage", f"{symbol} x{leverage}", lambda: self._ex.set_leverage(leverage, symbol))
 
-    async def set_margin_mode(self, symbol: str, mode: str) -> None:
-        """Set isolated/cross; "already set" is success, not an error."""
+    async def set_margin_mode(self, symbol: str, mode: str) -> str:
+        """Set isolated/cross; returns the mode the symbol trades in from now on.
+
+        "Already set" (-4046) is success. A change Binance refuses because the symbol has a
+        position (-4048) or open orders (-4047), necessarily in the other margin type, keeps that
+        type: one WARNING line, and the other mode is returned (e.g. ``run --adopt`` of a position
+        the user opened in cross margin). Isolated in Multi-Assets mode (-4168) cannot be
+        worked around: ``AccountSetupError``."""
         try:
-            async with self._translated("set_margin_mode", f"{symbol} {mode}"):
-                await self._ex.set_margin_mode(mode, symbol)
+            await self._signed("set_margin_mode", f"{symbol} {mode}", lambda: self._ex.set_margin_mode(mode, symbol))
         except PermanentError as exc:
-            if isinstance(exc.__cause__, ccxt_errors.MarginModeAlreadySet) or "-4046" in str(exc):
+            code = _binance_code(exc)
+            if isinstance(exc.__cause__, ccxt_errors.MarginModeAlreadySet) or code == -4046:
                 logger.debug("margin mode of {} already {}", symbol, mode)
-                return
+                return mode
+            if code in _MARGIN_TYPE_LOCKED:
+                kept = "cross" if mode == "isolated" else "isolated"
+                logger.warning("{} keeps its {} margin: Binance refuses to change the margin type while the symbol "
+                               "has {} ({}); going on with {} margin for it", symbol, kept,
+                               _MARGIN_TYPE_LOCKED[code], code, kept)
+                return kept
+            if code == _ISOLATED_IN_MULTI_ASSETS:
+                raise AccountSetupError(MULTI_ASSETS_ISOLATED_REFUSAL) from exc
             raise
+        return mode
 
     async def close(self) -> None:
         await self._ex.close()
@@ -455,6 +603,38 @@ class CcxtExchange:
 
 
 _STATUS = {s.value: s for s in ExchangeOrderStatus} | {"canceling": ExchangeOrderStatus.OPEN}
+
+
+def _binance_code(exc: BaseException) -> int | None:
+    """Binance's numeric error code in a translated error (ccxt keeps the body in its text)."""
+    for text in (str(exc.__cause__ or ""), str(exc)):
+        match = _BINANCE_CODE.search(text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _ccxt_text(exc: BaseException) -> str:
+    match = re.search(r'"msg"\s*:\s*"([^"]*)"', str(exc.__cause__ or exc))
+    return match.group(1) if match else type(exc.__cause__ or exc).__name__
+
+
+def offset_text(offset_ms: int) -> str:
+    """How this machine's clock stands to the exchange's, in words (offset: local minus exchange)."""
+    if offset_ms == 0:
+        return "in step with the exchange"
+    return f"{abs(offset_ms)} ms {'ahead of' if offset_ms > 0 else 'behind'} the exchange"
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _bracket(info: dict[str, Any]) -> LeverageBracket:
+    return LeverageBracket(bracket=int(info.get("bracket") or 0), initial_leverage=int(info.get("initialLeverage") or 0),
+                           notional_floor=_dec(info.get("notionalFloor", 0)),
+                           notional_cap=_dec(info.get("notionalCap", 0)),
+                           maint_margin_ratio=_dec(info.get("maintMarginRatio", 0)), cum=_dec(info.get("cum", 0)))
 
 
 def _dec(value: Any) -> Decimal:

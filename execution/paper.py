@@ -47,7 +47,8 @@ from core.config import PaperConfig
 from core.errors import (InsufficientFundsError, InvalidOrderError, OrderNotFoundError, PermanentError,
                          RetryableError)
 from core.types import Quote
-from execution.exchange import (BalanceInfo, ExchangeOrderStatus, FeeRates, FundingPayment, FundingRateInfo, MarketRules,
+from execution.exchange import (AccountModes, BalanceInfo, ExchangeOrderStatus, FeeRates, FundingPayment, FundingRateInfo,
+                                LeverageBracket, MarketRules,
                                 OrderState, PositionInfo, TradeFill)
 from matching.accounts import Account, margin_summary
 from matching.config import AccountConfig, FillConfig
@@ -139,6 +140,7 @@ class PaperExchange:
     name = "paper"
     sends_orders = False
     recv_window_ms = 0  # nothing leaves the process: no outcome is ever unknown
+    clock_sync_interval_seconds = 0.0  # one clock: nothing to sync
 
     def __init__(self, *, markets: MarketSource, paper: PaperConfig, state_path: Path | None,
                  market_info: MarketInfoFn | None = None) -> None:
@@ -356,6 +358,29 @@ class PaperExchange:
     async def fetch_fee_rates(self, symbol: str) -> FeeRates:
         """The configured paper rates (``paper.maker_fee_rate`` / ``paper.taker_fee_rate``)."""
         return FeeRates(self._fills.maker_fee_rate, self._fills.taker_fee_rate, "config")
+    async def sync_clock(self) -> int:
+        """Paper trades on this machine's clock: the offset is 0 by definition."""
+        return 0
+
+    def exchange_now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    async def fetch_account_modes(self) -> AccountModes:
+        """The paper account is one-way and single-asset, always."""
+        return AccountModes(hedge_mode=False, multi_assets=False)
+
+    async def load_leverage_brackets(self, symbols: Iterable[str]) -> None:
+        for symbol in symbols:
+            self._ensure(symbol)
+
+    def leverage_brackets(self, symbol: str) -> tuple[LeverageBracket, ...]:
+        """One bracket per symbol, as the matching engine models margin (no notional tiers)."""
+        rules = self._engine.rules.get(self._exchange_id.get(symbol, ""))
+        if rules is None:
+            return ()
+        return (LeverageBracket(bracket=1, initial_leverage=rules.max_leverage, notional_floor=Decimal(0),
+                                notional_cap=Decimal(50_000_000), maint_margin_ratio=rules.maint_margin_ratio,
+                                cum=Decimal(0)),)
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         exchange_id = self._ensure(symbol)
@@ -363,7 +388,7 @@ class PaperExchange:
             self._engine.set_leverage(self._account, exchange_id, leverage)
         self._save()
 
-    async def set_margin_mode(self, symbol: str, mode: str) -> None:
+    async def set_margin_mode(self, symbol: str, mode: str) -> str:
         """Set isolated/cross; "already set" is success, not an error (as in ``CcxtExchange``)."""
         wanted = _MARGIN_TYPES.get(mode.lower())
         if wanted is None:
@@ -374,9 +399,10 @@ class PaperExchange:
         except BinanceError as exc:
             if exc.code == _MARGIN_TYPE_ALREADY_SET:
                 logger.debug("paper: margin mode of {} already {}", symbol, mode)
-                return
+                return mode
             raise translate_binance_error(exc, "set_margin_mode", f"{symbol} {mode}") from exc
         self._save()
+        return mode
 
     async def close(self) -> None:
         """Save the account; the ``markets`` object belongs to the caller and stays open."""

@@ -64,8 +64,11 @@ class OrderResolver:
     """Looks orders up by clientOrderId until found or past their horizon.
 
     ``recv_window_ms`` is the recvWindow the order requests are signed with, ``margin_ms`` the
-    allowance for the difference between our clock and the exchange's. ``started_ms`` is when
-    this process started: any request a previous process sent has a timestamp before it.
+    allowance for the error of the measured clock offset. ``wall_ms`` is the clock requests are
+    signed with: the exchange's as last measured (``ExchangeAdapter.exchange_now_ms``), since
+    Binance checks a request's timestamp against its own clock; horizons and lookup times are
+    all taken on it. ``started_ms`` is when this process started: any request a previous
+    process sent has a timestamp before it.
     """
 
     def __init__(self, adapter: ExchangeAdapter, journal: Journal, *, recv_window_ms: int, margin_ms: int,
@@ -80,6 +83,11 @@ class OrderResolver:
         self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self.started_ms = self._wall_ms()
         self.counters = ResolverCounters()
+
+    def rebase_start(self) -> None:
+        """Take the restart bound again once the clock is synchronized: by the exchange's clock
+        or this machine's, whichever is later (a previous process may have signed with either)."""
+        self.started_ms = max(self._wall_ms(), time.time_ns() // 1_000_000)
 
     def horizon_from_now(self) -> int:
         """The horizon of a request that has already left (its timestamp is before now)."""
@@ -114,13 +122,17 @@ class OrderResolver:
         lookups = 0
         last = ""
         while True:
+            syncs = getattr(self._adapter, "clock_syncs", 0)
             sent_at = self._wall_ms()
             lookups += 1
             counters.lookups += 1
             try:
                 state = await self._adapter.fetch_order(symbol=order.symbol, client_order_id=order.client_order_id)
             except OrderNotFoundError as exc:
-                if sent_at > horizon:
+                # A lookup sent again after a clock re-sync (-1021) went out at another exchange time
+                # than ``sent_at``: its "not found" is not final, the next lookup decides.
+                resynced = getattr(self._adapter, "clock_syncs", 0) != syncs
+                if sent_at > horizon and not resynced:
                     self._confirm_none(order, lookups)
                     counters.resolved_none += 1
                     return ResolveResult(Resolution.NONE, lookups=lookups, detail="not found after its horizon")

@@ -1,6 +1,9 @@
 """Accounts, positions and margin: the bookkeeping half of the venue model (simulator and paper).
 
-One-way position mode (``positionSide`` BOTH): each symbol has one signed position amount.
+One-way position mode (``positionSide`` BOTH): each symbol has one signed position amount. The
+account's position mode (``dual_side_position``) and Multi-Assets mode are kept and enforced
+(``TradingEngine.set_position_mode`` / ``set_multi_assets_mode``), but hedge-mode LONG/SHORT
+positions themselves are not modelled: such orders are refused.
 Accounting rules, plainly:
 
 - Increasing a position moves the entry price to the quantity-weighted average (kept to
@@ -93,6 +96,10 @@ class Account:
     pay_fees_in_bnb: bool = False
     bnb: Decimal = ZERO  # BNB balance for fee deduction
     funding_paid: Decimal = ZERO  # net funding (USDT), + received
+    #: Position mode, for every symbol at once: False one-way (``BOTH``), True hedge (LONG/SHORT).
+    dual_side_position: bool = False
+    #: Multi-Assets mode: cross margin only, across assets (the model keeps USDT only).
+    multi_assets_margin: bool = False
 
     @classmethod
     def from_config(cls, cfg: AccountConfig) -> Account:
@@ -120,6 +127,8 @@ class Account:
             "bnb": str(self.bnb), "funding_paid": str(self.funding_paid),
             "update_ms": self.update_ms, "leverage": dict(self.leverage),
             "margin_type": dict(self.margin_type),
+            "dual_side_position": self.dual_side_position,
+            "multi_assets_margin": self.multi_assets_margin,
             "positions": {s: [str(p.amount), str(p.entry_price), str(p.realized_pnl),
                               p.update_ms] for s, p in self.positions.items()},
         }
@@ -132,6 +141,8 @@ class Account:
         self.update_ms = int(data["update_ms"])
         self.leverage = {k: int(v) for k, v in data["leverage"].items()}
         self.margin_type = dict(data["margin_type"])
+        self.dual_side_position = bool(data.get("dual_side_position", False))
+        self.multi_assets_margin = bool(data.get("multi_assets_margin", False))
         self.positions = {
             s: Position(s, Decimal(v[0]), Decimal(v[1]), Decimal(v[2]), int(v[3]))
             for s, v in data["positions"].items()

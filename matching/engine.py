@@ -222,6 +222,7 @@ class TradingEngine:
         code = self.faults.reject_order()
         if code is not None:
             raise errors.error_for_code(code)
+        _check_position_side(account, req)
         position = account.position(req.symbol).amount
         if req.reduce_only:
             reducing = (req.side == "SELL" and position > 0) or (req.side == "BUY" and position < 0)
@@ -314,6 +315,8 @@ class TradingEngine:
         wanted = margin_type.upper()
         if wanted not in ("ISOLATED", "CROSSED"):
             raise errors.invalid_margin_type()
+        if wanted == "ISOLATED" and account.multi_assets_margin:
+            raise errors.isolated_refused_in_multi_assets()
         if account.margin_type_of(symbol) == wanted:
             raise errors.no_need_to_change_margin_type()
         if account.position(symbol).amount != 0:
@@ -367,6 +370,27 @@ class TradingEngine:
                 and (income_type is None or r["incomeType"] == income_type)
                 and (start_ms is None or r["time"] >= start_ms) and (end_ms is None or r["time"] <= end_ms)]
         return rows[:limit] if start_ms is not None else rows[-limit:]
+    def set_position_mode(self, account: Account, dual_side: bool) -> dict[str, Any]:
+        """``POST /fapi/v1/positionSide/dual``: one mode for every symbol; refused while any
+        symbol has a position (-4068) or an open order (-4067), -4059 when already so."""
+        if account.dual_side_position == dual_side:
+            raise errors.no_need_to_change_position_side()
+        if any(p.amount != 0 for p in account.positions.values()):
+            raise errors.position_side_locked_by_position()
+        if self.open_orders(account):
+            raise errors.position_side_locked_by_orders()
+        account.dual_side_position = dual_side
+        return {"code": 200, "msg": "success"}
+
+    def set_multi_assets_mode(self, account: Account, multi_assets: bool) -> dict[str, Any]:
+        """``POST /fapi/v1/multiAssetsMargin``: -4171 when already so; turning it on is refused
+        while any symbol is set to isolated margin (-4167)."""
+        if account.multi_assets_margin == multi_assets:
+            raise errors.no_need_to_change_asset_mode()
+        if multi_assets and any(account.margin_type_of(s) == "ISOLATED" for s in self.rules):
+            raise errors.multi_assets_refused_by_isolated()
+        account.multi_assets_margin = multi_assets
+        return {"code": 200, "msg": "success"}
 
     def account_payload(self, account: Account, *, position_lag_ms: int = 0) -> dict[str, Any]:
         """``GET /fapi/v3/account``; its positions lag by ``position_lag_ms``, the rest is live."""
@@ -629,6 +653,15 @@ class TradingEngine:
     def _emit(self, account: Account, event: dict[str, Any]) -> None:
         if self.sink is not None:
             self.sink(account.name, event)
+
+
+def _check_position_side(account: Account, req: NewOrder) -> None:
+    """-4061 when the order's positionSide does not fit the account's position mode (hedge mode
+    needs LONG or SHORT, one-way mode BOTH or none). Hedge-mode positions are not modelled."""
+    if account.dual_side_position != (req.position_side != "BOTH"):
+        raise errors.position_side_mismatch()
+    if account.dual_side_position:
+        raise errors.hedge_positions_not_modelled()
 
 
 def _only(account: Account, symbol: str) -> Account:

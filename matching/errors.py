@@ -275,6 +275,42 @@ def margin_type_locked_by_orders() -> BinanceError:
     return BinanceError(-4047, "Margin type cannot be changed if there exists open orders.")
 
 
+def no_need_to_change_position_side() -> BinanceError:
+    return BinanceError(-4059, "No need to change position side.")
+
+
+def position_side_locked_by_orders() -> BinanceError:
+    return BinanceError(-4067, "Position side cannot be changed if there exists open orders.")
+
+
+def position_side_locked_by_position() -> BinanceError:
+    return BinanceError(-4068, "Position side cannot be changed if there exists position.")
+
+
+def multi_assets_refused_by_isolated() -> BinanceError:
+    return BinanceError(
+        -4167,
+        "Unable to adjust to Multi-Assets mode with symbols of USD\u24c8-M Futures under "
+        "isolated-margin mode.",
+    )
+
+
+def isolated_refused_in_multi_assets() -> BinanceError:
+    return BinanceError(-4168, "Unable to adjust to isolated-margin mode under the Multi-Assets mode.")
+
+
+def no_need_to_change_asset_mode() -> BinanceError:
+    return BinanceError(
+        -4171, "Adjusted asset mode is currently set and does not need to be adjusted repeatedly."
+    )
+
+
+def hedge_positions_not_modelled() -> BinanceError:
+    """Not a Binance answer: the model has one-way positions only (a documented gap). A hedge-mode
+    order with positionSide LONG/SHORT gets this rather than a made-up Binance success."""
+    return BinanceError(-1000, "simulator: hedge-mode (LONG/SHORT) positions are not modelled")
+
+
 def invalid_leverage(leverage: str) -> BinanceError:
     return BinanceError(-4028, f"Leverage {leverage} is not valid")
 

@@ -36,6 +36,7 @@ class NewOrder:
     client_order_id: str | None
     reduce_only: bool
     response_type: str
+    position_side: str = "BOTH"  # checked against the account's position mode by the engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +115,9 @@ def parse_new_order(params: Mapping[str, str]) -> NewOrder:
         raise errors.order_type_needs_algo_api()
     if order_type not in SUPPORTED_TYPES:
         raise errors.invalid_order_type()
-    position_side = optional_text(params, "positionSide")
-    if position_side is not None and position_side.upper() != "BOTH":
-        raise errors.position_side_mismatch()
+    position_side = (optional_text(params, "positionSide") or "BOTH").upper()
+    if position_side not in ("BOTH", "LONG", "SHORT"):
+        raise errors.invalid_param("positionSide")
     quantity = decimal_param(params, "quantity")
     price: Decimal | None = None
     time_in_force = "GTC"
@@ -132,7 +133,7 @@ def parse_new_order(params: Mapping[str, str]) -> NewOrder:
     if response_type not in ("ACK", "RESULT"):
         raise _invalid_response_type()
     return NewOrder(symbol, side, order_type, quantity, price, time_in_force, client_order_id,
-                    bool_param(params, "reduceOnly"), response_type)
+                    bool_param(params, "reduceOnly"), response_type, position_side)
 
 
 def parse_order_ref(params: Mapping[str, str]) -> OrderRef:

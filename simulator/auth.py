@@ -1,8 +1,10 @@
 """Request authentication exactly as Binance checks it: API key, timestamp window, HMAC.
 
-Why the wall clock: ccxt signs ``timestamp`` with the local wall clock (``milliseconds()``),
-and Binance compares it with its own wall clock. The replay clock (exchange time of market
-events) can be years in the past, so authentication must never use it.
+Why the server's wall clock: ccxt signs ``timestamp`` with the local wall clock
+(``milliseconds()`` minus ``options['timeDifference']``), and Binance compares it with its own
+clock. Here that clock is the host's wall clock plus the ``clock_skew_ms`` fault
+(``RestApi.server_ms``). The replay clock (exchange time of market events) can be years in the
+past, so authentication must never use it.
 
 Rules (USD-M):
 

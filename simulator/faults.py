@@ -50,6 +50,12 @@ this order, the first that fires wins: lands late, 503, -1007, then (order place
 - ``position_lag_ms``: ``positionRisk`` (v2, v3) and the positions of ``account`` (v2, v3)
   report each position as it was this long ago (wall time); wallet and margin figures stay
   current.
+- ``clock_skew_ms`` (may be negative): the server's clock runs this far ahead of the host's
+  wall clock. It is the clock of ``/fapi/v1/time``, ``exchangeInfo.serverTime``, the
+  ``timestamp``/``recvWindow`` check of every signed request (-1021 either way, as Binance:
+  ``timestamp >= serverTime + 1000`` or ``serverTime - timestamp > recvWindow``) and the
+  deadline of late orders. A client that signs with its own clock and never syncs fails every
+  signed call once the skew exceeds 1 s (client ahead) or its recvWindow (client behind).
 
 Counters (``FaultInjector.injected``): ``lands_late``, then one landing outcome per late order:
 ``late_order_landed``, ``late_order_expired``, ``late_order_duplicate`` (-4116),
@@ -87,7 +93,7 @@ PROBABILITY_FIELDS: tuple[str, ...] = (
 )
 INT_FIELDS: frozenset[str] = frozenset({
     "seed", "reject_code", "latency_ms", "latency_jitter_ms", "http_error_status",
-    "lands_late_ms", "trade_lag_ms", "position_lag_ms",
+    "lands_late_ms", "trade_lag_ms", "position_lag_ms", "clock_skew_ms",
 })
 
 
@@ -115,6 +121,7 @@ class FaultConfig:
     timeout_1007_applied_probability: float = 0.5
     trade_lag_ms: int = 0
     position_lag_ms: int = 0
+    clock_skew_ms: int = 0
 
     def __post_init__(self) -> None:
         for name in PROBABILITY_FIELDS:
@@ -289,6 +296,10 @@ class FaultInjector:
     @property
     def position_lag_ms(self) -> int:
         return self._config.position_lag_ms
+
+    @property
+    def clock_skew_ms(self) -> int:
+        return self._config.clock_skew_ms
 
     @property
     def partial_fill_probability(self) -> float:

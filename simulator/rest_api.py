@@ -2,12 +2,14 @@
 
 Public: ping, time, exchangeInfo, klines, depth, ticker/24hr, ticker/bookTicker, ticker/price,
 premiumIndex, fundingRate, fundingInfo. Signed (API key + timestamp + HMAC, ``simulator/auth.py``): account (v2, v3),
-positionRisk (v2, v3), leverageBracket, leverage, marginType, positionSide/dual (GET), order
-(POST/GET/DELETE), openOrders, allOpenOrders (DELETE), allOrders, userTrades, commissionRate, income. API-key only:
+positionRisk (v2, v3), leverageBracket, leverage, marginType, positionSide/dual (GET/POST),
+multiAssetsMargin (GET/POST), order (POST/GET/DELETE), openOrders, allOpenOrders (DELETE), allOrders, userTrades,
+commissionRate, income. API-key only:
 listenKey (POST/PUT/DELETE).
 
-Times: ``/fapi/v1/time`` and ``exchangeInfo.serverTime`` are WALL time (what ccxt signs
-with); everything about the market (klines, tickers, order and trade times) is REPLAY time.
+Times: ``/fapi/v1/time`` and ``exchangeInfo.serverTime`` are the SERVER clock: the host's wall
+time plus the ``clock_skew_ms`` fault (what ccxt signs against, and what the timestamp check
+uses); everything about the market (klines, tickers, order and trade times) is REPLAY time.
 
 Fault hooks here, all on ``POST /fapi/v1/order`` unless said otherwise (``simulator/faults.py``
 has the knobs): a placed order's response can be "lost" (the connection is aborted after the
@@ -141,6 +143,9 @@ class RestApi:
             ("POST", "/fapi/v1/leverage", self.set_leverage),
             ("POST", "/fapi/v1/marginType", self.set_margin_type),
             ("GET", "/fapi/v1/positionSide/dual", self.position_mode),
+            ("POST", "/fapi/v1/positionSide/dual", self.set_position_mode),
+            ("GET", "/fapi/v1/multiAssetsMargin", self.multi_assets_mode),
+            ("POST", "/fapi/v1/multiAssetsMargin", self.set_multi_assets_mode),
             ("POST", "/fapi/v1/order", self.new_order),
             ("GET", "/fapi/v1/order", self.get_order),
             ("DELETE", "/fapi/v1/order", self.cancel_order),
@@ -161,11 +166,11 @@ class RestApi:
         return json_response({})
 
     async def server_time(self, request: web.Request) -> web.Response:
-        return json_response({"serverTime": wall_ms()})
+        return json_response({"serverTime": self.server_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         return json_response(exchange_info_payload(self.recorded_info, self.engine.rules.values(),
-                                                   wall_ms()))
+                                                   self.server_ms()))
 
     async def klines(self, request: web.Request) -> web.Response:
         q = request.query
@@ -285,8 +290,22 @@ class RestApi:
             account, self._symbol(text(params, "symbol")), text(params, "marginType")))
 
     async def position_mode(self, request: web.Request) -> web.Response:
-        await self._signed(request)
-        return json_response({"dualSidePosition": False})
+        account, _ = await self._signed(request)
+        return json_response({"dualSidePosition": account.dual_side_position})
+
+    async def set_position_mode(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return json_response(self.engine.set_position_mode(
+            account, _true_false(params, "dualSidePosition")))
+
+    async def multi_assets_mode(self, request: web.Request) -> web.Response:
+        account, _ = await self._signed(request)
+        return json_response({"multiAssetsMargin": account.multi_assets_margin})
+
+    async def set_multi_assets_mode(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return json_response(self.engine.set_multi_assets_mode(
+            account, _true_false(params, "multiAssetsMargin")))
 
     async def new_order(self, request: web.Request) -> web.StreamResponse:
         account, params = await self._signed(request)
@@ -304,6 +323,10 @@ class RestApi:
         payload = order.ack_payload() if req.response_type == "ACK" else order.rest_payload(
             with_time=False)
         return json_response(payload)
+
+    def server_ms(self) -> int:
+        """The server's clock: the host's wall clock shifted by the ``clock_skew_ms`` fault."""
+        return wall_ms() + self.faults.clock_skew_ms
 
     def cancel_late_orders(self) -> int:
         """Forget every late order not landed yet (server stop or reset); returns how many."""
@@ -327,7 +350,7 @@ class RestApi:
 
     def _land_late_order(self, account_name: str, req: NewOrder, deadline_ms: int) -> None:
         """Place a late order now, as Binance would: refused once its recvWindow has passed."""
-        now = wall_ms()
+        now = self.server_ms()
         account = self.engine.accounts.get(account_name)
         if account is None:
             self.faults.record("late_order_dropped")
@@ -364,7 +387,7 @@ class RestApi:
                 outcome = "refused"  # the backend refused it; the gateway never heard
         self.faults.record(f"{kind}_{outcome}")
         if kind == "unknown_503":
-            return json_response(errors.unknown_error_503_payload(request.path, wall_ms()),
+            return json_response(errors.unknown_error_503_payload(request.path, self.server_ms()),
                                  status=503)
         err = errors.backend_timeout()
         return json_response(err.payload(), status=err.http_status)
@@ -468,9 +491,17 @@ class RestApi:
         body = await request.text() if request.can_read_body else ""
         query = request.rel_url.raw_query_string
         params = auth.parse_params(query, body)
-        auth.check_timestamp(params, wall_ms(), self.max_recv_window_ms)
+        auth.check_timestamp(params, self.server_ms(), self.max_recv_window_ms)
         auth.check_signature(query, body, account.secret)
         return account, params
+
+
+def _true_false(params: dict[str, str], name: str) -> bool:
+    """A required "true"/"false" parameter (Binance's spelling), or -1102 / -1130."""
+    raw = text(params, name).lower()
+    if raw not in ("true", "false"):
+        raise errors.invalid_param(name)
+    return raw == "true"
 
 
 def _abort_connection(request: web.Request) -> web.StreamResponse:
