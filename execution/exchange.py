@@ -128,7 +128,8 @@ class ExchangeAdapter(Protocol):
     sends_orders: bool
     recv_window_ms: int  # signed requests older than this are refused by the venue (0: none sent)
 
-    async def load_markets(self) -> None: ...
+    async def load_markets(self, *, reload: bool = False) -> None: ...
+    def is_trading(self, symbol: str) -> bool: ...
     def rules(self, symbol: str) -> MarketRules: ...
     def resolve_symbol(self, raw: str) -> str: ...
     def amount_to_precision(self, symbol: str, qty: Decimal) -> Decimal: ...
@@ -141,6 +142,7 @@ class ExchangeAdapter(Protocol):
     async def cancel_order(self, *, symbol: str, client_order_id: str) -> OrderState: ...
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
     async def fetch_order_fills(self, *, symbol: str, exchange_order_id: str) -> list[TradeFill]: ...
+    async def fetch_recent_orders(self, symbol: str, since_ms: int | None = None) -> list[OrderState]: ...
     async def set_leverage(self, symbol: str, leverage: int) -> None: ...
     async def set_margin_mode(self, symbol: str, mode: str) -> None: ...
     async def close(self) -> None: ...
@@ -213,9 +215,19 @@ class CcxtExchange:
             self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
             raise translate_ccxt_error(exc, operation, context) from exc
 
-    async def load_markets(self) -> None:
+    async def load_markets(self, *, reload: bool = False) -> None:
+        """Read exchangeInfo (``reload``: again, for changed filters and statuses); the cached
+        ``rules`` are dropped after a reload, so the next order is checked against the new ones."""
         async with self._translated("load_markets"):
-            await self._ex.load_markets()
+            await self._ex.load_markets(reload)
+        if reload:
+            self._rules.clear()
+
+    def is_trading(self, symbol: str) -> bool:
+        """Whether the venue trades ``symbol`` now (Binance: exchangeInfo ``status`` TRADING,
+        which ccxt reads as ``market['active']``); False for a market that is gone."""
+        market = (self._ex.markets or {}).get(symbol)
+        return market is not None and market.get("active") is not False
 
     def resolve_symbol(self, raw: str) -> str:
         found = find_perpetual(self._ex.markets or {}, raw)
@@ -318,6 +330,14 @@ class CcxtExchange:
                 fee=_dec(info.get("commission", (r.get("fee") or {}).get("cost") or 0)),
                 ts_ms=int(r.get("timestamp") or 0)))
         return fills
+
+    async def fetch_recent_orders(self, symbol: str, since_ms: int | None = None) -> list[OrderState]:
+        """Every order of the account on ``symbol`` since ``since_ms`` (Binance ``allOrders``),
+        the venue's own included: a liquidation (clientOrderId ``autoclose-...``, type
+        LIQUIDATION) or an auto-deleveraging (``adl_autoclose``) is one of them."""
+        async with self._translated("fetch_recent_orders", symbol):
+            rows = await self._ex.fetch_orders(symbol, since_ms)
+        return [self._order_state(r, r.get("clientOrderId") or "") for r in rows]
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         async with self._translated("set_leverage", f"{symbol} x{leverage}"):

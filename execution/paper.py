@@ -68,7 +68,8 @@ _MARGIN_TYPE_ALREADY_SET = -4046
 class MarketSource(Protocol):
     """The part of the live adapter the paper exchange borrows: markets, rules and precision."""
 
-    async def load_markets(self) -> None: ...
+    async def load_markets(self, *, reload: bool = False) -> None: ...
+    def is_trading(self, symbol: str) -> bool: ...
     def rules(self, symbol: str) -> MarketRules: ...
     def resolve_symbol(self, raw: str) -> str: ...
     def amount_to_precision(self, symbol: str, qty: Decimal) -> Decimal: ...
@@ -157,9 +158,9 @@ class PaperExchange:
         self._warned_no_size: set[str] = set()
 
     # -- markets and precision: the live markets' own ----------------------------------------
-    async def load_markets(self) -> None:
+    async def load_markets(self, *, reload: bool = False) -> None:
         """Load the markets, then (once) the saved paper account, then any early quotes."""
-        await self._markets.load_markets()
+        await (self._markets.load_markets(reload=True) if reload else self._markets.load_markets())
         if self._loaded:
             return
         self._loaded = True
@@ -170,6 +171,9 @@ class PaperExchange:
 
     def rules(self, symbol: str) -> MarketRules:
         return self._markets.rules(symbol)
+
+    def is_trading(self, symbol: str) -> bool:
+        return self._markets.is_trading(symbol)
 
     def resolve_symbol(self, raw: str) -> str:
         return self._markets.resolve_symbol(raw)
@@ -295,6 +299,13 @@ class PaperExchange:
                           qty=Decimal(r["qty"]), price=Decimal(r["price"]), fee=Decimal(r["commission"]),
                           ts_ms=int(r["time"]))
                 for r in rows]
+
+    async def fetch_recent_orders(self, symbol: str, since_ms: int | None = None) -> list[OrderState]:
+        await self._latency()
+        exchange_id = self._ensure(symbol)
+        with self._translated("fetch_recent_orders", symbol):
+            orders = self._engine.all_orders(self._account, exchange_id, start_ms=since_ms)
+        return [self._order_state(o) for o in orders]
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         exchange_id = self._ensure(symbol)

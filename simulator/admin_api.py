@@ -16,6 +16,8 @@ POST     /sim/faults                  JSON object of ``FaultConfig`` fields to c
                                       (``{"reset": true}`` first restores "no faults")
 POST     /sim/faults/http-burst       ``{"status": 429, "count": 5}``: fail the next N requests
 POST     /sim/ws/drop                 ``{"abrupt": false}``: disconnect every WebSocket now
+POST     /sim/liquidate               ``{"symbol": "EOSUSDT", "account": "default", "adl": false}``:
+                                      liquidate that position now (404 when flat)
 POST     /sim/reset                   orders, positions, balances back to the start
                                       (``{"replay": true}`` also rewinds the market)
 POST     /sim/replay                  ``{"speed": 10, "paused": false}``
@@ -54,6 +56,7 @@ class AdminApi:
         app.router.add_post("/sim/faults", self.set_faults)
         app.router.add_post("/sim/faults/http-burst", self.http_burst)
         app.router.add_post("/sim/ws/drop", self.drop_ws)
+        app.router.add_post("/sim/liquidate", self.liquidate)
         app.router.add_post("/sim/reset", self.reset)
         app.router.add_post("/sim/replay", self.replay)
         app.router.add_post("/sim/state/save", self.save_state)
@@ -105,6 +108,16 @@ class AdminApi:
         body = await _json_body(request)
         return json_response({"dropped": await self.sim.drop_websockets(
             abrupt=bool(body.get("abrupt", False)))})
+
+    async def liquidate(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        symbol, account = str(body.get("symbol", "")).upper(), str(body.get("account", "default"))
+        if symbol not in self.sim.engine.rules or account not in self.sim.engine.accounts:
+            return json_response({"error": f"unknown symbol {symbol!r} or account {account!r}"}, status=400)
+        order = self.sim.liquidate(symbol, account=account, adl=bool(body.get("adl", False)))
+        if order is None:
+            return json_response({"error": f"{account} holds no {symbol} position"}, status=404)
+        return json_response(order)
 
     async def reset(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

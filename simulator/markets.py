@@ -33,7 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from matching.rules import DEFAULT_MIN_NOTIONAL, SymbolRules, decimal_places, rules_from_info
+from matching.rules import DEFAULT_MIN_NOTIONAL, SymbolRules, decimal_places, maintenance_bracket, rules_from_info
 
 ORDER_TYPES = ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
                "TRAILING_STOP_MARKET"]
@@ -146,8 +146,9 @@ def exchange_info_payload(
 def leverage_bracket_payload(rules: Iterable[SymbolRules]) -> list[dict[str, Any]]:
     """``GET /fapi/v1/leverageBracket``: one bracket per symbol (the file has none recorded).
 
-    One tier from 0 to 50M notional at the symbol's maximum leverage and recorded maintenance
-    ratio: enough for ccxt's position parsing; notional-dependent tiers are not simulated.
+    One tier from 0 to 50M notional at the symbol's maximum leverage and the maintenance rate
+    and amount of ``matching.rules.maintenance_bracket`` (what liquidations use too);
+    notional-dependent tiers are not simulated.
     """
     return [
         {
@@ -159,8 +160,8 @@ def leverage_bracket_payload(rules: Iterable[SymbolRules]) -> list[dict[str, Any
                     "initialLeverage": r.max_leverage,
                     "notionalCap": 50_000_000,
                     "notionalFloor": 0,
-                    "maintMarginRatio": float(r.maint_margin_ratio),
-                    "cum": 0.0,
+                    "maintMarginRatio": float(maintenance_bracket(r)[0]),
+                    "cum": float(maintenance_bracket(r)[1]),
                 }
             ],
         }

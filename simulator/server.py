@@ -211,6 +211,18 @@ class SimulatorServer:
         ccxt reads as ``market['active']``; orders are not affected."""
         self.engine.rules[symbol].info["status"] = status
 
+    def liquidate(self, symbol: str, *, account: str = "default", adl: bool = False) -> dict[str, Any] | None:
+        """Force the liquidation (``adl``: auto-deleveraging) of ``account``'s position on
+        ``symbol`` now, at the mark price; the liquidation order's REST view, None when flat.
+        Positions are also liquidated by themselves when the mark crosses their liquidation
+        price (``TradingEngine.check_liquidations``, every market step)."""
+        order = self.engine.liquidate(self.engine.accounts[account], symbol, adl=adl)
+        if order is None:
+            return None
+        logger.info("simulator: {} {} liquidated ({}), {} {} at {}", account, symbol,
+                    order.client_order_id, order.side, order.orig_qty, order.avg_price)
+        return order.rest_payload()
+
     def refuse_subscriptions(self, count: int) -> None:
         """Answer the next ``count`` WebSocket SUBSCRIBE requests with an error."""
         self.faults.refuse_subscriptions(count)
@@ -312,6 +324,7 @@ class SimulatorServer:
                     events = self.replay.advance_to(self.clock.target_ms())
                     if events:
                         self._match_resting(events)
+                        self.engine.check_liquidations()
                         self.hub.broadcast_quotes(events)
                 except Exception:  # a bug must not freeze the market silently; keep serving
                     logger.exception("simulator market step failed")
