@@ -10,6 +10,8 @@ GET      /sim/orders                  the full order log, every account, with cl
                                       (filters: ``?account=&symbol=&clientOrderId=``)
 GET      /sim/positions               wallets, fees and non-zero positions per account
 GET      /sim/markets                 served symbols with filters and their provenance
+POST     /sim/markets/{symbol}        ``{"status": "SETTLING", "min_notional": "100", "min_qty", "max_qty",
+                                      "market_max_qty"}``: change a symbol's status and filters
 GET      /sim/stats                   frames sent/dropped, clients, injected faults, replay
 GET      /sim/faults                  the current ``FaultConfig``
 POST     /sim/faults                  JSON object of ``FaultConfig`` fields to change
@@ -51,6 +53,7 @@ class AdminApi:
         app.router.add_get("/sim/orders", self.orders)
         app.router.add_get("/sim/positions", self.positions)
         app.router.add_get("/sim/markets", self.markets)
+        app.router.add_post("/sim/markets/{symbol}", self.change_market)
         app.router.add_get("/sim/stats", self.stats)
         app.router.add_get("/sim/faults", self.get_faults)
         app.router.add_post("/sim/faults", self.set_faults)
@@ -79,6 +82,22 @@ class AdminApi:
 
     async def markets(self, request: web.Request) -> web.Response:
         return json_response(self.sim.markets())
+
+    async def change_market(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        symbol = request.match_info["symbol"].upper()
+        if symbol not in self.sim.engine.rules:
+            return json_response({"error": f"unknown symbol {symbol!r}"}, status=400)
+        status = body.pop("status", None)
+        try:
+            filters = self.sim.set_symbol_filters(symbol, **body) if body else None
+        except (ValueError, ArithmeticError) as exc:
+            return json_response({"error": str(exc)}, status=400)
+        if status is not None:
+            self.sim.set_symbol_status(symbol, str(status).upper())
+        info = self.sim.engine.rules[symbol].info
+        return json_response({"symbol": symbol, "status": info["status"],
+                              "filters": filters or {f["filterType"]: f for f in info["filters"]}})
 
     async def stats(self, request: web.Request) -> web.Response:
         return json_response(self.sim.stats())

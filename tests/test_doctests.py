@@ -24,6 +24,7 @@ DOCTEST_MODULES = (
     "execution.engine",
     "execution.journal_models",
     "execution.lifecycle",
+    "execution.markets_watch",
     "execution.orders",
     "execution.paper",
     "execution.reconcile",
