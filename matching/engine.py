@@ -209,8 +209,12 @@ class TradingEngine:
 
     # --- orders ----------------------------------------------------------------------------
 
-    def place_order(self, account: Account, req: NewOrder) -> Order:
-        """Check, accept and (if it can) fill a new order. Raises ``BinanceError``."""
+    def place_order(self, account: Account, req: NewOrder, *, defer_fills: bool | None = None) -> Order:
+        """Check, accept and (if it can) fill a new order. Raises ``BinanceError``.
+
+        ``defer_fills`` (MARKET orders; the simulator's ``market_delay`` fault): False accepts the
+        order with no execution yet (NEW), True with about half its lots executed
+        (PARTIALLY_FILLED); ``complete_deferred`` executes the rest later. None: at once."""
         rules = self._rules(req.symbol)
         market_order = req.order_type == "MARKET"
         check_quantity(rules, req.quantity, market_order=market_order)
@@ -244,7 +248,28 @@ class TradingEngine:
                 raise errors.fok_not_filled()
         order = self._register(account, req)
         self._emit(account, order.ws_event("NEW", order.time_ms))
+        if defer_fills is not None and market_order:
+            part = (order.orig_qty / 2 // rules.market_step_size) * rules.market_step_size if defer_fills else 0
+            if part > 0:
+                fill_rules = replace(self._fill_rules[order.symbol], partial_fill_probability=0.0)
+                spec = OrderSpec(order.side, part, "MARKET", None)  # type: ignore[arg-type]
+                self._apply(account, order, take_liquidity(spec, book, fill_rules, self.faults.fill_rng()),
+                            order.time_ms)
+            return order
         self._take(account, order, book)
+        return order
+
+    def complete_deferred(self, order_id: int) -> Order | None:
+        """Execute what is left of a MARKET order accepted with ``defer_fills`` (unless it was
+        cancelled meanwhile) against the book of now; its unfillable remainder expires."""
+        order = self.orders.get(order_id)
+        if order is None or not order.is_open or order.order_type != "MARKET":
+            return None
+        book = self.market.book(order.symbol)
+        if book is None:
+            self._close(order, EXPIRED)
+            return order
+        self._take(self.accounts[order.account], order, book)
         return order
 
     def cancel_order(self, account: Account, ref: OrderRef) -> Order:
@@ -531,7 +556,7 @@ class TradingEngine:
                         partial_fill_probability=(0.0 if order.time_in_force == "FOK"
                                                   else self.faults.partial_fill_probability))
         if order.order_type == "MARKET" or is_marketable(order.side, order.price, book):
-            spec = OrderSpec(order.side, order.orig_qty, order.order_type,  # type: ignore[arg-type]
+            spec = OrderSpec(order.side, order.remaining, order.order_type,  # type: ignore[arg-type]
                              order.price if order.order_type == "LIMIT" else None)
             self._apply(account, order, take_liquidity(spec, book, rules, self.faults.fill_rng()),
                         order.time_ms)
