@@ -124,3 +124,28 @@ def test_a_mark_price_through_the_liquidation_price_liquidates_the_position() ->
     assert order.avg_price == (market.top.mid / D("0.001")).to_integral_value() * D("0.001")
     updates = [e["o"] for e in events if e["e"] == "ORDER_TRADE_UPDATE" and e["o"]["c"] == order.client_order_id]
     assert [(u["x"], u["X"]) for u in updates] == [("NEW", "NEW"), ("CALCULATED", "FILLED")]
+
+
+async def test_the_running_simulator_liquidates_a_50x_position_when_the_replayed_price_moves(make_rig) -> None:
+    """No hook: a short EOS position at 50x (liquidated about 1 % above entry) and the replay run
+    as fast as it goes; the market loop liquidates it when the mark crosses."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig()
+        client = local_client(ccxt_async.binanceusdm, rig.sim)
+        try:
+            await client.load_markets()
+            await client.set_leverage(50, "EOS/USDT:USDT")
+            await client.create_order("EOS/USDT:USDT", "market", "sell", 1000)
+            (position,) = await client.fetch_positions(["EOS/USDT:USDT"])
+            limit = D(position["info"]["liquidationPrice"])
+            rig.sim.set_speed(0)
+            rig.sim.resume()
+            async with asyncio.timeout(15):
+                while rig.sim_qty("EOS/USDT:USDT") != 0:
+                    await asyncio.sleep(0.05)
+            rig.sim.pause()
+        finally:
+            await client.close()
+        (liq,) = [o for o in rig.sim.order_log() if o["clientOrderId"].startswith("autoclose-")]
+        assert liq["side"] == "BUY" and D(liq["executedQty"]) == 1000
+        assert D(liq["avgPrice"]) >= limit - D("0.001")  # closed at the mark, once it crossed (to the tick)
