@@ -23,8 +23,9 @@ from tests.sim_helpers import local_client
 async def test_a_market_order_answered_new_gets_its_fills_recorded_once_and_the_hedge_is_kept(make_rig) -> None:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         rig = await make_rig(hooked=True)
+        # seed 0: one leg answered NEW, the other PARTIALLY_FILLED; userTrades lag 300 ms behind too
         rig.sim.set_faults(market_delay_probability=1.0, market_delay_ms=300, market_delay_partial_probability=0.5,
-                           seed=0)  # seed 0: one leg answered NEW, the other PARTIALLY_FILLED
+                           trade_lag_ms=300, seed=0)
         spec = rig.pairs["EOS_AXS"]
         entry = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
         assert entry.executed, entry.detail
