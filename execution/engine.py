@@ -41,7 +41,7 @@ from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
 from execution.lifecycle import PairEvent, PairLifecycle
 from execution.locks import SymbolLocks
-from execution.markets_watch import DisabledPairs, is_filter_rejection
+from execution.markets_watch import DisabledPairs
 from execution.orders import (OrderPlacer, OrderRequest, OutcomeUnresolved, PlacedOrder, ProtocolCounters,
                               gather_all, known_filled)
 from execution.resolver import OrderResolver
@@ -982,6 +982,7 @@ class ExecutionEngine:
             "resolving_pairs": self.resolving_pairs(),
             "resolver": dataclasses.asdict(self.resolver.counters),
             "blocked_pairs": dict(self.blocked),
+            "disabled_pairs": dict(self.disabled.reasons),
         }
 
     def latencies(self) -> dict[str, list[float]]:

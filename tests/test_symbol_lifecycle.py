@@ -48,6 +48,7 @@ async def test_a_symbol_that_stops_trading_makes_its_pairs_exit_and_stay_disable
         assert (refused.status, refused.reason) == (ExecutionStatus.REFUSED, Reason.PAIR_DISABLED)
         assert len(rig.sim_orders("pb-")) == sent
         assert rig.engine.resume("EOS_AXS") is False  # AXS still does not trade
+        assert list(rig.engine.stats()["disabled_pairs"]) == ["EOS_AXS"]
         assert (await rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.ENTER_LONG_SPREAD))).executed
         rig.sim.set_symbol_status("AXSUSDT", "TRADING")
         await rig.engine.refresh_markets("test")
@@ -109,3 +110,23 @@ def test_a_symbol_missing_from_the_recorded_file_takes_binances_documented_min_n
         return next(f["notional"] for f in info["filters"] if f["filterType"] == "MIN_NOTIONAL")
     assert notional("BTCUSDT", "30000") == "100"
     assert notional("CELOUSDT", "0.5") == "5"
+
+
+async def test_a_disabled_pair_stays_disabled_across_a_restart_until_resumed(make_rig, tmp_path) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        path = tmp_path / "disabled.sqlite"
+        rig = await make_rig(execution=WATCHING, journal_path=path)
+        rig.sim.set_symbol_status("AXSUSDT", "SETTLING")
+        await rig.engine.refresh_markets("test")
+        assert "EOS_AXS" in rig.engine.disabled
+        await rig.engine.stop()
+        rig.journal.close()
+        rig.sim.set_symbol_status("AXSUSDT", "TRADING")
+        again = await make_rig(journal_path=path, sim=rig.sim)
+        assert "EOS_AXS" in again.engine.disabled  # rebuilt from the journal's events; AXS trading is not enough
+        refused = await again.engine.execute_signal(again.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert refused.reason is Reason.PAIR_DISABLED
+        await again.engine.stop()
+        again.journal.close()
+        resumed = await make_rig(journal_path=path, sim=rig.sim, resume_halted=True)
+        assert "EOS_AXS" not in resumed.engine.disabled
