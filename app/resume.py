@@ -44,10 +44,13 @@ def resume_pairs(config: AppConfig, config_path: Path, pair_ids: list[str]) -> l
         disabled.restore()
         for pair_id in pair_ids:
             before = positions[pair_id]
-            if disabled.enable(pair_id, by="operator (main.py resume)"):
+            enabled = disabled.enable(pair_id, by="operator (main.py resume)")
+            if enabled:
                 lines.append(f"{pair_id}: enabled again; the next start disables it again if a leg still does "
                              "not trade")
             if before.state not in (PairState.HALTED, PairState.BLOCKED):
+                if enabled:
+                    continue
                 lines.append(f"{pair_id}: {before.state.value}, nothing to resume")
                 continue
             lifecycle.apply(pair_id, PairEvent.OPERATOR_RESUME, PairState.RESOLVING,

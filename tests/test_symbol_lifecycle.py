@@ -18,7 +18,10 @@ import aiohttp
 import ccxt.async_support as ccxt_async
 import pytest
 
+import main as bot_main
 from core.types import PairState, SignalType
+from execution.journal import Journal
+from execution.journal_models import PairPosition
 from execution.results import ExecutionStatus, Reason
 from simulator.config import SimulatorConfig
 from simulator.markets import PriceHint, derive_symbol_info
@@ -130,3 +133,18 @@ async def test_a_disabled_pair_stays_disabled_across_a_restart_until_resumed(mak
         again.journal.close()
         resumed = await make_rig(journal_path=path, sim=rig.sim, resume_halted=True)
         assert "EOS_AXS" not in resumed.engine.disabled
+
+
+def test_the_resume_command_enables_a_disabled_pair_in_the_journal(tmp_path, capsys) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"dry_run": True, "storage": {"dir": "state"}}), encoding="utf-8")
+    pairs = bot_main.PROJECT_DIR / "pairs_config.json"
+    path = tmp_path / "state" / "journal-paper.sqlite"
+    path.parent.mkdir()
+    with Journal.open(path, mode="paper") as journal:
+        journal.save_position(PairPosition("EOS_AXS", PairState.FLAT, D(0), D(0), EOS, AXS))
+        journal.record_event("pair_disabled", "EOS_AXS", {"symbols": [AXS], "reason": "AXS not trading"})
+    assert bot_main.main(["resume", "EOS_AXS", "--config", str(config), "--pairs", str(pairs)]) == 0
+    assert "EOS_AXS: enabled again" in capsys.readouterr().out
+    with Journal.open(path, mode="paper") as journal:
+        assert [e["kind"] for e in journal.events() if e["pair_id"] == "EOS_AXS"] == ["pair_disabled", "pair_enabled"]
