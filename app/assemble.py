@@ -100,6 +100,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     router = SignalRouter(generators=generators, engine=engine, stats=stats, history=hub.fetch_history,
                           observers=observers, on_feed_loss=config.signal.on_feed_loss)
     pipeline.router = router
+    engine.flatten_pair = router.flatten  # a disabled pair exits through its generator's FLATTEN
     for symbol in router.symbols:
         hub.subscribe(symbol, router.on_quote)
     hub.on_stale_change(lambda symbol, stale: logger.debug("stale {} -> {}", symbol, stale))

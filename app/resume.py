@@ -1,4 +1,4 @@
-"""``python main.py resume PAIR ...``: an operator clears HALTED or BLOCKED pairs in the journal.
+"""``python main.py resume PAIR ...``: an operator clears HALTED or BLOCKED (or disabled) pairs in the journal.
 
 The bot must not be running (the journal is the running bot's). A cleared pair goes to RESOLVING
 through the lifecycle table, with a ``pair_transition`` event saying it was the operator; the next
@@ -15,6 +15,7 @@ from core.errors import UsageError
 from core.types import PairState
 from execution.journal import Journal
 from execution.lifecycle import PairEvent, PairLifecycle
+from execution.markets_watch import DisabledPairs
 
 
 def journal_file(config: AppConfig, config_path: Path) -> Path:
@@ -39,9 +40,17 @@ def resume_pairs(config: AppConfig, config_path: Path, pair_ids: list[str]) -> l
         if unknown:
             raise UsageError(f"resume: {', '.join(unknown)} not in {path} (known: {', '.join(sorted(positions))})")
         lifecycle = PairLifecycle(journal, positions)
+        disabled = DisabledPairs(journal)
+        disabled.restore()
         for pair_id in pair_ids:
             before = positions[pair_id]
+            enabled = disabled.enable(pair_id, by="operator (main.py resume)")
+            if enabled:
+                lines.append(f"{pair_id}: enabled again; the next start disables it again if a leg still does "
+                             "not trade")
             if before.state not in (PairState.HALTED, PairState.BLOCKED):
+                if enabled:
+                    continue
                 lines.append(f"{pair_id}: {before.state.value}, nothing to resume")
                 continue
             lifecycle.apply(pair_id, PairEvent.OPERATOR_RESUME, PairState.RESOLVING,

@@ -181,6 +181,9 @@ class ExecutionConfig(_Strict):
     # A leg that vanished from the exchange with no order of ours (liquidation, ADL, a manual
     # close): "close" the surviving leg of every pair on it, or "alert" (HALT, touch nothing).
     on_leg_vanished: Literal["close", "alert"] = "close"
+    # How often exchangeInfo is read again (filters, symbol status); also soon after an order is
+    # refused by a filter (execution/markets_watch.py).
+    markets_refresh_seconds: float = Field(default=3600.0, gt=0, le=86_400)
 
 
 class RiskConfig(_Strict):

@@ -43,6 +43,7 @@ from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
 from execution.lifecycle import PairEvent, PairLifecycle
 from execution.locks import SymbolLocks
+from execution.markets_watch import DisabledPairs
 from execution.orders import (OrderPlacer, OrderRequest, OutcomeUnresolved, PlacedOrder, ProtocolCounters,
                               gather_all, known_filled)
 from execution.resolver import OrderResolver
@@ -126,6 +127,14 @@ class ExecutionEngine:
         self.funding = FundingCollector(adapter, journal)
         self.fee_rates: dict[str, FeeRates] = {}
         self._funding_task: asyncio.Task[None] | None = None
+        #: Pairs with a leg that stopped trading (execution/markets_watch.py): no entries, exited.
+        self.disabled = DisabledPairs(journal)
+        #: How a disabled pair's position is closed: the router's ``flatten`` when wired (its
+        #: generator follows), else the engine's own FLATTEN signal (``flatten``).
+        self.flatten_pair: Callable[[str, str], bool] | None = None
+        self._markets_task: asyncio.Task[None] | None = None
+        self._markets_refresh: asyncio.Task[None] | None = None
+        self.placer.on_filter_rejection = self._on_filter_rejection
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -147,6 +156,7 @@ class ExecutionEngine:
             stored = self.journal.get_position(pair_id)
             self.positions[pair_id] = stored or PairPosition(pair_id, PairState.FLAT, ZERO, ZERO,
                                                              spec.symbol_a, spec.symbol_b)
+        self.disabled.restore()
 
     async def _sync_clock_at_start(self) -> None:
         """Measure the clock offset before the first signed request; the resolver's restart
@@ -190,7 +200,7 @@ class ExecutionEngine:
         await self.prepare()
         if self._resume_halted:  # run --resume-halted: the operator clears every sticky pair
             for pair_id in [p for p, pos in self.positions.items()
-                            if pos.state in (PairState.HALTED, PairState.BLOCKED)]:
+                            if pos.state in (PairState.HALTED, PairState.BLOCKED) or p in self.disabled]:
                 self.resume(pair_id)
         async with self._lock:
             self.last_reconcile = await self._reconcile(startup=True)
@@ -198,6 +208,8 @@ class ExecutionEngine:
         self._funding_task = asyncio.create_task(self._collect_funding_periodically(), name="execution.funding")
         if self.adapter.clock_sync_interval_seconds > 0:
             self._clock_task = asyncio.create_task(self._sync_clock_periodically(), name="execution.clock")
+        await self.check_symbols()
+        self._markets_task = asyncio.create_task(self._refresh_markets_periodically(), name="execution.markets")
         if self.resolving_pairs():
             self.resolve_soon()
 
@@ -282,11 +294,13 @@ class ExecutionEngine:
         """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
         self._stopping = True
         await self._finish_executions()
-        for task in (self._periodic, self._resolution_task, self._funding_task, self._clock_task):
+        for task in (self._periodic, self._resolution_task, self._funding_task, self._clock_task, self._markets_task,
+                     self._markets_refresh):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._periodic = self._resolution_task = self._funding_task = self._clock_task = None
+        self._markets_task = self._markets_refresh = None
         async with self._lock:
             pass
         if self._balance_tasks:
@@ -310,15 +324,75 @@ class ExecutionEngine:
 
     def resume(self, pair_id: str) -> bool:
         """Operator: clear HALTED or BLOCKED; the pair is reconciled afresh (RESOLVING) at once.
-        Returns False when the pair was neither."""
+        A disabled pair is enabled again if both its symbols trade (else it stays disabled).
+        Returns False when the pair was none of these, or stays disabled."""
+        enabled = False
+        if pair_id in self.disabled:
+            spec = self.pairs[pair_id]
+            idle = [s for s in (spec.symbol_a, spec.symbol_b) if not self.adapter.is_trading(s)]
+            if idle:
+                logger.warning("{}: stays disabled: {} still not trading", pair_id, ", ".join(idle))
+                return False
+            enabled = self.disabled.enable(pair_id, by="operator")
         if self.pair_state(pair_id) not in (PairState.HALTED, PairState.BLOCKED):
-            return False
+            return enabled
         before = self.positions[pair_id]
         self.lifecycle.apply(pair_id, PairEvent.OPERATOR_RESUME, PairState.RESOLVING,
                              reason=f"operator resume from {before.state.value}: {before.halted_reason}")
         logger.warning("{}: {} cleared by the operator; reconciling it afresh", pair_id, before.state.value)
         self.resolve_soon()
         return True
+
+    # -- symbol lifecycle and filters (execution/markets_watch.py) ------------------------------
+    async def _refresh_markets_periodically(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._exec.markets_refresh_seconds)
+            await self.refresh_markets("periodic")
+
+    async def refresh_markets(self, why: str) -> None:
+        """Re-read exchangeInfo (filters, statuses), then disable and exit the pairs whose legs
+        stopped trading. A failed read is logged; the next refresh tries again."""
+        try:
+            await self.adapter.load_markets(reload=True)
+        except (RetryableError, PermanentError) as exc:
+            logger.warning("markets refresh ({}) failed: {}", why, exc)
+            return
+        logger.debug("markets refreshed ({})", why)
+        await self.check_symbols()
+
+    async def check_symbols(self) -> None:
+        """Disable every pair with a leg the venue does not trade; close what such pairs hold."""
+        for pair_id, spec in self.pairs.items():
+            idle = [s for s in (spec.symbol_a, spec.symbol_b) if not self.adapter.is_trading(s)]
+            if idle:
+                self.disabled.disable(pair_id, idle)
+        for pair_id in list(self.disabled.reasons):
+            if self.pair_state(pair_id) in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD) \
+                    and not self._in_flight.get(pair_id) and not self._stopping:
+                reason = self.disabled.reasons[pair_id]
+                if self.flatten_pair is None or not self.flatten_pair(pair_id, reason):
+                    await self.flatten(pair_id, reason)
+
+    async def flatten(self, pair_id: str, reason: str) -> ExecutionResult:
+        """Close ``pair_id``'s position at market with a FLATTEN signal through every protocol."""
+        position = self.positions[pair_id]
+        spec = self.pairs[pair_id]
+        last = self._last_signal_ts.get(pair_id)
+        window_ms = int(self._exec.duplicate_window_seconds * 1000)
+        ts = last + window_ms if last is not None else self.journal_now_ms()
+        mid_a, mid_b = self._mids(spec.symbol_a), self._mids(spec.symbol_b)
+        signal = TradingSignal(f"D{pair_id[:8]}-{ts:x}"[:26], pair_id, SignalType.FLATTEN, 0.0, 0.0, 0.0, 0.0,
+                               float(mid_a or 0), float(mid_b or 0), float(spec.hedge_ratio), ts)
+        logger.warning("{}: FLATTEN by the engine ({}) while {}", pair_id, reason, position.state.value)
+        return await self.execute_signal(signal)
+
+    def _on_filter_rejection(self, symbol: str, detail: str) -> None:
+        """An order was refused by a filter: the venue's filters changed; re-read them soon."""
+        if self._stopping or (self._markets_refresh is not None and not self._markets_refresh.done()):
+            return
+        logger.warning("{}: order refused by a filter ({}); re-reading the markets", symbol, detail[:200])
+        self._markets_refresh = asyncio.create_task(self.refresh_markets(f"filter rejection on {symbol}"),
+                                                    name="execution.markets_refresh")
 
     def busy_pairs(self) -> frozenset[str]:
         """Pairs whose book may legitimately be between two states right now: an execution or an
@@ -498,6 +572,8 @@ class ExecutionEngine:
             return self._refuse(signal, Reason.PAIR_RESOLVING, "an order of the pair has an unknown outcome")
         if signal.signal_type.is_entry and position.state is not PairState.FLAT:
             return self._refuse(signal, Reason.ALREADY_IN_POSITION, position.state.value)
+        if signal.signal_type.is_entry and signal.pair_id in self.disabled:
+            return self._refuse(signal, Reason.PAIR_DISABLED, self.disabled.reasons[signal.pair_id])
         if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
             return self._refuse(signal, Reason.NOT_IN_POSITION, position.state.value)
         plan = None
@@ -1002,6 +1078,7 @@ class ExecutionEngine:
             "resolving_pairs": self.resolving_pairs(),
             "resolver": dataclasses.asdict(self.resolver.counters),
             "blocked_pairs": dict(self.blocked),
+            "disabled_pairs": dict(self.disabled.reasons),
         }
 
     def latencies(self) -> dict[str, list[float]]:

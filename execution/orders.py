@@ -34,6 +34,7 @@ from core.log_setup import log_trade_event
 from execution.exchange import ExchangeAdapter, ExchangeOrderStatus, OrderState, OrderStatusUnknownError
 from execution.journal import Journal
 from execution.journal_models import OrderPurpose, OrderRecord, OrderStatus
+from execution.markets_watch import is_filter_rejection
 from execution.resolver import OrderResolver, Resolution
 
 _PURPOSE_CODE = {OrderPurpose.ENTRY: "E", OrderPurpose.EXIT: "X", OrderPurpose.TOP_UP: "U",
@@ -171,6 +172,8 @@ class OrderPlacer:
         self._fill_wait = fill_wait_seconds
         self._rng = random.Random(seed)
         self._clock = clock
+        #: Told (symbol, error) when an order is refused by a symbol filter (the filters changed).
+        self.on_filter_rejection: Callable[[str, str], None] | None = None
 
     async def place(self, req: OrderRequest, *, working_seconds: float | None = None) -> PlacedOrder:
         """Send ``req`` and follow it to a final state; never raises for exchange trouble.
@@ -266,6 +269,8 @@ class OrderPlacer:
                 self._counters.orders_rejected += 1
                 logger.warning("{} {}: order rejected: {}", req.pair_id, req.cid, exc)
                 self._update_status(req.cid, OrderStatus.REJECTED, error=str(exc)[:300])
+                if self.on_filter_rejection is not None and is_filter_rejection(str(exc)):
+                    self.on_filter_rejection(req.symbol, str(exc))
                 return None
             if attempt < self._max_retries:
                 self._counters.ghost_resends += 1

@@ -76,7 +76,8 @@ _MARGIN_TYPE_ALREADY_SET = -4046
 class MarketSource(Protocol):
     """The part of the live adapter the paper exchange borrows: markets, rules and precision."""
 
-    async def load_markets(self) -> None: ...
+    async def load_markets(self, *, reload: bool = False) -> None: ...
+    def is_trading(self, symbol: str) -> bool: ...
     def rules(self, symbol: str) -> MarketRules: ...
     def resolve_symbol(self, raw: str) -> str: ...
     def amount_to_precision(self, symbol: str, qty: Decimal) -> Decimal: ...
@@ -168,9 +169,9 @@ class PaperExchange:
         self._funding_due: dict[str, tuple[int, Decimal]] = {}  # exchange id -> (next funding ms, rate)
 
     # -- markets and precision: the live markets' own ----------------------------------------
-    async def load_markets(self) -> None:
+    async def load_markets(self, *, reload: bool = False) -> None:
         """Load the markets, then (once) the saved paper account, then any early quotes."""
-        await self._markets.load_markets()
+        await (self._markets.load_markets(reload=True) if reload else self._markets.load_markets())
         if self._loaded:
             return
         self._loaded = True
@@ -181,6 +182,9 @@ class PaperExchange:
 
     def rules(self, symbol: str) -> MarketRules:
         return self._markets.rules(symbol)
+
+    def is_trading(self, symbol: str) -> bool:
+        return self._markets.is_trading(symbol)
 
     def resolve_symbol(self, raw: str) -> str:
         return self._markets.resolve_symbol(raw)
@@ -358,6 +362,7 @@ class PaperExchange:
     async def fetch_fee_rates(self, symbol: str) -> FeeRates:
         """The configured paper rates (``paper.maker_fee_rate`` / ``paper.taker_fee_rate``)."""
         return FeeRates(self._fills.maker_fee_rate, self._fills.taker_fee_rate, "config")
+
     async def sync_clock(self) -> int:
         """Paper trades on this machine's clock: the offset is 0 by definition."""
         return 0
@@ -381,6 +386,13 @@ class PaperExchange:
         return (LeverageBracket(bracket=1, initial_leverage=rules.max_leverage, notional_floor=Decimal(0),
                                 notional_cap=Decimal(50_000_000), maint_margin_ratio=rules.maint_margin_ratio,
                                 cum=Decimal(0)),)
+
+    async def fetch_recent_orders(self, symbol: str, since_ms: int | None = None) -> list[OrderState]:
+        await self._latency()
+        exchange_id = self._ensure(symbol)
+        with self._translated("fetch_recent_orders", symbol):
+            orders = self._engine.all_orders(self._account, exchange_id, start_ms=since_ms)
+        return [self._order_state(o) for o in orders]
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         exchange_id = self._ensure(symbol)

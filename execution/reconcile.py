@@ -115,12 +115,14 @@ class Reconciler:
         self._external_path = external_path
         self.external: dict[str, Decimal] = _load_external(external_path)
         self._pass_signals: dict[str, str] = {}  # pair -> this pass's repair signal id
+        self._vanished_now: list[_Vanished] = []  # this pass's vanished legs, explained after the comparison
 
     async def run(self, *, startup: bool) -> ReconcileReport:
         report = ReconcileReport()
         engine = self._engine
         engine.counters.reconciliations += 1
         self._pass_signals = {}
+        self._vanished_now = []
         await self._resolve_open_orders(report)
         await self._cancel_orphans(report)
         await self._fill_gaps(report)
@@ -136,6 +138,8 @@ class Reconciler:
             exchange_positions = await self._exchange_positions()
         if exchange_positions is not None:
             self._compare_positions(exchange_positions, report, skip=skip_symbols)
+        for vanished in self._vanished_now:
+            await self._explain_vanished(vanished)
         await self._restore_pairs(report, startup=startup, skip={o.pair_id for o in unresolved})
         if startup or report.repaired or report.blocked or report.orphans_cancelled or report.anomalies:
             logger.info("reconciliation ({}): {}", "startup" if startup else "periodic",
@@ -327,6 +331,7 @@ class Reconciler:
         missing = explained - held  # signed, the side that vanished
         alert = engine.on_leg_vanished == "alert"
         taken: list[str] = []
+        rows: list[str] = []
         for pair_id, spec in engine.pairs.items():
             if missing == 0:
                 break
@@ -337,7 +342,7 @@ class Reconciler:
                 if qty == 0 or (qty > 0) != (missing > 0):
                     continue
                 gone = min(abs(qty), abs(missing))
-                self._record_vanished(spec, leg, symbol, gone if qty > 0 else -gone)
+                rows.append(self._record_vanished(spec, leg, symbol, gone if qty > 0 else -gone))
                 missing -= gone if missing > 0 else -gone
                 taken.append(f"{pair_id} {leg} {gone if qty > 0 else -gone}")
                 if alert and engine.pair_state(pair_id) is not PairState.HALTED:
@@ -345,13 +350,64 @@ class Reconciler:
                     engine.lifecycle.apply(pair_id, PairEvent.HALT, PairState.HALTED, qty_a=qa, qty_b=qb,
                                            reason=f"{symbol} leg vanished from the exchange (on_leg_vanished: alert)")
         report.repaired[f"vanished {symbol}"] = ", ".join(taken)
-        logger.critical("reconciliation: {} VANISHED: the exchange holds {} but the journal explains {}, and no "
-                        "order of ours did it (liquidation, auto-deleveraging or a manual close) | taken off: {} | {}",
-                        symbol, held, explained, ", ".join(taken),
-                        "the pairs are HALTED, nothing sent" if alert else "closing the surviving legs")
+        self._vanished_now.append(_Vanished(symbol, held, explained, tuple(taken), tuple(rows), alert))
         return True
 
-    def _record_vanished(self, spec: Any, leg: str, symbol: str, signed_qty: Decimal) -> None:
+    async def _explain_vanished(self, vanished: _Vanished) -> None:
+        """Find the venue's order that closed a vanished leg, price the VANISHED row with its
+        trades, and say it in one CRITICAL line.
+
+        Binance's ``allOrders`` and ``userTrades`` list the venue's own orders too: a liquidation
+        (clientOrderId ``autoclose-...``), an auto-deleveraging (``adl_autoclose``), a delisting
+        settlement (``settlement_autoclose-...``). An order on the symbol newer than the bot's
+        last fill of it, filled, and unknown to the journal is the cause. When one VANISHED row
+        took the whole of it, that order's trades become the row's fills (its exchange order id
+        is recorded), so the round trip's PnL counts the liquidation at its real price; else the
+        row stays unpriced and the line says so.
+        """
+        engine = self._engine
+        symbol = vanished.symbol
+        since = max((f.ts_ms for pair_id in engine.pairs for f in engine.journal.fills_for_pair_since(pair_id, 0)
+                     if f.symbol == symbol), default=None)
+        cause, priced = "no order found on the exchange (cause unknown)", "unpriced"
+        try:
+            orders = await engine.adapter.fetch_recent_orders(symbol, since)
+        except (RetryableError, PermanentError) as exc:
+            orders = []
+            cause = f"the exchange's order history is unavailable ({exc})"
+        venue = [o for o in orders if o.filled > 0 and not o.client_order_id.startswith(CLIENT_ID_PREFIX)
+                 and engine.journal.get_order(o.client_order_id) is None]
+        if venue:
+            closer = venue[-1]
+            cause = f"{_vanish_cause(closer.client_order_id)} (order {closer.client_order_id}, " \
+                    f"{closer.side} {closer.filled} at {closer.avg_price})"
+            priced = await self._price_vanished(vanished, closer)
+        logger.critical("reconciliation: {} VANISHED: the exchange holds {} but the journal explains {}, and no "
+                        "order of ours did it | cause: {} | taken off: {} ({}) | {}", symbol, vanished.held,
+                        vanished.explained, cause, ", ".join(vanished.taken), priced,
+                        "the pairs are HALTED, nothing sent" if vanished.alert else "closing the surviving legs")
+
+    async def _price_vanished(self, vanished: _Vanished, closer: Any) -> str:
+        engine = self._engine
+        row = engine.journal.get_order(vanished.rows[0]) if len(vanished.rows) == 1 else None
+        if row is None or closer.exchange_order_id is None or closer.filled != row.filled_qty:
+            return "unpriced: the venue's order does not match one VANISHED row"
+        try:
+            fills = await engine.adapter.fetch_order_fills(symbol=vanished.symbol,
+                                                           exchange_order_id=closer.exchange_order_id)
+            if sum((f.qty for f in fills), ZERO) != row.filled_qty:
+                return "unpriced: the venue's trades are not all visible yet"
+            for fill in fills:
+                engine.journal.record_fill(row.client_order_id, trade_id=fill.trade_id, qty=fill.qty,
+                                           price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms)
+            engine.journal.update_order(row.client_order_id, status=OrderStatus.FILLED,
+                                        exchange_order_id=closer.exchange_order_id, avg_price=closer.avg_price,
+                                        fee=sum((f.fee for f in fills), ZERO))
+        except (RetryableError, PermanentError, FillConflictError, IllegalTransitionError) as exc:
+            return f"unpriced: {exc}"
+        return f"priced at {closer.avg_price} from the venue's trades"
+
+    def _record_vanished(self, spec: Any, leg: str, symbol: str, signed_qty: Decimal) -> str:
         engine = self._engine
         signal_id = self._repair_signal_id(spec)
         attempt = sum(1 for o in engine.journal.orders_for_signal(signal_id)
@@ -366,6 +422,7 @@ class Reconciler:
                 order_type="market", qty=request.qty, round_trip_id=request.round_trip_id)
             engine.journal.update_order(request.cid, status=OrderStatus.FILLED, filled_qty=request.qty,
                                         error="vanished from the exchange with no order of ours")
+        return request.cid
 
     async def _restore_pairs(self, report: ReconcileReport, *, startup: bool,
                              skip: AbstractSet[str] = frozenset()) -> None:
@@ -557,6 +614,34 @@ class Reconciler:
                 break
         engine.journal.close_round_trip(trip.id, exit_signal_id=exit_id, closed_ts_ms=engine.journal_now_ms(),
                                         exit_reason=exit_reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Vanished:
+    """A leg found vanished in this pass: what the exchange held, what the journal explained,
+    the VANISHED rows recorded for it (client order ids) and the policy."""
+
+    symbol: str
+    held: Decimal
+    explained: Decimal
+    taken: tuple[str, ...]
+    rows: tuple[str, ...]
+    alert: bool
+
+
+def _vanish_cause(client_order_id: str) -> str:
+    """Pure: what the venue's clientOrderId says closed a position (Binance's special ids).
+
+    >>> _vanish_cause("autoclose-1688744100053")
+    'liquidation'
+    """
+    if client_order_id.startswith("autoclose-"):
+        return "liquidation"
+    if client_order_id.startswith("adl_autoclose"):
+        return "auto-deleveraging"
+    if client_order_id.startswith("settlement_autoclose-"):
+        return "settlement (delisting or delivery)"
+    return "an order not placed by the bot (a manual close?)"
 
 
 def _restore_event(state: PairState) -> PairEvent:

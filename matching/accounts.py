@@ -15,8 +15,12 @@ Accounting rules, plainly:
 - Margin: position initial margin = |amount| * mark / leverage; open-order initial margin =
   the position-increasing part of each open order's remainder * its price / leverage;
   available = wallet + unrealized PnL - position margin - open-order margin. Cross and
-  isolated are computed alike (isolated wallets are not separated) and nothing is ever
-  liquidated; both are documented gaps of the model.
+  isolated are computed alike (isolated wallets are not separated).
+- Liquidation (``liquidation_price``): every position is priced as an isolated one, whose
+  isolated wallet is the initial margin it was opened with (|amount| * entry / leverage), by
+  Binance's USD-M formula with the maintenance rate and amount of its bracket; the matching
+  engine liquidates it when the mark price crosses that price. Cross-margin liquidation (the
+  whole wallet backing every position) is not modelled.
 
 Payload builders render ``GET /fapi/v3/account``, ``GET /fapi/v3/positionRisk`` and the
 user-stream ``ACCOUNT_UPDATE`` event as Binance shapes them.
@@ -198,9 +202,32 @@ def margin_summary(account: Account, open_orders: Iterable[Order], mark: MarkFn)
                          order_margin.quantize(_MONEY))
 
 
+def liquidation_price(position: Position, leverage: int, maint_rate: Decimal,
+                      maint_amount: Decimal) -> Decimal | None:
+    """The mark price at which ``position`` is liquidated (isolated margin), None when flat.
+
+    Binance USD-M, one-way mode, isolated (other contracts' margin and PnL count 0):
+    ``LP = (WB + cum - side * qty * entry) / (qty * MMR - side * qty)``, with WB the isolated
+    wallet (here the initial margin: qty * entry / leverage), ``side`` +1 long / -1 short and
+    ``qty`` the absolute size. Never below 0.
+
+    >>> p = Position("EOSUSDT", Decimal("-100"), Decimal("1"))
+    >>> liquidation_price(p, 50, Decimal("0.01"), Decimal(0))
+    Decimal('1.00990099')
+    """
+    if position.amount == 0:
+        return None
+    qty = abs(position.amount)
+    side = Decimal(1) if position.amount > 0 else Decimal(-1)
+    wallet = qty * position.entry_price / leverage
+    price = (wallet + maint_amount - side * qty * position.entry_price) / (qty * maint_rate - side * qty)
+    return max(ZERO, price.quantize(_MONEY))
+
+
 def position_risk_payload(account: Account, symbol: str, mark: Decimal | None,
                           maint_ratio: Decimal, order_margin: Decimal, *,
-                          position: Position | None = None) -> dict[str, Any]:
+                          position: Position | None = None,
+                          liquidation: Decimal | None = None) -> dict[str, Any]:
     """One ``GET /fapi/v3/positionRisk`` row (v3 shape: no leverage / marginType fields).
 
     ``position`` (default: the account's current one) lets a lagged report show an old state.
@@ -220,7 +247,7 @@ def position_risk_payload(account: Account, symbol: str, mark: Decimal | None,
         "breakEvenPrice": decimal_text(pos.entry_price),
         "markPrice": decimal_text(price),
         "unRealizedProfit": decimal_text(pos.unrealized(price)),
-        "liquidationPrice": "0",
+        "liquidationPrice": decimal_text(liquidation) if liquidation is not None and pos.amount else "0",
         "isolatedMargin": decimal_text(isolated_margin),
         "notional": decimal_text(notional),
         "marginAsset": "USDT",

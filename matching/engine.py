@@ -27,6 +27,13 @@ Semantics worth knowing (and where they differ from Binance, why):
   the position (Binance may instead shrink such an order; refusing is stricter on purpose).
 - A random reject (fault injection) happens after parameter and filter checks, before the
   order exists, so a valid order can be refused but an invalid one keeps its real error.
+- Liquidation and auto-deleveraging (``check_liquidations``, ``liquidate``): a position whose
+  mark price (``MarketView.mark_price``, the one place the mark is read) crosses its isolated
+  liquidation price (``matching.accounts.liquidation_price``) is closed whole at the mark price,
+  rounded to the tick, by a venue order of type LIQUIDATION with clientOrderId
+  ``autoclose-<time>`` (ADL: ``adl_autoclose``), as Binance names them. It is in the order log,
+  ``allOrders`` and ``userTrades`` like any order, and on the user stream as NEW then a
+  CALCULATED (liquidation execution) update; the fee is the taker fee.
 - Reporting lags (fault injection, ``trade_lag_ms`` / ``position_lag_ms``) are measured on the
   WALL clock (``wall_clock``), since they model the venue's read replicas, not the market:
   each trade remembers when it was made, and each (account, symbol) keeps a short history of
@@ -50,12 +57,14 @@ from matching.accounts import (
     account_update_event,
     account_v3_payload,
     increasing_qty,
+    liquidation_price,
     margin_summary,
     position_risk_payload,
 )
 from matching.config import AccountConfig, FillConfig
 from matching.fill_model import (
     BookTop,
+    Fill,
     FillResult,
     FillRules,
     InvalidBookError,
@@ -67,12 +76,14 @@ from matching.fill_model import (
 from matching.filters import check_notional, check_price, check_quantity
 from matching.orders import CANCELED, EXPIRED, Order, TradeRecord
 from matching.requests import NewOrder, OrderRef
-from matching.rules import SymbolRules
+from matching.rules import SymbolRules, maintenance_bracket
 
 EventSink = Callable[[str, dict[str, Any]], None]
 WallClock = Callable[[], int]
 MAX_OPEN_ORDERS_PER_SYMBOL = 200
 _MONEY = Decimal("1E-8")
+LIQUIDATION_CLIENT_PREFIX = "autoclose-"  # Binance: a liquidation order's clientOrderId
+ADL_CLIENT_ID = "adl_autoclose"  # Binance: an auto-deleveraging order's clientOrderId
 
 
 def wall_clock_ms() -> int:
@@ -202,8 +213,12 @@ class TradingEngine:
 
     # --- orders ----------------------------------------------------------------------------
 
-    def place_order(self, account: Account, req: NewOrder) -> Order:
-        """Check, accept and (if it can) fill a new order. Raises ``BinanceError``."""
+    def place_order(self, account: Account, req: NewOrder, *, defer_fills: bool | None = None) -> Order:
+        """Check, accept and (if it can) fill a new order. Raises ``BinanceError``.
+
+        ``defer_fills`` (MARKET orders; the simulator's ``market_delay`` fault): False accepts the
+        order with no execution yet (NEW), True with about half its lots executed
+        (PARTIALLY_FILLED); ``complete_deferred`` executes the rest later. None: at once."""
         rules = self._rules(req.symbol)
         market_order = req.order_type == "MARKET"
         check_quantity(rules, req.quantity, market_order=market_order)
@@ -238,7 +253,28 @@ class TradingEngine:
                 raise errors.fok_not_filled()
         order = self._register(account, req)
         self._emit(account, order.ws_event("NEW", order.time_ms))
+        if defer_fills is not None and market_order:
+            part = (order.orig_qty / 2 // rules.market_step_size) * rules.market_step_size if defer_fills else 0
+            if part > 0:
+                fill_rules = replace(self._fill_rules[order.symbol], partial_fill_probability=0.0)
+                spec = OrderSpec(order.side, part, "MARKET", None)  # type: ignore[arg-type]
+                self._apply(account, order, take_liquidity(spec, book, fill_rules, self.faults.fill_rng()),
+                            order.time_ms)
+            return order
         self._take(account, order, book)
+        return order
+
+    def complete_deferred(self, order_id: int) -> Order | None:
+        """Execute what is left of a MARKET order accepted with ``defer_fills`` (unless it was
+        cancelled meanwhile) against the book of now; its unfillable remainder expires."""
+        order = self.orders.get(order_id)
+        if order is None or not order.is_open or order.order_type != "MARKET":
+            return None
+        book = self.market.book(order.symbol)
+        if book is None:
+            self._close(order, EXPIRED)
+            return order
+        self._take(self.accounts[order.account], order, book)
         return order
 
     def cancel_order(self, account: Account, ref: OrderRef) -> Order:
@@ -420,9 +456,66 @@ class TradingEngine:
             order_margin = margin_summary(_only(account, sym), orders,
                                           self.market.mark_price).order_margin
             rows.append(position_risk_payload(account, sym, self.market.mark_price(sym),
-                                              self.rules[sym].maint_margin_ratio, order_margin,
-                                              position=pos))
+                                              maintenance_bracket(self.rules[sym])[0], order_margin,
+                                              position=pos,
+                                              liquidation=self.liquidation_price(account, sym, pos)))
         return rows
+
+    # --- liquidation and auto-deleveraging --------------------------------------------------
+
+    def liquidation_price(self, account: Account, symbol: str,
+                          position: Position | None = None) -> Decimal | None:
+        """The isolated liquidation price of ``account``'s position on ``symbol`` (None: flat)."""
+        pos = position if position is not None else account.positions.get(symbol)
+        if pos is None or pos.amount == 0:
+            return None
+        rate, amount = maintenance_bracket(self.rules[symbol])
+        return liquidation_price(pos, account.leverage_of(symbol), rate, amount)
+
+    def check_liquidations(self, symbols: Iterable[str] | None = None) -> list[Order]:
+        """Liquidate every position (of ``symbols``, default all) whose mark price has crossed
+        its liquidation price; returns the liquidation orders."""
+        wanted = None if symbols is None else set(symbols)
+        done: list[Order] = []
+        for account in self.accounts.values():
+            for symbol, pos in list(account.positions.items()):
+                if pos.amount == 0 or (wanted is not None and symbol not in wanted):
+                    continue
+                mark = self.market.mark_price(symbol)
+                limit = self.liquidation_price(account, symbol, pos)
+                if mark is None or limit is None:
+                    continue
+                if (pos.amount > 0 and mark <= limit) or (pos.amount < 0 and mark >= limit):
+                    order = self.liquidate(account, symbol)
+                    if order is not None:
+                        done.append(order)
+        return done
+
+    def liquidate(self, account: Account, symbol: str, *, adl: bool = False) -> Order | None:
+        """Close ``account``'s whole position on ``symbol`` now, at the mark price (to the tick),
+        with a LIQUIDATION order (``adl``: an auto-deleveraging one); None when flat."""
+        rules = self._rules(symbol)
+        pos = account.positions.get(symbol)
+        if pos is None or pos.amount == 0:
+            return None
+        mark = self.market.mark_price(symbol) or pos.entry_price
+        price = (mark / rules.tick_size).to_integral_value() * rules.tick_size
+        qty = abs(pos.amount)
+        now = self.market.now_ms
+        order_id = self._next_order_id
+        self._next_order_id += 1
+        order = Order(order_id=order_id,
+                      client_order_id=ADL_CLIENT_ID if adl else f"{LIQUIDATION_CLIENT_PREFIX}{now}-{order_id}",
+                      account=account.name, symbol=symbol, side="SELL" if pos.amount > 0 else "BUY",
+                      order_type="LIQUIDATION", time_in_force="IOC", orig_qty=qty, price=price,
+                      reduce_only=True, time_ms=now, update_ms=now)
+        self.orders[order_id] = order
+        self._by_client.setdefault((account.name, symbol, order.client_order_id), []).append(order_id)
+        self._emit(account, order.ws_event("NEW", now))
+        fee = (price * qty * self.fills.taker_fee_rate).quantize(Decimal("1E-8"))
+        self._apply(account, order, FillResult((Fill(price, qty, fee, False),), qty, Decimal(0)), now,
+                    execution_type="CALCULATED")
+        return order
 
     def order_log(self) -> list[dict[str, Any]]:
         """Every order the venue has seen, all accounts, oldest first (admin view)."""
@@ -567,7 +660,7 @@ class TradingEngine:
                                     0.0 if order.time_in_force == "FOK"
                                     else self.faults.partial_fill_probability)
         if order.order_type == "MARKET" or is_marketable(order.side, order.price, book):
-            spec = OrderSpec(order.side, order.orig_qty, order.order_type,  # type: ignore[arg-type]
+            spec = OrderSpec(order.side, order.remaining, order.order_type,  # type: ignore[arg-type]
                              order.price if order.order_type == "LIMIT" else None)
             self._apply(account, order, take_liquidity(spec, book, rules, self.faults.fill_rng()),
                         order.time_ms)
@@ -598,7 +691,8 @@ class TradingEngine:
             if not order.is_open:
                 self._open[order.symbol].pop(order.order_id, None)
 
-    def _apply(self, account: Account, order: Order, result: FillResult, now: int) -> None:
+    def _apply(self, account: Account, order: Order, result: FillResult, now: int,
+               execution_type: str = "TRADE") -> None:
         position = account.position(order.symbol)
         if not result.fills:
             return
@@ -623,7 +717,7 @@ class TradingEngine:
             self._trade_wall_ms[trade.trade_id] = wall
             self._next_trade_id += 1
             order.add_trade(trade)
-            self._emit(account, order.ws_event("TRADE", now, trade))
+            self._emit(account, order.ws_event(execution_type, now, trade))
             self._emit(account, account_update_event(account, order.symbol,
                                                      self.market.mark_price(order.symbol), now))
         history.append((wall, replace(position)))

@@ -89,6 +89,27 @@ def rules_from_info(info: Mapping[str, Any], provenance: str) -> SymbolRules:
     )
 
 
+def maintenance_bracket(rules: SymbolRules) -> tuple[Decimal, Decimal]:
+    """(maintenance margin rate, maintenance amount in USDT) of a position on ``rules``' symbol.
+
+    One bracket per symbol (the recorded file has none): the rate is the recorded
+    ``maintMarginPercent`` capped at half the initial margin of the symbol's maximum leverage,
+    which is how Binance's first brackets are set (125x: 0.40 %, 100x: 0.50 %, 50x: 1.00 %,
+    20x: 2.50 %), so a position at the maximum leverage is not liquidated at once. With a single
+    bracket the maintenance amount (``cum``) is 0. Served as ``GET /fapi/v1/leverageBracket`` and
+    used for the liquidation price (``matching/engine.py``).
+
+    >>> from decimal import Decimal as D
+    >>> maintenance_bracket(rules_from_info({"symbol": "BTCUSDT", "baseAsset": "BTC", "quoteAsset": "USDT",
+    ...     "pricePrecision": 2, "quantityPrecision": 3, "maintMarginPercent": "2.5000", "filters": [
+    ...     {"filterType": "PRICE_FILTER", "tickSize": "0.01", "minPrice": "1", "maxPrice": "1000000"},
+    ...     {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001", "maxQty": "1000"}]}, "test"))
+    (Decimal('0.004'), Decimal('0'))
+    """
+    rate = min(rules.maint_margin_ratio, Decimal(1) / (2 * rules.max_leverage))
+    return rate, Decimal(0)
+
+
 def decimal_places(value: Decimal) -> int:
     """Significant decimal places: ``Decimal('0.0010')`` -> 3, ``Decimal('10')`` -> 0."""
     exponent = value.normalize().as_tuple().exponent

@@ -10,12 +10,16 @@ GET      /sim/orders                  the full order log, every account, with cl
                                       (filters: ``?account=&symbol=&clientOrderId=``)
 GET      /sim/positions               wallets, fees and non-zero positions per account
 GET      /sim/markets                 served symbols with filters and their provenance
+POST     /sim/markets/{symbol}        ``{"status": "SETTLING", "min_notional": "100", "min_qty", "max_qty",
+                                      "market_max_qty"}``: change a symbol's status and filters
 GET      /sim/stats                   frames sent/dropped, clients, injected faults, replay
 GET      /sim/faults                  the current ``FaultConfig``
 POST     /sim/faults                  JSON object of ``FaultConfig`` fields to change
                                       (``{"reset": true}`` first restores "no faults")
 POST     /sim/faults/http-burst       ``{"status": 429, "count": 5}``: fail the next N requests
 POST     /sim/ws/drop                 ``{"abrupt": false}``: disconnect every WebSocket now
+POST     /sim/liquidate               ``{"symbol": "EOSUSDT", "account": "default", "adl": false}``:
+                                      liquidate that position now (404 when flat)
 POST     /sim/reset                   orders, positions, balances back to the start
                                       (``{"replay": true}`` also rewinds the market)
 POST     /sim/replay                  ``{"speed": 10, "paused": false}``
@@ -49,11 +53,13 @@ class AdminApi:
         app.router.add_get("/sim/orders", self.orders)
         app.router.add_get("/sim/positions", self.positions)
         app.router.add_get("/sim/markets", self.markets)
+        app.router.add_post("/sim/markets/{symbol}", self.change_market)
         app.router.add_get("/sim/stats", self.stats)
         app.router.add_get("/sim/faults", self.get_faults)
         app.router.add_post("/sim/faults", self.set_faults)
         app.router.add_post("/sim/faults/http-burst", self.http_burst)
         app.router.add_post("/sim/ws/drop", self.drop_ws)
+        app.router.add_post("/sim/liquidate", self.liquidate)
         app.router.add_post("/sim/reset", self.reset)
         app.router.add_post("/sim/replay", self.replay)
         app.router.add_post("/sim/state/save", self.save_state)
@@ -76,6 +82,22 @@ class AdminApi:
 
     async def markets(self, request: web.Request) -> web.Response:
         return json_response(self.sim.markets())
+
+    async def change_market(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        symbol = request.match_info["symbol"].upper()
+        if symbol not in self.sim.engine.rules:
+            return json_response({"error": f"unknown symbol {symbol!r}"}, status=400)
+        status = body.pop("status", None)
+        try:
+            filters = self.sim.set_symbol_filters(symbol, **body) if body else None
+        except (ValueError, ArithmeticError) as exc:
+            return json_response({"error": str(exc)}, status=400)
+        if status is not None:
+            self.sim.set_symbol_status(symbol, str(status).upper())
+        info = self.sim.engine.rules[symbol].info
+        return json_response({"symbol": symbol, "status": info["status"],
+                              "filters": filters or {f["filterType"]: f for f in info["filters"]}})
 
     async def stats(self, request: web.Request) -> web.Response:
         return json_response(self.sim.stats())
@@ -105,6 +127,16 @@ class AdminApi:
         body = await _json_body(request)
         return json_response({"dropped": await self.sim.drop_websockets(
             abrupt=bool(body.get("abrupt", False)))})
+
+    async def liquidate(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        symbol, account = str(body.get("symbol", "")).upper(), str(body.get("account", "default"))
+        if symbol not in self.sim.engine.rules or account not in self.sim.engine.accounts:
+            return json_response({"error": f"unknown symbol {symbol!r} or account {account!r}"}, status=400)
+        order = self.sim.liquidate(symbol, account=account, adl=bool(body.get("adl", False)))
+        if order is None:
+            return json_response({"error": f"{account} holds no {symbol} position"}, status=404)
+        return json_response(order)
 
     async def reset(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

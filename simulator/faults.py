@@ -47,6 +47,12 @@ this order, the first that fires wins: lands late, 503, -1007, then (order place
   status unknown."; placed or not by the seeded coin.
 - ``trade_lag_ms``: ``GET /fapi/v1/userTrades`` shows a trade only this long (wall time) after
   it was made; the order itself already reports its fills.
+- ``market_delay_probability`` + ``market_delay_ms`` (default 200) +
+  ``market_delay_partial_probability`` (default 0.5): a MARKET order is accepted and answered
+  before it has executed, as Binance may answer one: status NEW with executedQty 0 or (by the
+  second coin) PARTIALLY_FILLED with about half its lots, the rest of its fills following
+  ``market_delay_ms`` later (wall time). A query meanwhile shows it as answered; a cancel before
+  then cancels the remainder. Counted as ``market_delayed_new`` / ``market_delayed_partial``.
 - ``position_lag_ms``: ``positionRisk`` (v2, v3) and the positions of ``account`` (v2, v3)
   report each position as it was this long ago (wall time); wallet and margin figures stay
   current.
@@ -89,11 +95,11 @@ PROBABILITY_FIELDS: tuple[str, ...] = (
     "partial_fill_probability", "reject_probability", "lost_response_probability",
     "http_error_probability", "malformed_frame_probability", "lands_late_probability",
     "unknown_503_probability", "unknown_503_applied_probability", "timeout_1007_probability",
-    "timeout_1007_applied_probability",
+    "timeout_1007_applied_probability", "market_delay_probability", "market_delay_partial_probability",
 )
 INT_FIELDS: frozenset[str] = frozenset({
     "seed", "reject_code", "latency_ms", "latency_jitter_ms", "http_error_status",
-    "lands_late_ms", "trade_lag_ms", "position_lag_ms", "clock_skew_ms",
+    "lands_late_ms", "trade_lag_ms", "position_lag_ms", "clock_skew_ms", "market_delay_ms",
 })
 
 
@@ -122,6 +128,9 @@ class FaultConfig:
     trade_lag_ms: int = 0
     position_lag_ms: int = 0
     clock_skew_ms: int = 0
+    market_delay_probability: float = 0.0
+    market_delay_ms: int = 200
+    market_delay_partial_probability: float = 0.5
 
     def __post_init__(self) -> None:
         for name in PROBABILITY_FIELDS:
@@ -137,7 +146,7 @@ class FaultConfig:
             )
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
-        for name in ("lands_late_ms", "trade_lag_ms", "position_lag_ms"):
+        for name in ("lands_late_ms", "trade_lag_ms", "position_lag_ms", "market_delay_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} = {getattr(self, name)!r}: must be >= 0")
         if self.ws_disconnect_every_seconds < 0:
@@ -263,6 +272,19 @@ class FaultInjector:
             return True
         return False
 
+    def delay_market_fill(self) -> bool | None:
+        """For a new MARKET order: None (executes at once), False (answered NEW, fills later) or
+        True (answered PARTIALLY_FILLED, the rest later)."""
+        if not self._chance("market_delay", self._config.market_delay_probability):
+            return None
+        partial = self._chance("market_delay_partial", self._config.market_delay_partial_probability)
+        self.injected["market_delayed_partial" if partial else "market_delayed_new"] += 1
+        return partial
+
+    @property
+    def market_delay_seconds(self) -> float:
+        return self._config.market_delay_ms / 1000.0
+
     @property
     def lands_late_seconds(self) -> float:
         return self._config.lands_late_ms / 1000.0
@@ -332,7 +354,7 @@ class FaultInjector:
             kind: random.Random(f"{seed}:{kind}")
             for kind in ("http", "latency", "reject", "lost", "frames", "fills", "lands_late",
                          "unknown_503", "unknown_503_applied", "timeout_1007",
-                         "timeout_1007_applied")
+                         "timeout_1007_applied", "market_delay", "market_delay_partial")
         }
 
 

@@ -11,13 +11,21 @@ both reported by ``GET /sim/markets`` (field ``provenance``):
   plausible filters: ``tickSize`` is the finest decimal step seen in its recorded prices (the
   real tick must divide every recorded price, and Binance's ticks are powers of ten), ``stepSize``
   and ``minQty`` are the power of ten nearest below ``min_notional / price / 10`` (so the
-  5 USDT minimum notional is about ten lots), ``MIN_NOTIONAL`` 5, ``maxPrice`` a thousand times
+  minimum notional is about ten lots), ``MIN_NOTIONAL`` as Binance documents it now
+  (``DOCUMENTED_MIN_NOTIONAL``, else 5), ``maxPrice`` a thousand times
   the first price, quantity maxima 1,000,000 (limit) and 100,000 (market), margin ratios like
   a mid-cap (maintenance 2.5 %, initial 5 %).
 - **Refined tick**: where the recorded prices are on a finer grid than the 2021 ``tickSize``
   (WAVESUSDT: 2021 tick 0.001, 2023 prices like 1.9302), the tick is refined to that grid and
   ``pricePrecision`` follows. Binance changed those ticks between 2021 and 2023; without this
   the replayed quotes could not be represented on the served tick.
+
+Minimum notionals: a recorded symbol is served its recorded ``MIN_NOTIONAL`` (5 USDT for every
+symbol in the 2021 file: Binance's rule from 2021-02-24, "Updates to USDⓈ-M Futures Trading
+Rules"); only a derived symbol gets ``DOCUMENTED_MIN_NOTIONAL`` or 5. Binance has raised some
+since (its "USDⓈ-Margined Futures Contract Specifications" page gives BTCUSDT 100 USDT);
+``SimulatorServer.set_symbol_filters`` (``POST /sim/markets/{symbol}``) serves such a value at
+run time.
 
 Only symbols with replay data are served: a market ccxt can see but the simulator cannot price
 would only fail later, at order time.
@@ -33,11 +41,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from matching.rules import DEFAULT_MIN_NOTIONAL, SymbolRules, decimal_places, rules_from_info
+from matching.rules import DEFAULT_MIN_NOTIONAL, SymbolRules, decimal_places, maintenance_bracket, rules_from_info
 
 ORDER_TYPES = ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
                "TRAILING_STOP_MARKET"]
 TIME_IN_FORCE = ["GTC", "IOC", "FOK", "GTX"]
+#: Minimum notionals Binance documents today, for symbols missing from the recorded file: its
+#: "USDⓈ-Margined Futures Contract Specifications" FAQ (binance.com/en/support/faq/360033161972)
+#: names BTCUSDT at 100 USDT; every other symbol takes the long-standing 5 USDT default.
+DOCUMENTED_MIN_NOTIONAL = {"BTCUSDT": Decimal("100")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +95,8 @@ def derive_symbol_info(symbol: str, hint: PriceHint, quote_asset: str = "USDT") 
     if hint.reference_price <= 0:
         raise ValueError(f"{symbol}: reference price must be positive")
     tick = Decimal(1).scaleb(-hint.price_decimals)
-    lots_for_min = DEFAULT_MIN_NOTIONAL / hint.reference_price / 10
+    min_notional = DOCUMENTED_MIN_NOTIONAL.get(symbol, DEFAULT_MIN_NOTIONAL)
+    lots_for_min = min_notional / hint.reference_price / 10
     step = Decimal(1).scaleb(math.floor(math.log10(float(lots_for_min))))
     step = min(step, Decimal(1000))
     max_price = _round_sig(hint.reference_price * 1000)
@@ -119,7 +132,7 @@ def derive_symbol_info(symbol: str, hint: PriceHint, quote_asset: str = "USDT") 
              "minQty": step_text},
             {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
             {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
-            {"notional": _plain(DEFAULT_MIN_NOTIONAL), "filterType": "MIN_NOTIONAL"},
+            {"notional": _plain(min_notional), "filterType": "MIN_NOTIONAL"},
             {"multiplierDown": "0.8500", "multiplierUp": "1.1500", "multiplierDecimal": "4",
              "filterType": "PERCENT_PRICE"},
         ],
@@ -146,8 +159,9 @@ def exchange_info_payload(
 def leverage_bracket_payload(rules: Iterable[SymbolRules]) -> list[dict[str, Any]]:
     """``GET /fapi/v1/leverageBracket``: one bracket per symbol (the file has none recorded).
 
-    One tier from 0 to 50M notional at the symbol's maximum leverage and recorded maintenance
-    ratio: enough for ccxt's position parsing; notional-dependent tiers are not simulated.
+    One tier from 0 to 50M notional at the symbol's maximum leverage and the maintenance rate
+    and amount of ``matching.rules.maintenance_bracket`` (what liquidations use too);
+    notional-dependent tiers are not simulated.
     """
     return [
         {
@@ -159,8 +173,8 @@ def leverage_bracket_payload(rules: Iterable[SymbolRules]) -> list[dict[str, Any
                     "initialLeverage": r.max_leverage,
                     "notionalCap": 50_000_000,
                     "notionalFloor": 0,
-                    "maintMarginRatio": float(r.maint_margin_ratio),
-                    "cum": 0.0,
+                    "maintMarginRatio": float(maintenance_bracket(r)[0]),
+                    "cum": float(maintenance_bracket(r)[1]),
                 }
             ],
         }

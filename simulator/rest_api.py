@@ -118,6 +118,7 @@ class RestApi:
         self.max_recv_window_ms = max_recv_window_ms
         self._on_listen_key_deleted = on_listen_key_deleted
         self._late_orders: set[asyncio.TimerHandle] = set()
+        self._deferred_fills: set[asyncio.TimerHandle] = set()
 
     def register(self, app: web.Application) -> None:
         routes: list[tuple[str, str, Handler]] = [
@@ -317,7 +318,10 @@ class RestApi:
         if unknown is not None:
             kind, applied = unknown
             return self._unknown_outcome(request, account, req, kind, applied)
-        order = self.engine.place_order(account, req)
+        deferred = self.faults.delay_market_fill() if req.order_type == "MARKET" else None
+        order = self.engine.place_order(account, req, defer_fills=deferred)
+        if deferred is not None:
+            self._schedule_deferred_fill(order.order_id)
         if self.faults.lose_response():
             return _abort_connection(request)
         payload = order.ack_payload() if req.response_type == "ACK" else order.rest_payload(
@@ -328,8 +332,27 @@ class RestApi:
         """The server's clock: the host's wall clock shifted by the ``clock_skew_ms`` fault."""
         return wall_ms() + self.faults.clock_skew_ms
 
+    def _schedule_deferred_fill(self, order_id: int) -> None:
+        """The ``market_delay`` fault: the rest of a market order's fills ``market_delay_ms`` later."""
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def fill() -> None:
+            self._deferred_fills.discard(handle)  # type: ignore[arg-type]
+            try:
+                self.engine.complete_deferred(order_id)
+            except Exception:  # a bug must not vanish inside a timer callback
+                logger.exception("simulator: deferred fills of order {} failed", order_id)
+
+        handle = loop.call_later(self.faults.market_delay_seconds, fill)
+        self._deferred_fills.add(handle)
+
     def cancel_late_orders(self) -> int:
-        """Forget every late order not landed yet (server stop or reset); returns how many."""
+        """Forget every late order not landed yet (server stop or reset); returns how many.
+        Deferred market fills (``market_delay``) not done yet are dropped too."""
+        for pending in self._deferred_fills:
+            pending.cancel()
+        self._deferred_fills.clear()
         dropped = len(self._late_orders)
         for handle in self._late_orders:
             handle.cancel()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from matching import errors
 from matching.engine import TradingEngine
 from matching.errors import BinanceError
 from matching.fill_model import BookTop
+from matching.rules import rules_from_info
 from simulator.admin_api import AdminApi
 from simulator.config import LOOPBACK_HOST, SimulatorConfig
 from simulator.datasets import CandleSeries, TickSeries, load_candles, load_ticks
@@ -214,6 +216,43 @@ class SimulatorServer:
         ccxt reads as ``market['active']``; orders are not affected."""
         self.engine.rules[symbol].info["status"] = status
 
+    def set_symbol_filters(self, symbol: str, **values: Any) -> dict[str, Any]:
+        """Change a symbol's filters while running: ``min_notional`` (MIN_NOTIONAL), ``min_qty``
+        and ``max_qty`` (LOT_SIZE), ``market_max_qty`` (MARKET_LOT_SIZE). Orders are checked
+        against them at once and exchangeInfo serves them; tick and step sizes stay (the replay's
+        price grid depends on them). Returns the symbol's new filters. ``ValueError`` for an
+        unknown symbol or filter."""
+        where = {"min_notional": ("MIN_NOTIONAL", "notional"), "min_qty": ("LOT_SIZE", "minQty"),
+                 "max_qty": ("LOT_SIZE", "maxQty"), "market_max_qty": ("MARKET_LOT_SIZE", "maxQty")}
+        current = self.engine.rules.get(symbol)
+        unknown = sorted(set(values) - set(where))
+        if current is None or unknown:
+            raise ValueError(f"unknown symbol {symbol!r} or filter(s) {unknown}; filters: {sorted(where)}")
+        info = dict(current.info, filters=[dict(f) for f in current.info["filters"]])
+        for name, value in values.items():
+            kind, key = where[name]
+            found = next((f for f in info["filters"] if f["filterType"] == kind), None)
+            if found is None:
+                found = {"filterType": kind}
+                info["filters"].append(found)
+            found[key] = f"{Decimal(str(value)).normalize():f}"
+        provenance = current.provenance if "changed" in current.provenance else f"{current.provenance}, changed"
+        self.engine.rules[symbol] = rules_from_info(info, provenance)
+        logger.info("simulator: {} filters changed: {}", symbol, values)
+        return {f["filterType"]: f for f in info["filters"]}
+
+    def liquidate(self, symbol: str, *, account: str = "default", adl: bool = False) -> dict[str, Any] | None:
+        """Force the liquidation (``adl``: auto-deleveraging) of ``account``'s position on
+        ``symbol`` now, at the mark price; the liquidation order's REST view, None when flat.
+        Positions are also liquidated by themselves when the mark crosses their liquidation
+        price (``TradingEngine.check_liquidations``, every market step)."""
+        order = self.engine.liquidate(self.engine.accounts[account], symbol, adl=adl)
+        if order is None:
+            return None
+        logger.info("simulator: {} {} liquidated ({}), {} {} at {}", account, symbol,
+                    order.client_order_id, order.side, order.orig_qty, order.avg_price)
+        return order.rest_payload()
+
     def refuse_subscriptions(self, count: int) -> None:
         """Answer the next ``count`` WebSocket SUBSCRIBE requests with an error."""
         self.faults.refuse_subscriptions(count)
@@ -316,6 +355,7 @@ class SimulatorServer:
                     events = self.replay.advance_to(self.clock.target_ms())
                     if events:
                         self._match_resting(events)
+                        self.engine.check_liquidations()
                         self.hub.broadcast_quotes(events)
                     self.funding.settle_due(self.replay.now_ms, self.engine, self.replay.mark_price)
                 except Exception:  # a bug must not freeze the market silently; keep serving

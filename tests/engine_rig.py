@@ -73,6 +73,7 @@ class HookedAdapter:
         self.before_create: Callable[[int], None] | None = None
         self.on_unknown: Callable[[int], None] | None = None
         self.before_cancel: Callable[[], None] | None = None
+        self.answers: list[Any] = []  # what each create_order answered (OrderState), in order
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -83,7 +84,9 @@ class HookedAdapter:
         if self.before_create is not None:
             self.before_create(number)
         try:
-            return await self._inner.create_order(**kwargs)
+            answer = await self._inner.create_order(**kwargs)
+            self.answers.append(answer)
+            return answer
         except OrderStatusUnknownError:
             if self.on_unknown is not None:
                 self.on_unknown(number)
