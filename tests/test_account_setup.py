@@ -29,6 +29,7 @@ from core.venue import point_at_local_exchange
 from execution.exchange import CcxtExchange
 from execution.journal import Journal
 from execution.results import ExecutionStatus
+from matching.rules import maintenance_bracket
 from simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
 from simulator.server import SimulatorServer
 from tests.conftest import PROJECT_DIR, PYTHON, SimulatorProcess, clean_env, read_json, write_json
@@ -182,7 +183,8 @@ async def test_leverage_brackets_are_read_at_start_exact(make_rig) -> None:
             rules = rig.sim.engine.rules[rig.adapter.rules(symbol).exchange_symbol]
             (bracket,) = rig.adapter.leverage_brackets(symbol)
             assert (bracket.initial_leverage, bracket.notional_floor) == (rules.max_leverage, Decimal(0))
-            assert bracket.maint_margin_ratio == rules.maint_margin_ratio  # exact, not a float's shadow
+            rate, cum = maintenance_bracket(rules)  # what the venue's leverageBracket serves
+            assert (bracket.maint_margin_ratio, bracket.cum) == (rate, cum)  # exact, not a float's shadow
             assert isinstance(bracket.notional_cap, Decimal)
 
 
