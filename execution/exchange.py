@@ -564,6 +564,13 @@ class CcxtExchange:
             logger.warning("fee rates of {}: the account's are unavailable ({}); using the market's", symbol, exc)
             return FeeRates(_dec(market.get("maker")), _dec(market.get("taker")), "market")
 
+    async def fetch_recent_orders(self, symbol: str, since_ms: int | None = None) -> list[OrderState]:
+        """Every order of the account on ``symbol`` since ``since_ms`` (Binance ``allOrders``),
+        the venue's own included: a liquidation (clientOrderId ``autoclose-...``, type
+        LIQUIDATION) or an auto-deleveraging (``adl_autoclose``) is one of them."""
+        rows = await self._signed("fetch_recent_orders", symbol, lambda: self._ex.fetch_orders(symbol, since_ms))
+        return [self._order_state(r, r.get("clientOrderId") or "") for r in rows]
+
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         await self._signed("set_leverage", f"{symbol} x{leverage}", lambda: self._ex.set_leverage(leverage, symbol))
 
