@@ -18,6 +18,7 @@ from typing import Literal
 
 from matching.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, AccountConfig, FillConfig
 from simulator.faults import FaultConfig
+from simulator.rate_limits import RateLimitConfig
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -28,6 +29,7 @@ __all__ = [
     "AccountConfig",
     "FaultConfig",
     "FillConfig",
+    "RateLimitConfig",
     "ReplayConfig",
     "SimulatorConfig",
 ]
@@ -86,6 +88,8 @@ class SimulatorConfig:
     port. The host is always 127.0.0.1: the simulator never listens on another interface.
     ``state_file``: where engine state and the replay position are saved (on stop and every
     ``state_save_interval_seconds``) and restored from at start.
+    ``rate_limits``: Binance's request-weight and order-count limits, enforced by default
+    (``simulator/rate_limits.py``); ``RateLimitConfig(enabled=False)`` turns them off.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -94,6 +98,7 @@ class SimulatorConfig:
     replay: ReplayConfig = ReplayConfig()
     fills: FillConfig = FillConfig()
     faults: FaultConfig = FaultConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
     accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
     recv_window_max_ms: int = 60_000
     ws_ticker_interval_ms: int = 1_000

@@ -48,6 +48,7 @@ from matching.requests import (
 from simulator import auth
 from simulator.faults import FaultInjector
 from simulator.markets import exchange_info_payload, leverage_bracket_payload
+from simulator.rate_limits import RateLimiter
 from simulator.replay import MarketReplay
 
 INTERVALS_MS: dict[str, int] = {
@@ -103,8 +104,10 @@ class RestApi:
     def __init__(self, *, engine: TradingEngine, replay: MarketReplay,
                  recorded_info: dict[str, Any],
                  faults: FaultInjector, listen_keys: ListenKeys, max_recv_window_ms: int,
-                 on_listen_key_deleted: Callable[[str], Awaitable[None]]) -> None:
+                 on_listen_key_deleted: Callable[[str], Awaitable[None]],
+                 rate_limiter: RateLimiter | None = None) -> None:
         self.engine = engine
+        self.rate_limiter = rate_limiter
         self.replay = replay
         self.recorded_info = recorded_info
         self.faults = faults
@@ -156,8 +159,10 @@ class RestApi:
         return json_response({"serverTime": wall_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
-        return json_response(exchange_info_payload(self.recorded_info, self.engine.rules.values(),
-                                                   wall_ms()))
+        payload = exchange_info_payload(self.recorded_info, self.engine.rules.values(), wall_ms())
+        if self.rate_limiter is not None and self.rate_limiter.config.enabled:
+            payload["rateLimits"] = self.rate_limiter.config.rate_limits_payload()
+        return json_response(payload)
 
     async def klines(self, request: web.Request) -> web.Response:
         q = request.query
