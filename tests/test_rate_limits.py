@@ -21,12 +21,13 @@ import ccxt.async_support as ccxt_async
 import pytest
 from loguru import logger
 
-from core.config import ExecutionConfig
+from core.config import ExchangeConfig, ExecutionConfig
 from core.types import PairState, SignalType
+from execution.journal import OrderStatus
 from execution.rate_limit import Priority, RateGovernor, RateLimitedError, RateLimits
 from execution.results import ExecutionStatus
 from simulator.rate_limits import RateLimitConfig
-from tests.engine_rig import BTC_ETH, EOS_AXS, TEST_TIMEOUT_S, Pair, assert_journal_matches_exchange
+from tests.engine_rig import BTC_ETH, EOS_AXS, TEST_TIMEOUT_S, Pair, assert_journal_matches_exchange, history
 from tests.sim_helpers import local_client
 
 D = Decimal
@@ -232,3 +233,41 @@ async def _settled(rig: Any) -> None:
     async with asyncio.timeout(30):
         while rig.engine.resolving_pairs() or rig.engine.busy_pairs():
             await asyncio.sleep(0.05)
+
+
+async def test_a_429_on_create_order_means_not_placed_and_the_resend_waits_for_retry_after(make_rig) -> None:
+    """Binance refuses a request over the limit before the matching engine ("HTTP Return
+    Codes": 4XX is the sender's side; only 5XX leaves the execution status unknown): the leg is
+    resent under the same clientOrderId, with no lookup, and only after the Retry-After."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=EXEC)
+        rig.sim.inject_http_errors(429, 1)  # the next request: the first entry leg to arrive
+        started = time.monotonic()
+        result = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert result.status is ExecutionStatus.EXECUTED
+        assert time.monotonic() - started >= 1.0  # Retry-After: 1
+        c = rig.engine.counters
+        assert (c.ghost_lookups, c.ghost_resends, c.orders_sent) == (0, 1, 3)
+        statuses = sorted([s.value for s in history(rig, o.client_order_id)]
+                          for o in rig.journal.orders_for_signal(result.signal_id))
+        assert statuses == [["INTENT", "FILLED"], ["INTENT", "RESENDING", "FILLED"]]
+        assert rig.adapter.governor.counters.answered_429 == 1
+        assert_journal_matches_exchange(rig)
+
+
+async def test_an_order_the_governor_never_sent_is_confirmed_none_not_unknown(make_rig) -> None:
+    """During a ban longer than ``rate_limit_max_wait_seconds`` an entry is not sent at all:
+    its orders end REJECTED (nothing placed), never UNKNOWN, and the pair stays FLAT."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await make_rig(execution=EXEC, exchange=ExchangeConfig(enable_rate_limit=False, leverage=2,
+                                                                      recv_window_ms=500,
+                                                                      rate_limit_max_wait_seconds=0.2))
+        rig.adapter.governor.observe(418, {"Retry-After": "5"})
+        before = len(rig.sim.order_log())
+        result = await rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
+        assert result.status is ExecutionStatus.FAILED and rig.engine.pair_state("EOS_AXS") is PairState.FLAT
+        assert len(rig.sim.order_log()) == before  # nothing reached the venue
+        for order in rig.journal.orders_for_signal(result.signal_id):
+            assert OrderStatus.UNKNOWN not in history(rig, order.client_order_id)
+            assert order.status is OrderStatus.REJECTED
+        assert rig.engine.counters.ghost_lookups == 0
