@@ -141,7 +141,7 @@ class RateGovernor:
                         self.name, limits.weight_per_window, limits.weight_window_ms,
                         limits.orders_per_short_window, limits.short_order_window_ms,
                         limits.orders_per_long_window, limits.long_order_window_ms)
-        self._apply(limits)
+            self._apply(limits)  # unchanged limits keep the current windows' counts
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Read one response's status and headers (every response, errors included)."""

@@ -26,6 +26,7 @@ DOCTEST_MODULES = (
     "execution.lifecycle",
     "execution.orders",
     "execution.paper",
+    "execution.rate_limit",
     "execution.reconcile",
     "execution.risk",
     "execution.sizing",

@@ -179,15 +179,15 @@ async def test_a_ban_stops_every_request_until_it_ends_then_exits_go_before_entr
             await rig.adapter.fetch_balance()
         seen = len(rig.sim.rate_limiter.violations)
         assert rig.adapter.governor.banned_until_ms is not None
-        exit_, other = await asyncio.gather(
+        entry_b, exit_a = await asyncio.gather(
             rig.engine.execute_signal(rig.signal("BTC_ETH", SignalType.ENTER_SHORT_SPREAD)),
             rig.engine.execute_signal(rig.signal("EOS_AXS", SignalType.EXIT)))
         # Nothing of the bot's reached the venue while the ban lasted, once it had seen the 418.
         assert rig.sim.rate_limiter.violations[seen:] == []
-        assert {exit_.status, other.status} == {ExecutionStatus.EXECUTED}
+        assert {entry_b.status, exit_a.status} == {ExecutionStatus.EXECUTED}
         log = rig.sim.order_log()
-        exits = [o for o in log if o["clientOrderId"].startswith(f"pb-{other.signal_id}")]
-        entries = [o for o in log if o["clientOrderId"].startswith(f"pb-{exit_.signal_id}")]
+        exits = [o for o in log if o["clientOrderId"].startswith(f"pb-{exit_a.signal_id}")]
+        entries = [o for o in log if o["clientOrderId"].startswith(f"pb-{entry_b.signal_id}")]
         assert exits and entries
         assert max(o["orderId"] for o in exits) < min(o["orderId"] for o in entries)  # exits first
         assert time.time() * 1000 >= ban_end
