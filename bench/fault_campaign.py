@@ -267,7 +267,7 @@ class CampaignOptions:
     lost_response_probability: float = 0.05
     ws_drop_seconds: float = 30.0
     burst_every_seconds: float = 5.0
-    burst_size: int = 4
+    burst_size: int = 1  # a client that honours Retry-After meets no second 429 in a row on Binance
     latency_ms: int = 5
     latency_jitter_ms: int = 10
     # Binance's unknown outcomes (issue 8): a lost response whose order lands later, a 503
