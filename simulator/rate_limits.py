@@ -202,6 +202,7 @@ class RateLimiter:
         self._ips: dict[str, _Offender] = {}
         self._accounts: dict[str, _Offender] = {}
         self.answered: Counter[int] = Counter()  # HTTP status -> how many (429, 418)
+        self.peak_weight = 0  # the most weight one IP used in one window
         self.violations: list[Violation] = []
 
     def update(self, config: RateLimitConfig) -> None:
@@ -210,6 +211,7 @@ class RateLimiter:
     def stats(self) -> dict[str, Any]:
         return {"enabled": self.config.enabled, "answered_429": self.answered[429],
                 "answered_418": self.answered[418], "violations": len(self.violations),
+                "peak_weight": self.peak_weight,
                 "bans": {ip: o.bans for ip, o in self._ips.items() if o.bans}}
 
     def check(self, *, ip: str, account: str | None, method: str, path: str,
@@ -229,6 +231,7 @@ class RateLimiter:
         weight = self._weights.setdefault(ip, _Window(config.weight_window_ms))
         weight.length_ms = config.weight_window_ms
         used = weight.add(now, request_weight(method, path, params))
+        self.peak_weight = max(self.peak_weight, used)
         verdict = Verdict(headers={WEIGHT_HEADER: str(used)})
         if used > config.weight_per_window:
             offender.retry_after_ms = _whole_seconds_after(now, weight.end_ms())
