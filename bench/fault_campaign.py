@@ -267,7 +267,7 @@ class CampaignOptions:
     lost_response_probability: float = 0.05
     ws_drop_seconds: float = 30.0
     burst_every_seconds: float = 5.0
-    burst_size: int = 4
+    burst_size: int = 1  # a client that honours Retry-After meets no second 429 in a row on Binance
     latency_ms: int = 5
     latency_jitter_ms: int = 10
     # Binance's unknown outcomes (issue 8): a lost response whose order lands later, a 503
@@ -614,6 +614,9 @@ def _report(options: CampaignOptions, engine: ExecutionEngine, sim: Any, hub: An
         },
         "market_data": {k: hub.stats()[k] for k in ("quotes_processed", "reconnects", "watch_timeouts")},
         "exchange_errors_seen_by_ccxt_adapter": dict(engine.adapter.counters.errors),
+        # The venue's rate limits (answered 429/418, violations) and the order client's governor.
+        "rate_limits": {"simulator": sim_stats["rate_limits"],
+                        "governor": engine.adapter.governor.stats()},
         "orders": {"simulator": len(sim.order_log()), "journal": sum(len(engine.journal.orders_for_pair(p))
                                                                     for p in engine.pairs)},
         "resolver": engine_stats["resolver"],

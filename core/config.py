@@ -77,6 +77,13 @@ class ExchangeConfig(_Strict):
     # (GET /fapi/v1/time) after the one at start; signed requests carry the exchange's time. A
     # -1021 (timestamp outside recvWindow) re-measures at once. 0: only at start and on -1021.
     clock_sync_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    # Binance's rate limits, kept by the order client's governor (execution/rate_limit.py): above
+    # this fraction of a window's weight or order budget only risk-reducing requests (reduce-only
+    # orders, cancels) are sent; the others wait for the window to roll.
+    rate_limit_soft_fraction: float = Field(default=0.8, gt=0, le=1)
+    # How long a request that does not reduce risk may wait for the rate limit (or a 429's
+    # Retry-After, or a ban) before it is given up as not sent. Risk-reducing ones always wait.
+    rate_limit_max_wait_seconds: float = Field(default=10.0, ge=0, le=600)
     # How long a start may keep retrying a retryable failure (no network, DNS, exchange down,
     # 5xx) before it gives up with one line and exit code 1.
     startup_timeout_seconds: float = Field(default=60.0, gt=0, le=3_600)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -27,6 +29,7 @@ from core.config import ExchangeConfig, Secrets
 from core.errors import (AccountSetupError, AuthenticationError, InsufficientFundsError, InvalidOrderError,
                          OrderNotFoundError, PermanentError, RetryableError)
 from core.venue import ccxt_client_config, find_perpetual, point_at_local_exchange
+from execution.rate_limit import Priority, RateGovernor, RateLimitedError, estimate_cost, request_path
 
 ZERO = Decimal(0)
 T = TypeVar("T")
@@ -244,6 +247,8 @@ _TRANSLATION: tuple[tuple[type[BaseException], type[Exception]], ...] = (
     (ccxt_errors.BadRequest, InvalidOrderError),
     (ccxt_errors.OperationRejected, InvalidOrderError),
     (ccxt_errors.NotSupported, PermanentError),
+    (ccxt_errors.DDoSProtection, RateLimitedError),  # 429/418: refused before processing, nothing placed
+    (ccxt_errors.RateLimitExceeded, RateLimitedError),
     (ccxt_errors.RequestTimeout, OrderStatusUnknownError),
     (ccxt_errors.NetworkError, RetryableError),
     (ccxt_errors.BadResponse, OrderStatusUnknownError),
@@ -271,15 +276,21 @@ class CcxtExchange:
     name = "ccxt"
     sends_orders = True
 
-    def __init__(self, config: ExchangeConfig, secrets: Secrets | None) -> None:
+    def __init__(self, config: ExchangeConfig, secrets: Secrets | None, *,
+                 governor: RateGovernor | None = None) -> None:
         self._config = config
-        # No client-side throttle here (see ExchangeConfig.enable_rate_limit): it would space the
-        # two legs of an entry by an order's request weight, ~200 ms on Binance.
+        # No ccxt throttle here (see ExchangeConfig.enable_rate_limit): it would space the two
+        # legs of an entry by an order's request weight, ~200 ms on Binance. The venue's own
+        # limits are kept by the governor instead, around every HTTP request (_governed_class).
         client = ccxt_client_config(api_key=secrets.api_key if secrets else None,
                                     secret=secrets.api_secret if secrets else None,
                                     timeout_ms=config.request_timeout_ms, enable_rate_limit=False)
-        klass = getattr(ccxt_async, config.id)
+        self.governor = governor or RateGovernor(soft_fraction=config.rate_limit_soft_fraction,
+                                                 max_wait_seconds=config.rate_limit_max_wait_seconds,
+                                                 name=f"{config.id} orders")
+        klass = _governed_class(getattr(ccxt_async, config.id))
         self._ex: Any = klass(client)
+        self._ex.governor = self.governor
         # Every signed request carries this recvWindow; the resolver's horizon depends on it.
         self._ex.options["recvWindow"] = config.recv_window_ms
         self.recv_window_ms = config.recv_window_ms
@@ -300,17 +311,26 @@ class CcxtExchange:
         self.counters = AdapterCounters()
 
     @contextlib.asynccontextmanager
-    async def _translated(self, operation: str, context: str = "") -> AsyncIterator[None]:
-        """The one place ccxt exceptions become ours (STYLE.md habit 2)."""
+    async def _translated(self, operation: str, context: str = "", *,
+                          priority: Priority = Priority.NORMAL) -> AsyncIterator[None]:
+        """The one place ccxt exceptions become ours (STYLE.md habit 2); ``priority`` is what
+        the rate governor gives every HTTP request of this call."""
         self.counters.requests += 1
+        token = _PRIORITY.set((priority, f"{operation} {context}".strip()))
         try:
             yield
         except ccxt_errors.BaseError as exc:
             name = type(exc).__name__
             self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
             raise translate_ccxt_error(exc, operation, context) from exc
+        except RateLimitedError:
+            self.counters.errors["RateLimitedError"] = self.counters.errors.get("RateLimitedError", 0) + 1
+            raise
+        finally:
+            _PRIORITY.reset(token)
 
-    async def _signed(self, operation: str, context: str, request: Callable[[], Awaitable[T]]) -> T:
+    async def _signed(self, operation: str, context: str, request: Callable[[], Awaitable[T]], *,
+                      priority: Priority = Priority.NORMAL) -> T:
         """One signed request, translated. A -1021 (ccxt InvalidNonce: the timestamp is outside
         recvWindow by the exchange's clock) re-measures the clock offset and sends the same
         request once more; any other error, or a second -1021, goes to the caller unchanged.
@@ -321,7 +341,7 @@ class CcxtExchange:
         clientOrderId cannot double it."""
         generation = self.clock_syncs
         try:
-            async with self._translated(operation, context):
+            async with self._translated(operation, context, priority=priority):
                 return await request()
         except RetryableError as exc:
             if not isinstance(exc.__cause__, ccxt_errors.InvalidNonce):
@@ -334,7 +354,7 @@ class CcxtExchange:
         logger.warning("{} refused with -1021 (timestamp outside recvWindow: {}); clock re-synced, this "
                        "machine is {} (was {}); sending it again", f"{operation} {context}".strip(), _ccxt_text(first),
                        offset_text(self.clock_offset_ms), offset_text(before))
-        async with self._translated(operation, context):
+        async with self._translated(operation, context, priority=priority):
             return await request()
 
     async def sync_clock(self) -> int:
@@ -471,7 +491,8 @@ class CcxtExchange:
         context = f"{symbol} {side} {qty} {order_type} cid={client_order_id}"
         # A -1021 is sent again after a clock re-sync, under the same clientOrderId (see _signed).
         raw = await self._signed("create_order", context, lambda: self._ex.create_order(
-            symbol, order_type, side, str(qty), None if price is None else str(price), dict(params)))
+            symbol, order_type, side, str(qty), None if price is None else str(price), dict(params)),
+            priority=Priority.URGENT if reduce_only else Priority.NORMAL)
         return self._order_state(raw, client_order_id)
 
     async def fetch_order(self, *, symbol: str, client_order_id: str) -> OrderState:
@@ -481,7 +502,7 @@ class CcxtExchange:
 
     async def cancel_order(self, *, symbol: str, client_order_id: str) -> OrderState:
         raw = await self._signed("cancel_order", f"{symbol} cid={client_order_id}", lambda: self._ex.cancel_order(
-            None, symbol, {"origClientOrderId": client_order_id}))
+            None, symbol, {"origClientOrderId": client_order_id}), priority=Priority.URGENT)
         return self._order_state(raw, client_order_id)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]:
@@ -622,6 +643,50 @@ class CcxtExchange:
 
 
 _STATUS = {s.value: s for s in ExchangeOrderStatus} | {"canceling": ExchangeOrderStatus.OPEN}
+
+#: (priority, what) of the adapter call in progress in this task: read by ``_governed_class``.
+_PRIORITY: contextvars.ContextVar[tuple[Priority, str]] = contextvars.ContextVar(
+    "rate_priority", default=(Priority.NORMAL, ""))
+
+
+def _governed_class(base: Any) -> Any:
+    """A subclass of the ccxt class whose every HTTP request passes the rate governor.
+
+    ``fetch2`` is where ccxt signs and sends one request: the governor is asked before the
+    signature (a request that waits is signed with a fresh timestamp, never a stale one), and
+    a request it refuses raises ``RateLimitedError`` before anything leaves. ``on_rest_response``
+    sees every answer's status and headers, errors included, before ccxt raises for them (this
+    request's own headers, unlike ``last_response_headers``, which concurrent requests share).
+    ``exchangeInfo`` teaches the governor the account's limits (``rateLimits``).
+    """
+
+    class Governed(base):  # type: ignore[misc, valid-type]
+        governor: RateGovernor | None = None
+
+        async def fetch2(self, path: Any, api: Any = "public", method: str = "GET", params: Any = None,
+                         config: Any = None) -> Any:
+            params = {} if params is None else params
+            config = {} if config is None else config
+            if self.governor is not None:
+                full = request_path(api, path)
+                weight, orders = estimate_cost(method, full, params if isinstance(params, dict) else {})
+                priority, what = _PRIORITY.get()
+                await self.governor.acquire(priority=priority, weight=weight, orders=orders,
+                                            what=what or f"{method} {full}")
+            return await super().fetch2(path, api, method, params, config)
+
+        def on_rest_response(self, code: Any, reason: Any, url: str, method: str, response_headers: Any,
+                             response_body: Any, request_headers: Any, request_body: Any) -> Any:
+            if self.governor is not None:
+                self.governor.observe(int(code or 0), response_headers or {})
+                if url.split("?")[0].endswith("/exchangeInfo") and int(code or 0) == 200:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        self.governor.learn_limits(json.loads(response_body).get("rateLimits") or [])
+            return super().on_rest_response(code, reason, url, method, response_headers, response_body,
+                                            request_headers, request_body)
+
+    Governed.__name__ = f"Governed{base.__name__}"
+    return Governed
 
 
 def _binance_code(exc: BaseException) -> int | None:

@@ -22,6 +22,7 @@ from simulator.config import (
     DEFAULT_DATA_DIR,
     AccountConfig,
     FillConfig,
+    RateLimitConfig,
     ReplayConfig,
     SimulatorConfig,
 )
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-dates", default="",
                    help="ticks source: comma-separated YYYYMMDD capture dates (default: all)")
     p.add_argument("--faults", default="", help="fault settings, see below")
+    p.add_argument("--no-rate-limits", action="store_true",
+                   help="do not enforce Binance's request-weight and order-count limits (on by "
+                        "default: 2,400 weight/min per IP, 300 orders/10 s and 1,200/min per "
+                        "account, 429 with Retry-After, 418 bans)")
     p.add_argument("--taker-fee", default="0.0005", help="taker fee rate (default: %(default)s, VIP 0)")
     p.add_argument("--maker-fee", default="0.0002", help="maker fee rate (default: %(default)s)")
     p.add_argument("--bnb-price", default="", help="BNB price in USDT for fees paid in BNB (default: none)")
@@ -150,7 +155,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
                            fills=fills, faults=parse_faults(args.faults), funding=funding,
                            accounts=_accounts(args), state_file=args.state_file,
                            ws_ticker_interval_ms=args.ticker_interval_ms,
-                           loop_interval_ms=args.loop_interval_ms)
+                           loop_interval_ms=args.loop_interval_ms,
+                           rate_limits=RateLimitConfig(enabled=not args.no_rate_limits))
 
 
 def parse_faults(text: str) -> FaultConfig:

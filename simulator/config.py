@@ -19,6 +19,7 @@ from typing import Literal
 from matching.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, AccountConfig, FillConfig
 from simulator.faults import FaultConfig
 from simulator.funding import FundingConfig
+from simulator.rate_limits import RateLimitConfig
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -30,6 +31,7 @@ __all__ = [
     "FaultConfig",
     "FillConfig",
     "FundingConfig",
+    "RateLimitConfig",
     "ReplayConfig",
     "SimulatorConfig",
 ]
@@ -97,6 +99,8 @@ class SimulatorConfig:
     ``state_file``: where engine state and the replay position are saved (on stop and every
     ``state_save_interval_seconds``) and restored from at start.
     ``funding``: the funding-rate schedule (``simulator/funding.py``; 0.0001 every 8 h by default).
+    ``rate_limits``: Binance's request-weight and order-count limits, enforced by default
+    (``simulator/rate_limits.py``); ``RateLimitConfig(enabled=False)`` turns them off.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -106,6 +110,7 @@ class SimulatorConfig:
     fills: FillConfig = FillConfig()
     faults: FaultConfig = FaultConfig()
     funding: FundingConfig = FundingConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
     accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
     recv_window_max_ms: int = 60_000
     ws_ticker_interval_ms: int = 1_000

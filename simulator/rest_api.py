@@ -51,6 +51,7 @@ from simulator import auth
 from simulator.faults import FaultInjector
 from simulator.funding import FundingSchedule
 from simulator.markets import exchange_info_payload, leverage_bracket_payload
+from simulator.rate_limits import RateLimiter
 from simulator.replay import MarketReplay
 
 INTERVALS_MS: dict[str, int] = {
@@ -108,8 +109,10 @@ class RestApi:
                  recorded_info: dict[str, Any],
                  faults: FaultInjector, listen_keys: ListenKeys, funding: FundingSchedule,
                  max_recv_window_ms: int,
-                 on_listen_key_deleted: Callable[[str], Awaitable[None]]) -> None:
+                 on_listen_key_deleted: Callable[[str], Awaitable[None]],
+                 rate_limiter: RateLimiter | None = None) -> None:
         self.engine = engine
+        self.rate_limiter = rate_limiter
         self.replay = replay
         self.recorded_info = recorded_info
         self.faults = faults
@@ -170,8 +173,10 @@ class RestApi:
         return json_response({"serverTime": self.server_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
-        return json_response(exchange_info_payload(self.recorded_info, self.engine.rules.values(),
-                                                   self.server_ms()))
+        payload = exchange_info_payload(self.recorded_info, self.engine.rules.values(), self.server_ms())
+        if self.rate_limiter is not None and self.rate_limiter.config.enabled:
+            payload["rateLimits"] = self.rate_limiter.config.rate_limits_payload()
+        return json_response(payload)
 
     async def klines(self, request: web.Request) -> web.Response:
         q = request.query

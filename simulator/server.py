@@ -40,6 +40,7 @@ from simulator.datasets import CandleSeries, TickSeries, load_candles, load_tick
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.funding import FundingSchedule
 from simulator.markets import build_rules, load_exchange_info
+from simulator.rate_limits import RateLimitConfig, RateLimiter
 from simulator.replay import MarketReplay, QuoteTick, ReplayClock
 from simulator.rest_api import ListenKeys, RestApi, json_response, wall_ms
 from simulator.state import load_state, save_state
@@ -93,6 +94,7 @@ class SimulatorServer:
         self.clock = ReplayClock(self.replay.start_ms, self.config.replay.speed)
         self.faults = FaultInjector(self.config.faults)
         self.funding = FundingSchedule(self.config.funding, self.replay.symbols, self.replay.now_ms)
+        self.rate_limiter = RateLimiter(self.config.rate_limits)
         self.listen_keys = ListenKeys(self.config.replay.seed)
         self.engine = TradingEngine(rules=rules, market=self.replay, fills=self.config.fills,
                                     faults=self.faults, accounts=self.config.accounts,
@@ -130,7 +132,8 @@ class SimulatorServer:
                              recorded_info=self._recorded_info, faults=self.faults,
                              listen_keys=self.listen_keys, funding=self.funding,
                              max_recv_window_ms=self.config.recv_window_max_ms,
-                             on_listen_key_deleted=self._listen_key_deleted)
+                             on_listen_key_deleted=self._listen_key_deleted,
+                             rate_limiter=self.rate_limiter)
         self._rest.register(app)
         AdminApi(self).register(app)
         for path in ("/ws", "/ws/{tail:.*}", "/{category:public|market|private|pm}/ws",
@@ -206,6 +209,11 @@ class SimulatorServer:
         changed = {f.name: getattr(config, f.name) for f in fields(config)
                    if getattr(config, f.name) != getattr(default, f.name)}
         logger.info("simulator faults: {}", changed or "none")
+
+    def set_rate_limits(self, config: RateLimitConfig) -> None:
+        """Change the enforced limits at run time (counts and bans so far are kept)."""
+        self.rate_limiter.update(config)
+        logger.info("simulator rate limits: {}", config)
 
     def inject_http_errors(self, status: int, count: int) -> None:
         """Fail the next ``count`` REST requests with ``status`` (429, 418, 500, 502-504)."""
@@ -309,6 +317,7 @@ class SimulatorServer:
             "loop_iterations": self._loop_iterations,
             "orders": len(self.engine.orders),
             "faults_injected": dict(self.faults.injected),
+            "rate_limits": self.rate_limiter.stats(),
             "ws": self.hub.stats(),
         }
 
@@ -401,7 +410,8 @@ class SimulatorServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Binance error rendering, plus latency and HTTP error faults on ``/fapi`` paths."""
+        """Binance error rendering, plus latency, HTTP error faults and rate limits (weights,
+        order counts, 429/418 with Retry-After, ``simulator/rate_limits.py``) on ``/fapi``."""
         if not request.path.startswith("/fapi"):
             return await self._render_errors(request, handler)
         delay = self.faults.latency_seconds()
@@ -410,7 +420,19 @@ class SimulatorServer:
         status = self.faults.http_error()
         if status is not None:
             return _http_error(status)
-        return await self._render_errors(request, handler)
+        account = self.engine.account_by_key(request.headers.get("X-MBX-APIKEY", ""))
+        verdict = self.rate_limiter.check(ip=request.remote or LOOPBACK_HOST,
+                                          account=account.name if account else None,
+                                          method=request.method, path=request.path,
+                                          params=request.query)
+        if verdict.error is not None:
+            response: web.StreamResponse = json_response(verdict.error.payload(),
+                                                         status=verdict.error.http_status)
+        else:
+            response = await self._render_errors(request, handler)
+        if not response.prepared:
+            response.headers.update(verdict.headers)
+        return response
 
     async def _render_errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:

@@ -27,7 +27,7 @@ from execution.engine import ExecutionEngine
 from execution.exchange import CcxtExchange, OrderStatusUnknownError
 from execution.journal import Journal, OrderPurpose, OrderStatus
 from execution.results import PairSpec
-from simulator.config import FillConfig, ReplayConfig, SimulatorConfig
+from simulator.config import FillConfig, RateLimitConfig, ReplayConfig, SimulatorConfig
 from simulator.server import MarketData, SimulatorServer
 from tests.sim_helpers import local_client
 
@@ -175,22 +175,26 @@ def sim_data() -> MarketData:
 
 @pytest.fixture
 async def make_rig(sim_data: MarketData, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
-    """``await make_rig(pairs=..., execution=..., risk=..., replay=..., fills=..., journal_cls=...)``."""
+    """``await make_rig(pairs=..., execution=..., risk=..., replay=..., fills=..., journal_cls=...)``.
+
+    The simulator enforces Binance's real rate limits unless ``rate_limits`` says otherwise."""
     opened: list[tuple[SimulatorServer, ExecutionEngine, Journal, int]] = []
 
     async def make(*, pairs: tuple[Pair, ...] = (EOS_AXS,), execution: ExecutionConfig = FAST_EXEC,
                    risk: RiskConfig = WIDE_RISK, replay: ReplayConfig = REPLAY, fills: FillConfig = FillConfig(),
                    leverage: int = 2, hooked: bool = False, journal_path: Path | None = None,
                    journal_cls: type[Journal] = Journal, adopt: bool = False, resume_halted: bool = False,
-                   sim: SimulatorServer | None = None, books: Any = None, moved_mids: Any = None) -> Rig:
+                   sim: SimulatorServer | None = None, books: Any = None, moved_mids: Any = None,
+                   rate_limits: RateLimitConfig = RateLimitConfig(), exchange: ExchangeConfig | None = None) -> Rig:
         if sim is None:
-            sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=replay, fills=fills), data=sim_data)
+            sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=replay, fills=fills,
+                                                  rate_limits=rate_limits), data=sim_data)
             await sim.start()
             sim.pause()
         records: list[Any] = []
         sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
-        inner = CcxtExchange(ExchangeConfig(base_url=sim.base_url, enable_rate_limit=False, leverage=leverage,
-                                            recv_window_ms=RECV_WINDOW_MS),
+        base = exchange or ExchangeConfig(enable_rate_limit=False, leverage=leverage, recv_window_ms=RECV_WINDOW_MS)
+        inner = CcxtExchange(base.model_copy(update={"base_url": sim.base_url}),
                              Secrets(sim.api_key, sim.api_secret, "test"))
         adapter: Any = HookedAdapter(inner) if hooked else inner
         journal = journal_cls.open(journal_path or tmp_path / f"journal-{len(opened)}.sqlite", mode="demo")

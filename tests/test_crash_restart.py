@@ -53,7 +53,7 @@ from execution.orders import OrderRequest
 from execution.reconcile import classify
 from execution.results import PairSpec
 from signals.generator import SignalGenerator, make_signal_id
-from simulator.config import AccountConfig, ReplayConfig, SimulatorConfig
+from simulator.config import AccountConfig, RateLimitConfig, ReplayConfig, SimulatorConfig
 from simulator.faults import FaultConfig
 from simulator.server import MarketData, SimulatorServer
 
@@ -212,8 +212,13 @@ def market_data() -> MarketData:
 @pytest.fixture
 async def bench(market_data: MarketData, tmp_path: Path) -> AsyncIterator[Bench]:
     """A simulator on a free loopback port, and the bot's task registry for simulated deaths."""
+    # Ten times Binance's weight per minute: a crash-point test restarts the bot (markets,
+    # leverage, margin mode, balance, a full reconciliation) some 60 times in a minute, which
+    # on one real IP would be throttled too; the bot would wait for the window (tested in
+    # tests/test_rate_limits.py), which this test is not about.
     config = SimulatorConfig(symbols=SYMBOLS, port=0, replay=ReplayConfig(speed=1.0, seed=3),
-                             accounts=(AccountConfig(starting_balance_usdt=Decimal(1_000_000)),))
+                             accounts=(AccountConfig(starting_balance_usdt=Decimal(1_000_000)),),
+                             rate_limits=RateLimitConfig(weight_per_window=24_000))
     async with SimulatorServer(config, data=market_data) as server:
         tasks = BotTasks()
         tasks.install()

@@ -27,6 +27,7 @@ DOCTEST_MODULES = (
     "execution.markets_watch",
     "execution.orders",
     "execution.paper",
+    "execution.rate_limit",
     "execution.reconcile",
     "execution.risk",
     "execution.sizing",

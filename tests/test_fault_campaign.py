@@ -30,9 +30,10 @@ from execution.reconcile import Reconciler
 
 @pytest.mark.slow
 async def test_campaign_of_100_executions_leaves_no_naked_leg_orphan_or_mismatch(tmp_path: Path) -> None:
-    # The WebSocket drop and the 429 bursts come faster than the defaults (30 s, 5 s) so that a
-    # run of a few seconds sees both; everything else is the campaign's default.
-    options = CampaignOptions(executions=100, seed=7, ws_drop_seconds=2.0, burst_every_seconds=1.0,
+    # The WebSocket drop and the 429s come faster than the defaults (30 s, 5 s) so that a run of
+    # a few seconds sees both; everything else is the campaign's default. A 429 now stops the
+    # order client for its Retry-After (1 s), so a 429 every second would starve it: every 3 s.
+    options = CampaignOptions(executions=100, seed=7, ws_drop_seconds=2.0, burst_every_seconds=3.0,
                               workdir=tmp_path, progress=False)
     async with asyncio.timeout(240):
         report = await run_campaign(options)

@@ -93,6 +93,8 @@ def test_cli_builds_the_config_and_rejects_bad_faults() -> None:
     assert config.replay.speed == pytest.approx(20000 * 300 / (2 * 60))
     assert config.faults.latency_ms == 20
     assert config.faults.malformed_kinds == ("nan_price", "stale")
+    assert config.rate_limits.enabled  # Binance's limits unless asked otherwise
+    assert not config_from_args(build_parser().parse_args(["--no-rate-limits"])).rate_limits.enabled
     assert parse_faults('{"reject_probability": 0.5}').reject_probability == 0.5
     with pytest.raises(ValueError, match="unknown fault"):
         parse_faults("nope=1")
