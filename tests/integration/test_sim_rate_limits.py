@@ -18,7 +18,6 @@ import pytest
 from execution.rate_limit import estimate_cost
 from simulator.config import SimulatorConfig
 from simulator.rate_limits import ENDPOINT_WEIGHTS, RateLimitConfig, RateLimiter, request_weight
-from simulator.server import SimulatorServer
 from tests.sim_helpers import TEST_REPLAY
 
 SMALL = RateLimitConfig(weight_per_window=30, weight_window_ms=2_000, orders_per_short_window=3,
