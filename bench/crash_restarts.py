@@ -56,7 +56,9 @@ TRIGGERS = ("sending", "rolling it back", "repairing the hedge", "outcome unknow
 SIM_FAULTS = ("partial_fill_probability=0.3,reject_probability=0.1,reject_code=-2010,"
               "lost_response_probability=0.05,latency_ms=20,latency_jitter_ms=60,"
               "unknown_503_probability=0.05,unknown_503_applied_probability=0.5,"
-              "lands_late_probability=0.03,lands_late_ms=300,timeout_1007_probability=0.02")
+              "lands_late_probability=0.03,lands_late_ms=300,timeout_1007_probability=0.02,"
+              # venue realism (issue 11): market orders answered NEW with fills later, a skewed clock
+              "market_delay_probability=0.05,market_delay_ms=200,clock_skew_ms=2000")
 _RECONCILED = re.compile(r"reconciliation \(startup\): (\{.*\})")
 
 

@@ -280,6 +280,14 @@ class CampaignOptions:
     trade_lag_ms: int = 150
     position_lag_ms: int = 300
     recv_window_ms: int = 1000  # horizon of an unknown order: recvWindow + 200 ms margin
+    # Venue realism (issue 11): market orders answered NEW or PARTIALLY_FILLED with the fills
+    # later, and the exchange's clock jumping by +-clock_skew_ms every skew_every_seconds
+    # (the bot must re-sync on the first -1021, never lose or double an order). Binance's rate
+    # limits are enforced by the simulator by default.
+    market_delay_probability: float = 0.05
+    market_delay_ms: int = 200
+    clock_skew_ms: int = 3000
+    skew_every_seconds: float = 20.0
     concurrency: int = 3
     speed: float = 60.0
     sample_interval_seconds: float = 0.05  # the exposure monitor's timer (it also samples after each result)
@@ -344,7 +352,9 @@ async def _run(options: CampaignOptions, workdir: Path) -> dict[str, Any]:
                          lands_late_probability=options.lands_late_probability, lands_late_ms=options.lands_late_ms,
                          unknown_503_probability=options.unknown_503_probability,
                          timeout_1007_probability=options.timeout_1007_probability,
-                         trade_lag_ms=options.trade_lag_ms, position_lag_ms=options.position_lag_ms)
+                         trade_lag_ms=options.trade_lag_ms, position_lag_ms=options.position_lag_ms,
+                         market_delay_probability=options.market_delay_probability,
+                         market_delay_ms=options.market_delay_ms)
     exchange = ExchangeConfig(base_url=sim.base_url, enable_rate_limit=False,
                               request_timeout_ms=3000, leverage=5, recv_window_ms=options.recv_window_ms)
     hub = MarketDataHub(exchange_config=exchange, max_quote_age_ms=5000, watch_timeout_s=2.0, seed=options.seed)
@@ -432,6 +442,7 @@ class _DriveStats:
     resubmissions: int = 0
     signals_on_old_quotes: int = 0
     http_bursts: int = 0
+    clock_jumps: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     cache_checks: int = 0
     cache_errors: list[str] = field(default_factory=list)
@@ -461,6 +472,18 @@ async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list
             sim.inject_http_errors(429, options.burst_size)
             stats.http_bursts += 1
 
+    async def skews() -> None:
+        """The exchange's clock jumps: 0, +skew, -skew, 0, ... (a drifting PC, an NTP step)."""
+        if options.clock_skew_ms == 0 or options.skew_every_seconds <= 0:
+            return
+        steps = (options.clock_skew_ms, -options.clock_skew_ms, 0)
+        n = 0
+        while True:
+            await asyncio.sleep(options.skew_every_seconds)
+            sim.set_faults(clock_skew_ms=steps[n % len(steps)])
+            stats.clock_jumps += 1
+            n += 1
+
     async def one(spec: PairSpec, resubmit: TradingSignal | None) -> tuple[TradingSignal, Any]:
         signal = resubmit
         if signal is None:
@@ -484,7 +507,8 @@ async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list
     monitor.sample("start")
     burst_task = asyncio.create_task(bursts(), name="campaign.bursts")
     owned = [burst_task, asyncio.create_task(monitor.run(options.sample_interval_seconds), name="campaign.sampler"),
-             asyncio.create_task(check_cache(), name="campaign.cache_check")]
+             asyncio.create_task(check_cache(), name="campaign.cache_check"),
+             asyncio.create_task(skews(), name="campaign.clock_skew")]
     try:
         with progress_bar(options.executions, label="executions", enabled=options.progress) as advance:
             while stats.executions < options.executions:
@@ -607,9 +631,13 @@ def _report(options: CampaignOptions, engine: ExecutionEngine, sim: Any, hub: An
                          "latency_ms": options.latency_ms, "latency_jitter_ms": options.latency_jitter_ms,
                          "ws_drop_every_seconds": options.ws_drop_seconds,
                          "http_429_burst": {"every_seconds": options.burst_every_seconds,
-                                            "size": options.burst_size}},
+                                            "size": options.burst_size},
+                         "market_delay": {"probability": options.market_delay_probability,
+                                          "ms": options.market_delay_ms},
+                         "clock_skew": {"ms": options.clock_skew_ms, "every_seconds": options.skew_every_seconds}},
             "injected": sim_stats["faults_injected"],
             "http_429_bursts_queued": drive.http_bursts,
+            "clock_jumps": drive.clock_jumps,
             "ws_connections_dropped": sim_stats["ws"].get("connections_dropped", 0),
         },
         "market_data": {k: hub.stats()[k] for k in ("quotes_processed", "reconnects", "watch_timeouts")},
@@ -656,6 +684,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of a -1007 on an order (applied or not)")
     p.add_argument("--trade-lag-ms", type=int, default=d.trade_lag_ms, help="userTrades lag behind fills")
     p.add_argument("--position-lag-ms", type=int, default=d.position_lag_ms, help="positionRisk lag behind fills")
+    p.add_argument("--market-delay", type=float, default=d.market_delay_probability,
+                   help="probability that a market order is answered NEW/PARTIALLY_FILLED, fills later")
+    p.add_argument("--market-delay-ms", type=int, default=d.market_delay_ms, help="when those fills come")
+    p.add_argument("--clock-skew-ms", type=int, default=d.clock_skew_ms,
+                   help="the exchange clock jumps by +-this (0 = never)")
+    p.add_argument("--skew-every", type=float, default=d.skew_every_seconds, help="seconds between clock jumps")
     p.add_argument("--recv-window-ms", type=int, default=d.recv_window_ms, help="the order client's recvWindow")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="signals submitted at once")
     p.add_argument("--speed", type=float, default=d.speed, help="replay speed (default %(default)s)")
@@ -685,6 +719,8 @@ def options_from_args(argv: list[str] | None = None) -> CampaignOptions:
                            lands_late_ms=a.lands_late_ms, unknown_503_probability=a.unknown_503,
                            timeout_1007_probability=a.timeout_1007, trade_lag_ms=a.trade_lag_ms,
                            position_lag_ms=a.position_lag_ms, recv_window_ms=a.recv_window_ms,
+                           market_delay_probability=a.market_delay, market_delay_ms=a.market_delay_ms,
+                           clock_skew_ms=a.clock_skew_ms, skew_every_seconds=a.skew_every,
                            concurrency=a.concurrency, speed=a.speed,
                            sample_interval_seconds=a.sample_ms / 1000, pairs_file=a.pairs, workdir=a.workdir,
                            progress=not a.no_progress)

@@ -366,7 +366,9 @@ class CcxtExchange:
     async def _measure_clock(self) -> int:
         # The midpoint of the round trip, not ccxt's load_time_difference (which takes the reply's
         # arrival time and so errs by a whole round trip): the error is at most half of it.
-        async with self._translated("sync_clock"):
+        # Urgent: without the clock nothing signed can be sent, exits and rollbacks included; the
+        # request weighs 1, so it waits for the rate limit rather than being given up.
+        async with self._translated("sync_clock", priority=Priority.URGENT):
             sent = self._ex.milliseconds()
             server = await self._ex.fetch_time()
             received = self._ex.milliseconds()

@@ -33,8 +33,9 @@ async def test_campaign_of_100_executions_leaves_no_naked_leg_orphan_or_mismatch
     # The WebSocket drop and the 429s come faster than the defaults (30 s, 5 s) so that a run of
     # a few seconds sees both; everything else is the campaign's default. A 429 now stops the
     # order client for its Retry-After (1 s), so a 429 every second would starve it: every 3 s.
+    # The exchange clock jumps by +-3 s every 4 s (the default is every 20 s) for the same reason.
     options = CampaignOptions(executions=100, seed=7, ws_drop_seconds=2.0, burst_every_seconds=3.0,
-                              workdir=tmp_path, progress=False)
+                              skew_every_seconds=4.0, workdir=tmp_path, progress=False)
     async with asyncio.timeout(240):
         report = await run_campaign(options)
     assert (report["naked_legs"], report["orphan_open_orders"], report["journal_mismatches"]) == (0, 0, 0), \
@@ -50,6 +51,9 @@ async def test_campaign_of_100_executions_leaves_no_naked_leg_orphan_or_mismatch
     assert report["duplicate_client_order_ids"] == 0
     assert report["fill_record_gaps"] == 0
     assert report["executions"] == 100
+    faults = report["faults"]
+    delayed = faults["injected"].get("market_delayed_new", 0) + faults["injected"].get("market_delayed_partial", 0)
+    assert faults["clock_jumps"] > 0 and delayed > 0, faults  # the venue-realism faults did fire
     assert report["signals"]["entries"] > 0 and report["signals"]["exits"] > 0
     # Every protocol the injected faults make necessary acted (counters: engine.counters).
     protocols = report["protocols"]
