@@ -580,19 +580,7 @@ class Journal:
         trip = self._round_trip_row(conn, order.round_trip_id)
         if trip is None or trip.is_open:
             return None
-        fills = self._fills("client_order_id IN (SELECT client_order_id FROM orders WHERE round_trip_id = ?)",
-                            (trip.id,), conn)
-        gross, fees, net = round_trip_pnl(fills)
-        funding = self._funding_total(conn, trip.id)
-        net += funding
-        conn.execute("UPDATE round_trips SET gross_pnl = ?, fees = ?, net_pnl = ?, funding = ? WHERE id = ?",
-                     (_txt(gross), _txt(fees), _txt(net), _txt(funding), trip.id))
-        after = replace(trip, gross_pnl=gross, fees=fees, net_pnl=net, funding=funding)
-        self._insert_event(conn, "round_trip_repriced", trip.pair_id, {
-            "round_trip_id": trip.id, "order": order.client_order_id,
-            "net_before": _txt_opt(trip.net_pnl), "net_after": _txt(net),
-            "fees_before": _txt_opt(trip.fees), "fees_after": _txt(fees)})
-        return trip, after
+        return self._reprice_closed(conn, trip, {"order": order.client_order_id})
 
     # ---------------------------------------------------------------------------- funding
 
@@ -628,7 +616,7 @@ class Journal:
             if trip_id is not None:
                 trip = self._round_trip_row(conn, trip_id)
                 if trip is not None and not trip.is_open:
-                    repriced = self._reprice_closed(conn, trip, f"funding {symbol}/{payment_id}")
+                    repriced = self._reprice_closed(conn, trip, {"funding": f"{symbol}/{payment_id}"})
         if trip_id is None:
             logger.warning("funding payment {} on {} ({} {}) at {} belongs to no round trip of the bot",
                            payment_id, symbol, value, asset, ts_ms)
@@ -658,7 +646,11 @@ class Journal:
         rows = conn.execute("SELECT amount FROM funding WHERE round_trip_id = ?", (round_trip_id,)).fetchall()
         return sum((Decimal(r[0]) for r in rows), Decimal(0))
 
-    def _reprice_closed(self, conn: sqlite3.Connection, trip: RoundTrip, cause: str) -> tuple[RoundTrip, RoundTrip]:
+    def _reprice_closed(self, conn: sqlite3.Connection, trip: RoundTrip,
+                        cause: dict[str, str]) -> tuple[RoundTrip, RoundTrip]:
+        """Recompute a closed trip's gross, fees, funding and net from everything recorded for it,
+        and journal a ``round_trip_repriced`` event with ``cause`` (a late fill's order, or a
+        funding payment) and the figures before and after. Returns (before, after)."""
         fills = self._fills("client_order_id IN (SELECT client_order_id FROM orders WHERE round_trip_id = ?)",
                             (trip.id,), conn)
         gross, fees, net = round_trip_pnl(fills)
@@ -667,7 +659,8 @@ class Journal:
         conn.execute("UPDATE round_trips SET gross_pnl = ?, fees = ?, net_pnl = ?, funding = ? WHERE id = ?",
                      (_txt(gross), _txt(fees), _txt(net), _txt(funding), trip.id))
         self._insert_event(conn, "round_trip_repriced", trip.pair_id, {
-            "round_trip_id": trip.id, "cause": cause, "net_before": _txt_opt(trip.net_pnl), "net_after": _txt(net),
+            "round_trip_id": trip.id, **cause, "net_before": _txt_opt(trip.net_pnl), "net_after": _txt(net),
+            "fees_before": _txt_opt(trip.fees), "fees_after": _txt(fees),
             "funding_before": _txt_opt(trip.funding), "funding_after": _txt(funding)})
         return trip, replace(trip, gross_pnl=gross, fees=fees, net_pnl=net, funding=funding)
 
