@@ -480,7 +480,7 @@ async def _drive(engine: ExecutionEngine, sim: Any, quotes: _Quotes, specs: list
         n = 0
         while True:
             await asyncio.sleep(options.skew_every_seconds)
-            sim.set_faults(clock_skew_ms=steps[n % len(steps)])
+            sim.set_clock_skew(steps[n % len(steps)])  # no reseed: the other faults' draws go on
             stats.clock_jumps += 1
             n += 1
 

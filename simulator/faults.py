@@ -208,6 +208,11 @@ class FaultInjector:
         self._config = config
         self._reseed()
 
+    def set_clock_skew(self, skew_ms: int) -> None:
+        """Move the server clock without reseeding the random streams (a clock step is not a
+        draw: a run that steps it keeps the same reject/lost/partial sequence)."""
+        self._config = dataclasses.replace(self._config, clock_skew_ms=int(skew_ms))
+
     def inject_http_errors(self, status: int, count: int) -> None:
         """Make the next ``count`` REST requests fail with ``status`` (a burst)."""
         if status not in HTTP_ERROR_STATUSES:

@@ -210,6 +210,11 @@ class SimulatorServer:
                    if getattr(config, f.name) != getattr(default, f.name)}
         logger.info("simulator faults: {}", changed or "none")
 
+    def set_clock_skew(self, skew_ms: int) -> None:
+        """Step the server's clock by ``skew_ms`` from the wall clock; other faults are untouched."""
+        self.faults.set_clock_skew(skew_ms)
+        logger.info("simulator clock skew: {} ms", skew_ms)
+
     def set_rate_limits(self, config: RateLimitConfig) -> None:
         """Change the enforced limits at run time (counts and bans so far are kept)."""
         self.rate_limiter.update(config)
