@@ -111,6 +111,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
         interval = min(interval, DEMO_STATUS_INTERVAL_SECONDS)
     status = StatusReporter(generators, interval, hub=hub, engine=engine, journal=journal, mids=router.mid)
     equity = EquityRecorder(engine=engine, journal=journal, mids=router.mid, interval_seconds=interval)
+    router.after_execution = equity.on_execution
     pipeline.components = [engine, router, hub, status, equity]  # equity after the engine: its start balance
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline

@@ -2,8 +2,9 @@
 
 Equity at a sample = the account's equity when the engine started (its first balance read) +
 the net PnL of the round trips closed since + the unrealized PnL of the open positions now
-(``app.report.open_pnl``). A sample is taken at start, whenever a round trip has closed (checked
-each ``check_seconds``), every ``interval_seconds``, and once more at stop (the snapshot).
+(``app.report.open_pnl``). A sample is taken at start, after each executed signal that closed a
+round trip, within ``check_seconds`` of a close outside the router (a rollback, a reconciliation),
+every ``interval_seconds``, and once more at stop (the snapshot).
 The figures themselves are pure functions in ``app/performance.py``.
 """
 
@@ -63,6 +64,11 @@ class EquityRecorder:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    def on_execution(self, _result: Any) -> None:
+        """After an executed signal: a sample if it closed a round trip (the router calls this)."""
+        if self._closed_at_start is not None and len(self._session_trips()) != self._closed_seen:
+            self.sample()
 
     def _session_trips(self) -> list[Any]:
         before = self._closed_at_start or set()

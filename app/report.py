@@ -26,7 +26,9 @@ ZERO = Decimal(0)
 MidSource = Callable[[str], Decimal | None]
 
 
-STATUS_COLUMNS = ("pair", "state", "z", "pos_a", "pos_b", "entry_z", "held", "upnl_usdt", "age_ms", "refused")
+STATUS_CAPTION = ("LONG/SHORT = LONG_SPREAD/SHORT_SPREAD, * = warming; pos: base qty, + long - short; held: "
+                  "time in trade; upnl: USDT, net; age_ms: quotes a/b by the wall clock")
+STATUS_COLUMNS = ("pair", "state", "z", "pos_a", "pos_b", "entry_z", "held", "upnl", "age_ms", "refused")
 
 
 def status_table(generators: dict[str, SignalGenerator], *, width: int = 100, hub: Any = None,
@@ -40,10 +42,10 @@ def status_table(generators: dict[str, SignalGenerator], *, width: int = 100, hu
     a hub (tests, replays) they fall back to the generator's exchange-time ages. Without an engine
     the position columns are empty.
     """
-    table = Table(title="status", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for column in STATUS_COLUMNS:
-        table.add_column(column, justify="left" if column in ("pair", "state") else "right",
-                         no_wrap=column != "state", overflow="fold")
+    table = Table(title="status", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=0,
+                  caption=STATUS_CAPTION, caption_justify="left")
+    for column in STATUS_COLUMNS:  # fold, never cut: an over-long cell wraps inside its column
+        table.add_column(column, justify="left" if column in ("pair", "state") else "right", overflow="fold")
     positions = getattr(engine, "positions", {}) if engine is not None else {}
     refusals = getattr(engine, "refusals_by_pair", {}) if engine is not None else {}
     for pair_id, gen in generators.items():
@@ -54,11 +56,11 @@ def status_table(generators: dict[str, SignalGenerator], *, width: int = 100, hu
             stale = hub.feed_lost or hub.is_stale(gen.symbol_a) or hub.is_stale(gen.symbol_b)
         else:
             age_a, age_b, stale = s.quote_age_a_ms, s.quote_age_b_ms, False
-        state = display_state(s)
+        state = _short_state(display_state(s))
         position = positions.get(pair_id)
         held = position is not None and (position.qty_a != 0 or position.qty_b != 0)
         table.add_row(
-            pair_id, f"STALE ({state})" if stale else state, z,
+            pair_id, f"STALE {state}" if stale else state, z,
             _qty(position.qty_a) if held else "", _qty(position.qty_b) if held else "",
             _entry_z(journal, position) if held else "",
             _duration(s.last_ts_ms - s.entry_ts_ms) if held and s.entry_ts_ms and s.last_ts_ms else "",
@@ -67,6 +69,12 @@ def status_table(generators: dict[str, SignalGenerator], *, width: int = 100, hu
     console = Console(width=width, record=True, file=_NullFile(), color_system=None)
     console.print(table)
     return console.export_text()
+
+
+def _short_state(state: str) -> str:
+    """``SHORT_SPREAD (warming)`` -> ``SHORT*``: the status table's state column (STATUS_CAPTION)."""
+    short = state.replace("_SPREAD", "")
+    return short.replace(" (warming)", "*")
 
 
 def _age(ms: int | None) -> str:
