@@ -75,8 +75,9 @@ def _ten_pairs(*, age_ms: int, qty_a: str = "1746.7", qty_b: str = "-45.13") -> 
 
 
 def test_status_table_fits_100_columns_with_every_cell_whole() -> None:
+    """At its default width, the one StatusReporter logs with."""
     gens, hub, engine = _ten_pairs(age_ms=65_000)  # a dead feed: STALE, five-digit ages
-    text = status_table(gens, width=100, hub=hub, engine=engine, journal=_Journal(), mids=lambda s: D("1.49"))
+    text = status_table(gens, hub=hub, engine=engine, journal=_Journal(), mids=lambda s: D("1.49"))
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100
     header = next(line for line in lines if line.startswith("pair"))
@@ -97,7 +98,7 @@ def test_status_table_fits_100_columns_with_every_cell_whole() -> None:
 
 def test_status_table_folds_rather_than_cuts_an_oversized_cell() -> None:
     gens, hub, engine = _ten_pairs(age_ms=1_234_567, qty_a="123456789.123", qty_b="-987654321.987")
-    text = status_table(gens, width=100, hub=hub, engine=engine, journal=_Journal(), mids=lambda s: D("1.49"))
+    text = status_table(gens, hub=hub, engine=engine, journal=_Journal(), mids=lambda s: D("1.49"))
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "…" not in text  # rich's mark of a cut cell
     lines = text.splitlines()
