@@ -104,3 +104,46 @@ def test_performance_section_net_pnl_adds_unrealized_once_and_return_from_equity
     assert section["all_time"]["net_pnl_usdt"] == "8.5"  # 10 realized - 1.5 open
     assert section["open_positions"] == [{"pair": "A", "state": "LONG_SPREAD", "qty_a": "2", "qty_b": "-3",
                                           "unrealized_usdt": "-1.5"}]
+
+
+class _Journal:
+    def __init__(self, trips: list) -> None:
+        self.trips = trips
+
+    def round_trips(self) -> list:
+        return list(self.trips)
+
+
+def _rt(trip_id: int, net: str | None, *, pair: str = "A", closed_s: int | None = 10):
+    return SimpleNamespace(id=trip_id, pair_id=pair, opened_ts_ms=0,
+                           closed_ts_ms=None if closed_s is None else closed_s * 1000, net_pnl=None if net is None else D(net), fees=D("1"), funding=D("0"),
+                           is_open=closed_s is None)
+
+
+async def test_equity_recorder_samples_at_start_each_close_and_stop_counting_only_this_run() -> None:
+    from app.equity import EquityRecorder
+
+    journal = _Journal([_rt(1, "50")])  # closed before this run: all time, not the session
+    engine = SimpleNamespace(positions={}, balance_at_start=SimpleNamespace(total=D("1000")),
+                             balance=SimpleNamespace(total=D("995")))
+    clock = iter(range(1, 100))
+    recorder = EquityRecorder(engine=engine, journal=journal, mids=lambda s: None, interval_seconds=3600,
+                              wall_ms=lambda: next(clock))
+    await recorder.start()
+    try:
+        journal.trips.append(_rt(2, "-10"))
+        recorder.on_execution(None)  # closed a trip: one sample
+        recorder.on_execution(None)  # nothing new closed: none
+        journal.trips.append(_rt(3, "5"))
+        recorder.on_execution(None)
+    finally:
+        await recorder.stop()
+    section = recorder.stats()
+    assert [(p.ts_ms, p.equity_usdt) for p in recorder.samples] == [
+        (1, D("1000")), (2, D("990")), (3, D("995")), (4, D("995"))]  # start, two closes, stop
+    assert recorder.stats() is section  # computed once: the screen and the file agree
+    s = section["session"]
+    assert (s["round_trips"], s["realized_usdt"], s["net_pnl_usdt"]) == (2, "-5", "-5")
+    assert (s["equity_start_usdt"], s["equity_end_usdt"], s["max_drawdown_usdt"]) == ("1000", "995", "10")
+    assert section["all_time"]["round_trips"] == 3 and section["all_time"]["realized_usdt"] == "45"
+    assert section["open_positions"] == []
