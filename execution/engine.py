@@ -317,14 +317,23 @@ class ExecutionEngine:
             pass
         if self._balance_tasks:
             await asyncio.gather(*self._balance_tasks, return_exceptions=True)
-        if self.balance_at_start is not None:  # the equity at end of the final statistics; bounded
-            try:
-                async with asyncio.timeout(FINAL_BALANCE_TIMEOUT_SECONDS):
-                    await self.refresh_balance()
-            except TimeoutError:
-                logger.warning("final balance not read within {:g} s; the last one read stands",
-                               FINAL_BALANCE_TIMEOUT_SECONDS)
-        await self.adapter.close()
+        try:
+            await self._read_final_balance()
+        finally:
+            await self.adapter.close()
+
+    async def _read_final_balance(self) -> None:
+        """The final statistics' equity at end; bounded, and never in the way of the close."""
+        if self.balance_at_start is None:
+            return
+        try:
+            async with asyncio.timeout(FINAL_BALANCE_TIMEOUT_SECONDS):
+                await self.refresh_balance()
+        except TimeoutError:
+            logger.warning("final balance not read within {:g} s; the last one read stands",
+                           FINAL_BALANCE_TIMEOUT_SECONDS)
+        except Exception as exc:  # statistics only: the stop goes on whatever the read did
+            logger.warning("final balance not read: {}: {}; the last one read stands", type(exc).__name__, exc)
 
     @property
     def _lock(self) -> Any:
