@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -446,24 +447,35 @@ def _positive_speed(text: str) -> float:
     return value
 
 
+CHECK_CONFIG_COLUMNS = ("pair", "legs", "hedge", "z entry/exit/stop", "window", "price", "half-life",
+                        "max hold", "USDT", "on")
+
+
 def check_config(options: CliOptions, console: Console) -> int:
-    """Validate both files and print the effective per-pair settings."""
+    """Validate both files and print each pair's effective settings (its override, else config.json).
+
+    Narrow enough for an 80-column terminal: one-space column gaps, headers that wrap at their
+    spaces, the legs in one cell (X above Y), z thresholds in one cell; a cell too long for its
+    column folds instead of being cut. An empty setting prints as ``-``.
+    """
     config = load_app_config(options.config_path)
     pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
-    table = Table(title=f"{len(pairs)} pairs from {options.pairs_path} (X = leg_a, Y = leg_b)",
-                  title_justify="left")
-    for column in ("pair_id", "leg_a (X)", "leg_b (Y)", "hedge_ratio", "entry_z", "exit_z", "stop_z",
-                   "half_life", "max_hold_bars", "notional_usdt", "enabled"):
-        table.add_column(column)
+    table = Table(title=f"{len(pairs)} pairs from {options.pairs_path}", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for column in CHECK_CONFIG_COLUMNS:
+        table.add_column(column, justify="left" if column in ("pair", "legs", "price", "on") else "right",
+                         overflow="fold")
     for pair in pairs:
         params = signal_params(config.signal, pair)
         notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
-        table.add_row(pair.pair_id, pair.leg_a, pair.leg_b, f"{pair.hedge_ratio:g}", f"{params.entry_z:g}",
-                      f"{params.exit_z:g}", f"{params.stop_z:g}",
-                      "" if pair.half_life_candles is None else f"{pair.half_life_candles:g}",
-                      "" if params.max_holding_bars is None else str(params.max_holding_bars),
+        table.add_row(pair.pair_id, f"{pair.leg_a}\n{pair.leg_b}", f"{pair.hedge_ratio:g}",
+                      f"{params.entry_z:g}/{params.exit_z:g}/{params.stop_z:g}", str(params.lookback_bars),
+                      params.price_transform, "-" if pair.half_life_candles is None else f"{pair.half_life_candles:g}",
+                      "-" if params.max_holding_bars is None else str(params.max_holding_bars),
                       f"{notional:g}", "yes" if pair.enabled else "no")
     console.print(table)
+    console.print("legs: X (leg_a) above Y (leg_b); z: entry/exit/stop thresholds; window (lookback), half-life, "
+                  "max hold: bars; price: the spread's price transform; USDT: notional per pair", highlight=False)
     mode = "paper (dry_run)" if config.dry_run else "live (needs --live and API keys)"
     console.print(f"config OK: {options.config_path} | exchange {config.exchange.id} | {mode}")
     return EXIT_OK

@@ -16,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from app.equity import EquityRecorder
 from app.pipeline import SignalRouter
 from app.report import StatusReporter, pnl_rows, totals
 from core.component import Component
@@ -108,8 +109,10 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     interval = config.logging.status_interval_seconds
     if mode is RunMode.DEMO:  # replayed time runs fast: show the table often enough to watch it move
         interval = min(interval, DEMO_STATUS_INTERVAL_SECONDS)
-    status = StatusReporter(generators, interval, hub=hub)
-    pipeline.components = [engine, router, hub, status]
+    status = StatusReporter(generators, interval, hub=hub, engine=engine, journal=journal, mids=router.mid)
+    equity = EquityRecorder(engine=engine, journal=journal, mids=router.mid, interval_seconds=interval)
+    router.after_execution = equity.on_execution
+    pipeline.components = [engine, router, hub, status, equity]  # equity after the engine: its start balance
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
 

@@ -66,6 +66,8 @@ class SignalRouter:
         self.counters = RouterCounters()
         self._accepting = True
         self.latest: dict[str, Quote] = {}
+        #: Called after each executed signal (the equity curve samples when a round trip closed).
+        self.after_execution: Callable[[ExecutionResult], None] | None = None
         for gen in generators.values():
             gen.register_signal_callback(self._make_callback(gen))
 
@@ -200,6 +202,8 @@ class SignalRouter:
             self._stats.trades_executed += 1
             logger.info("TRADE EXECUTED #{} | Pair: {} | Signal: {} | {}", self._stats.trades_executed,
                         result.pair_id, result.signal_type.value, result.detail)
+            if self.after_execution is not None:
+                self.after_execution(result)
         else:
             self.counters.not_executed += 1
             if result.status is ExecutionStatus.REFUSED:

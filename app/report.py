@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from loguru import logger
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -25,15 +26,28 @@ ZERO = Decimal(0)
 MidSource = Callable[[str], Decimal | None]
 
 
-def status_table(generators: dict[str, SignalGenerator], *, width: int = 110, hub: Any = None) -> str:
-    """The periodic status: pair, state, z, bars in window, quote ages by the wall clock.
+STATUS_CAPTION = ("LONG/SHORT = LONG_SPREAD/SHORT_SPREAD, * = warming; pos: base qty, + long - short; held: "
+                  "time in trade; upnl: USDT, net; age_ms: quotes a/b by the wall clock")
+STATUS_COLUMNS = ("pair", "state", "z", "pos_a", "pos_b", "entry_z", "held", "upnl", "age_ms", "refused")
+
+
+def status_table(generators: dict[str, SignalGenerator], *, width: int = 100, hub: Any = None,
+                 engine: Any = None, journal: Journal | None = None, mids: MidSource | None = None) -> str:
+    """The periodic status, one row per pair, within ``width`` columns: state, z, the position
+    per leg (signed base quantity: + long, - short), the entry z, the time in trade (exchange
+    time: the pair's last event minus its entry), the unrealized PnL (net of the fees and funding
+    of the open legs, ``open_pnl``), the quote ages of both legs (``a/b`` ms) and the refusals.
 
     Quote ages come from the market-data hub (wall clock: a dead feed shows as stale); without
-    a hub (tests, replays) they fall back to the generator's exchange-time ages.
+    a hub (tests, replays) they fall back to the generator's exchange-time ages. Without an engine
+    the position columns are empty.
     """
-    table = Table(title="status", title_justify="left")
-    for column in ("pair", "state", "z", "bars", "age_a_ms", "age_b_ms", "signals"):
-        table.add_column(column, justify="right" if column not in ("pair", "state") else "left")
+    table = Table(title="status", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=0,
+                  caption=STATUS_CAPTION, caption_justify="left")
+    for column in STATUS_COLUMNS:  # fold, never cut: an over-long cell wraps inside its column
+        table.add_column(column, justify="left" if column in ("pair", "state") else "right", overflow="fold")
+    positions = getattr(engine, "positions", {}) if engine is not None else {}
+    refusals = getattr(engine, "refusals_by_pair", {}) if engine is not None else {}
     for pair_id, gen in generators.items():
         s = gen.snapshot()
         z = "" if s.z != s.z else f"{s.z:+.2f}"
@@ -42,14 +56,53 @@ def status_table(generators: dict[str, SignalGenerator], *, width: int = 110, hu
             stale = hub.feed_lost or hub.is_stale(gen.symbol_a) or hub.is_stale(gen.symbol_b)
         else:
             age_a, age_b, stale = s.quote_age_a_ms, s.quote_age_b_ms, False
-        state = display_state(s)
-        table.add_row(pair_id, f"STALE ({state})" if stale else state, z,
-                      f"{s.bars_in_window}/{s.lookback_bars - 1}",
-                      "" if age_a is None else str(age_a), "" if age_b is None else str(age_b),
-                      str(sum(s.signals_emitted.values())))
+        state = _short_state(display_state(s))
+        position = positions.get(pair_id)
+        held = position is not None and (position.qty_a != 0 or position.qty_b != 0)
+        table.add_row(
+            pair_id, f"STALE {state}" if stale else state, z,
+            _qty(position.qty_a) if held else "", _qty(position.qty_b) if held else "",
+            _entry_z(journal, position) if held else "",
+            _duration(s.last_ts_ms - s.entry_ts_ms) if held and s.entry_ts_ms and s.last_ts_ms else "",
+            f"{open_pnl(journal, position, mids):,.2f}" if held and journal is not None and mids is not None else "",
+            f"{_age(age_a)}/{_age(age_b)}", str(refusals.get(pair_id, 0)))
     console = Console(width=width, record=True, file=_NullFile(), color_system=None)
     console.print(table)
     return console.export_text()
+
+
+def _short_state(state: str) -> str:
+    """``SHORT_SPREAD (warming)`` -> ``SHORT*``: the status table's state column (STATUS_CAPTION)."""
+    short = state.replace("_SPREAD", "")
+    return short.replace(" (warming)", "*")
+
+
+def _age(ms: int | None) -> str:
+    return "-" if ms is None else str(ms)
+
+
+def _qty(qty: Decimal) -> str:
+    return f"{qty:+g}" if qty else "0"
+
+
+def _entry_z(journal: Journal | None, position: PairPosition) -> str:
+    if journal is None or position.entry_signal_id is None:
+        return ""
+    record = journal.get_signal(position.entry_signal_id)
+    return "" if record is None else f"{record.signal.z:+.2f}"
+
+
+def _duration(ms: int) -> str:
+    """``1d02h``, ``3h05m``, ``12m30s``, ``45s``."""
+    seconds = max(0, ms // 1000)
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def display_state(snapshot: Any) -> str:
@@ -82,6 +135,13 @@ def pnl_rows(journal: Journal, positions: dict[str, PairPosition], mids: MidSour
                 [t.net_pnl for t in trips if t.net_pnl is not None])),
         })
     return rows
+
+
+def open_pnl(journal: Journal, position: PairPosition, mids: MidSource) -> Decimal:
+    """The open legs' unrealized PnL, exact: mark to mid, less the fees paid on them, plus the
+    funding received on them (0 when flat, or when a leg has no mid)."""
+    unrealized, open_fees = _unrealized(journal, position, mids)
+    return unrealized - open_fees + _open_funding(journal, position)
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,9 +210,11 @@ class StatusReporter:
 
     name = "status"
 
-    def __init__(self, generators: dict[str, SignalGenerator], interval_seconds: float, *, hub: Any = None) -> None:
+    def __init__(self, generators: dict[str, SignalGenerator], interval_seconds: float, *, hub: Any = None,
+                 engine: Any = None, journal: Journal | None = None, mids: MidSource | None = None) -> None:
         self._generators = generators
         self._hub = hub
+        self._engine, self._journal, self._mids = engine, journal, mids
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -162,7 +224,8 @@ class StatusReporter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            logger.info("\n" + status_table(self._generators, hub=self._hub).rstrip())
+            logger.info("\n" + status_table(self._generators, hub=self._hub, engine=self._engine,
+                                                journal=self._journal, mids=self._mids).rstrip())
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -14,18 +14,21 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
 - ``signals_failed``: decisions that were neither executed nor refused (failed, halted, resolving).
 - ``signals_rechecked``: re-checks of a held-back entry that the same cause refused again.
 - ``success_rate_pct``: trades_executed / signals_processed * 100 (0 when no signals): a share
-  of decisions carried out, not a win rate.
+  of decisions carried out, not a win rate (file only; the screen shows the decisions line).
 - ``stop_reason``: why the run ended (``signal SIGINT``, ``duration``, ``fatal: ...``).
 - ``sections``: one object per component (``market_data``, ``signals``, ``execution``, ...),
   each a flat or nested object of that component's counters, documented where it is built.
   PnL figures are net of fees and funding: the ``pnl`` section's rows (``app/report.py``) carry
   ``realized_usdt``, ``unrealized_usdt``, ``fees_usdt`` and ``funding_usdt`` per pair, and
   ``execution`` has ``realized_pnl_usdt`` and ``funding_usdt`` (all funding journaled).
+  ``performance`` (``app/equity.py``) has every figure of the final screen, this session and
+  all time, exact money as decimal strings, the positions left open and the equity curve.
 """
 
 from __future__ import annotations
 
 import time
+from decimal import ROUND_HALF_EVEN, Decimal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,13 +124,12 @@ class SessionStats:
 
 
 def final_statistics_text(snapshot: dict[str, Any]) -> str:
-    """The original design's recognisable block, kept line for line."""
+    """The original design's recognisable block: uptime, signals, trades, decisions."""
     return (
         "FINAL STATISTICS:\n"
         f"   Uptime: {snapshot['uptime_seconds']:.1f}s\n"
         f"   Signals processed: {snapshot['signals_processed']}\n"
         f"   Trades executed: {snapshot['trades_executed']}\n"
-        f"   Success rate: {snapshot['success_rate_pct']:.1f}% (trades executed / signals; not a win rate)\n"
         f"   Decisions: {_decisions(snapshot)}"
     )
 
@@ -142,28 +144,114 @@ def _decisions(snapshot: dict[str, Any]) -> str:
     return text + (f"; {rechecks} re-checks of held-back entries" if rechecks else "")
 
 
+PERFORMANCE_SECTION = "performance"
+
+
 def render_tables(snapshot: dict[str, Any], console: Console) -> None:
-    """Print each statistics section as a table after the four-line block."""
+    """The performance figures, the positions left open, then each other section: row tables
+    with money to 2 decimals right-aligned, and counters only where non-zero (the session file
+    keeps them all)."""
+    performance = snapshot["sections"].get(PERFORMANCE_SECTION)
+    if isinstance(performance, dict) and performance.get("session"):
+        render_performance(performance, console)
     for name, section in snapshot["sections"].items():
-        if not isinstance(section, dict) or not section:
+        if name == PERFORMANCE_SECTION or not isinstance(section, dict) or not section:
             continue
         rows = section.get("rows") if isinstance(section.get("rows"), list) else None
         if rows and all(isinstance(r, dict) for r in rows):
             table = Table(title=name, title_justify="left")
             columns = list(rows[0].keys())
             for column in columns:
-                table.add_column(str(column))
+                numeric = all(isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool)
+                              for r in rows)
+                table.add_column(str(column), justify="right" if numeric else "left")
             for row in rows:
-                table.add_row(*(_cell(row.get(c)) for c in columns))
+                table.add_row(*(_cell(row.get(c), c) for c in columns))
             console.print(table)
             section = {k: v for k, v in section.items() if k != "rows"}
-        if section:
-            table = Table(title=name if not rows else None, show_header=False, title_justify="left")
+        counters = [(k, v) for k, v in _flatten(section) if not _is_zero(v)]
+        if counters:
+            table = Table(title=name if not rows else f"{name} (non-zero)", show_header=False,
+                          title_justify="left")
             table.add_column("counter")
             table.add_column("value", justify="right")
-            for key, value in _flatten(section):
-                table.add_row(key, _cell(value))
+            for key, value in counters:
+                table.add_row(key, _cell(value, key))
             console.print(table)
+
+
+def render_performance(perf: dict[str, Any], console: Console) -> None:
+    """This session and all time side by side, then the positions left open at shutdown."""
+    session, all_time = perf["session"], perf.get("all_time") or {}
+    need = perf.get("min_ratio_samples", 0)
+    table = Table(title="performance (USDT; net = after fees and funding)", title_justify="left")
+    table.add_column("figure")
+    table.add_column("this session", justify="right")
+    table.add_column("all time (journal)", justify="right")
+
+    def row(label: str, key: str, fmt: Callable[[Any, dict[str, Any]], str]) -> None:
+        table.add_row(label, fmt(session.get(key), session), fmt(all_time.get(key), all_time) if all_time else "")
+
+    row("Net PnL (realized + unrealized)", "net_pnl_usdt", _usd)
+    row("  realized, closed round trips", "realized_usdt", _usd)
+    row("  unrealized, open positions", "unrealized_usdt", _usd)
+    row("  fees paid (in realized)", "fees_usdt", _usd)
+    row("  funding received (in realized)", "funding_usdt", _usd)
+    row("Equity at start", "equity_start_usdt", _usd)
+    row("Equity at end", "equity_end_usdt", _usd)
+    row("Return", "return_pct", lambda v, _: _pct(v))
+    row("Round trips", "round_trips", lambda v, _: "" if v is None else str(v))
+    row("Win rate", "win_rate_pct", lambda v, d: "n/a" if v is None else f"{v:.1f}% ({d['wins']}/{d['round_trips']})")
+    row("Profit factor", "profit_factor",
+        lambda v, d: f"{v:.2f}" if v is not None else ("n/a (no losing trip)" if d.get("round_trips") else "n/a"))
+    row("Expectancy per round trip", "expectancy_usdt", _usd)
+    row("Average holding time", "avg_holding_seconds", lambda v, _: "n/a" if v is None else _hms(v))
+    row("Max drawdown", "max_drawdown_usdt",
+        lambda v, d: "" if v is None else f"{_usd(v, d)} ({_pct(d.get('max_drawdown_pct'))})")
+    ratio = lambda v, d: (f"{v:.2f}" if v is not None else  # noqa: E731
+                          (f"n/a (fewer than {need} samples)" if d.get("ratio_samples", 0) < need else "n/a"))
+    row("Sharpe (per trip, annualised)", "sharpe", ratio)
+    row("Sortino (per trip, annualised)", "sortino", ratio)
+    row("Best pair", "best_pair", _pair)
+    row("Worst pair", "worst_pair", _pair)
+    console.print(table)
+    opened = perf.get("open_positions") or []
+    if opened:
+        left = Table(title="left open at shutdown", title_justify="left")
+        for column in ("pair", "state", "qty_a", "qty_b", "unrealized_usdt"):
+            left.add_column(column, justify="left" if column in ("pair", "state") else "right")
+        for p in opened:
+            left.add_row(p["pair"], p["state"], p["qty_a"], p["qty_b"], _usd(p["unrealized_usdt"], {}))
+        console.print(left)
+        total = sum(Decimal(p["unrealized_usdt"]) for p in opened)
+        console.print(f"{len(opened)} position(s) left open at shutdown, still held on the exchange: "
+                      f"unrealized {_usd(str(total), {})} USDT (the next start reconciles them)", highlight=False)
+    else:
+        console.print("no position left open at shutdown", highlight=False)
+
+
+def _usd(value: Any, _: dict[str, Any]) -> str:
+    if value is None:
+        return "n/a"
+    return f"{Decimal(str(value)).quantize(Decimal('0.01'), ROUND_HALF_EVEN):,.2f}"
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def _hms(seconds: float) -> str:
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _pair(value: Any, d: dict[str, Any]) -> str:
+    return "n/a" if not value else f"{value[0]} {_usd(value[1], d)}"
+
+
+def _is_zero(value: Any) -> bool:
+    return value is None or value is False or value == 0 or value in ([], {}, "")
 
 
 def _flatten(section: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -177,7 +265,9 @@ def _flatten(section: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
     return out
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, key: str = "") -> str:
+    if isinstance(value, float) and key.endswith("_usdt"):
+        return f"{value:,.2f}"
     if isinstance(value, float):
         return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
     return "" if value is None else str(value)

@@ -36,8 +36,8 @@ from core.config import ExecutionConfig, RiskConfig
 from core.errors import AccountSetupError, PairsBotError, PermanentError, RetryableError
 from core.log_setup import log_trade_event
 from core.types import PairState, SignalType, TradingSignal
-from execution.exchange import (HEDGE_MODE_REFUSAL, MULTI_ASSETS_ISOLATED_REFUSAL, ExchangeAdapter, FeeRates,
-                                offset_text)
+from execution.exchange import (HEDGE_MODE_REFUSAL, MULTI_ASSETS_ISOLATED_REFUSAL, BalanceInfo, ExchangeAdapter,
+                                FeeRates, offset_text)
 from execution.funding import FundingCollector, OpenTrip
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition
@@ -57,6 +57,7 @@ BookSource = Callable[[str], tuple[Decimal, Decimal] | None]  # (bid, ask) of a 
 ZERO = Decimal(0)
 _MAX_CLOSE_ATTEMPTS = 20  # per leg and purpose; the attempt number is part of the clientOrderId
 _DAY_MS = 86_400_000
+FINAL_BALANCE_TIMEOUT_SECONDS = 2.0  # the balance read at stop must not hold the shutdown up
 
 
 class ExecutionEngine:
@@ -99,8 +100,14 @@ class ExecutionEngine:
         #: The only writer of ``positions`` (one transition table, journaled on every change).
         self.lifecycle = PairLifecycle(journal, self.positions)
         self._free_margin = ZERO
+        #: The account's last balance read (``total``: equity incl. unrealized), and the first one of
+        #: this run: the final statistics' equity at start and at end (app/performance.py).
+        self.balance: BalanceInfo | None = None
+        self.balance_at_start: BalanceInfo | None = None
         self._stopping = False
         self._refusals: dict[str, int] = {}
+        #: Refusals per pair (re-checks of a held-back entry included): the status table's column.
+        self.refusals_by_pair: dict[str, int] = {}
         self._outcomes: dict[str, int] = {}
         self._ack_ms: list[float] = []
         self._fill_ms: list[float] = []
@@ -286,9 +293,14 @@ class ExecutionEngine:
 
     async def refresh_balance(self) -> None:
         try:
-            self._free_margin = (await self.adapter.fetch_balance()).free
+            balance = await self.adapter.fetch_balance()
         except (RetryableError, PermanentError) as exc:
             logger.warning("balance refresh failed: {}", exc)
+            return
+        self._free_margin = balance.free
+        self.balance = balance
+        if self.balance_at_start is None:
+            self.balance_at_start = balance
 
     async def stop(self) -> None:
         """Refuse new signals, wait (bounded by the caller) for the one in flight, close."""
@@ -305,7 +317,23 @@ class ExecutionEngine:
             pass
         if self._balance_tasks:
             await asyncio.gather(*self._balance_tasks, return_exceptions=True)
-        await self.adapter.close()
+        try:
+            await self._read_final_balance()
+        finally:
+            await self.adapter.close()
+
+    async def _read_final_balance(self) -> None:
+        """The final statistics' equity at end; bounded, and never in the way of the close."""
+        if self.balance_at_start is None:
+            return
+        try:
+            async with asyncio.timeout(FINAL_BALANCE_TIMEOUT_SECONDS):
+                await self.refresh_balance()
+        except TimeoutError:
+            logger.warning("final balance not read within {:g} s; the last one read stands",
+                           FINAL_BALANCE_TIMEOUT_SECONDS)
+        except Exception as exc:  # statistics only: the stop goes on whatever the read did
+            logger.warning("final balance not read: {}: {}; the last one read stands", type(exc).__name__, exc)
 
     @property
     def _lock(self) -> Any:
@@ -1032,6 +1060,7 @@ class ExecutionEngine:
 
     def _refuse(self, signal: TradingSignal, reason: Reason, detail: str) -> ExecutionResult:
         self._refusals[reason.value] = self._refusals.get(reason.value, 0) + 1
+        self.refusals_by_pair[signal.pair_id] = self.refusals_by_pair.get(signal.pair_id, 0) + 1
         # A refusal that repeats for a pair is said once at INFO; the repeats go to the debug log
         # and to the refusal counters. A persistent cause (max_open_pairs, exposure, daily loss,
         # margin) is said once per pair for the whole run: it recurs with every cooldown and with

@@ -109,12 +109,15 @@ async def test_per_pair_overrides_and_enabled_false_reach_the_assembled_bot(sim_
 
 
 def _table_rows(stdout: str) -> dict[str, list[str]]:
-    """check-config's rich table: pair_id -> the row's cells."""
-    rows = {}
-    for line in stdout.splitlines():
-        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
-        if len(cells) == 11 and cells[0] in {p["pair_id"] for p in PAIRS}:
-            rows[cells[0]] = cells
+    """check-config's table: pair_id -> its cells (an empty setting prints as "-"; the Y leg is on
+    the row's second line, appended as the last cell)."""
+    rows: dict[str, list[str]] = {}
+    ids = {p["pair_id"] for p in PAIRS}
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        cells = line.split()
+        if len(cells) == 10 and cells[0] in ids:
+            rows[cells[0]] = cells + lines[i + 1].split()
     return rows
 
 
@@ -123,11 +126,14 @@ def test_check_config_prints_each_pairs_effective_settings(tmp_path: Path) -> No
     proc = run_main(["check-config", "--config", str(config_path), "--pairs", str(pairs_path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = _table_rows(proc.stdout)
-    # pair_id, leg_a, leg_b, hedge_ratio, entry_z, exit_z, stop_z, half_life, max_hold_bars, notional, enabled
+    # pair_id, leg_a, hedge_ratio, entry/exit/stop z, lookback, price transform, half_life, max_hold_bars,
+    # notional, enabled, then leg_b (the cell's second line)
     assert rows == {
-        "EOS_AXS": ["EOS_AXS", "EOS/USDT", "AXS/USDT", "1.1664", "1.7", "0.25", "3.3", "48.7", "17", "750", "yes"],
-        "BTC_ETH": ["BTC_ETH", "BTCUSDT", "ETH/USDT:USDT", "0.9", "2.1", "0.1", "4.4", "10", "25", "1200", "yes"],
-        "DOT_ETH": ["DOT_ETH", "DOT/USDT", "ETH/USDT", "1.3", "1.5", "0.1", "4.4", "", "", "300", "no"],
+        "EOS_AXS": ["EOS_AXS", "EOS/USDT", "1.1664", "1.7/0.25/3.3", "40", "raw", "48.7", "17", "750", "yes",
+                    "AXS/USDT"],
+        "BTC_ETH": ["BTC_ETH", "BTCUSDT", "0.9", "2.1/0.1/4.4", "50", "log", "10", "25", "1200", "yes",
+                    "ETH/USDT:USDT"],
+        "DOT_ETH": ["DOT_ETH", "DOT/USDT", "1.3", "1.5/0.1/4.4", "50", "log", "-", "-", "300", "no", "ETH/USDT"],
     }, proc.stdout
     assert f"config OK: {config_path}" in proc.stdout
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["conf", "config.json", "pairs.json"]  # wrote nothing

@@ -43,7 +43,7 @@ def test_duration_run_exits_0_writes_stats_and_leaks_no_secret(paper_bot_dir: Pa
     # seconds (not ms), at least the duration, and no more than the process lived
     assert 2.0 <= stats["uptime_seconds"] <= watched_seconds
     assert {"signals_processed", "trades_executed", "success_rate_pct", "sections"} <= stats.keys()
-    assert "FINAL STATISTICS" in proc.stdout and "Success rate: " in proc.stdout
+    assert "FINAL STATISTICS" in proc.stdout and "Decisions: " in proc.stdout
     text = _all_log_text(bot_dir / "logs") + proc.stdout + proc.stderr
     assert "keys present" in text  # the key was loaded ...
     assert FAKE_KEY not in text and FAKE_SECRET not in text  # ... and never shown
