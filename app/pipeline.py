@@ -18,8 +18,9 @@ from typing import Any, Awaitable, Callable
 
 from loguru import logger
 
+from core.backoff import jittered_backoff_seconds
 from core.stats import SessionStats
-from core.types import PairState, Quote, TradingSignal
+from core.types import PairState, Quote, SignalType, TradingSignal
 from execution.engine import ExecutionEngine
 from execution.journal import SIGNAL_RECEIVED, Journal
 from execution.results import ExecutionResult, ExecutionStatus, Reason
@@ -27,7 +28,7 @@ from signals.generator import SignalGenerator
 
 
 HistorySource = Callable[..., Awaitable[dict[str, list[list[float]]]]]
-BACKFILL_RETRY_MAX_SECONDS = 30.0
+BACKFILL_RETRY_FIRST_MS, BACKFILL_RETRY_MAX_MS = 2_000, 30_000
 
 
 @dataclass(slots=True)
@@ -62,7 +63,7 @@ class SignalRouter:
         self._rng = random.Random()
         self._on_feed_loss = on_feed_loss
         self.feed_lost = False
-        self._held_back: dict[str, tuple[Any, Reason]] = {}  # pair -> (signal type, persistent refusal)
+        self._held_back: dict[str, tuple[SignalType, Reason]] = {}  # pair -> (signal type, persistent refusal)
         self.counters = RouterCounters()
         self._accepting = True
         self.latest: dict[str, Quote] = {}
@@ -279,7 +280,8 @@ class SignalRouter:
                 raise
             except Exception as exc:  # the feed's REST side is down too: keep the pairs WARMING, try again
                 failures += 1
-                delay = self._rng.uniform(0.5, 1.0) * min(BACKFILL_RETRY_MAX_SECONDS, 2.0 ** failures)
+                delay = jittered_backoff_seconds(failures, self._rng, first_ms=BACKFILL_RETRY_FIRST_MS,
+                                                 max_ms=BACKFILL_RETRY_MAX_MS)
                 logger.opt(exception=exc).debug("backfill failure detail")
                 logger.warning("backfill of {} failed ({}: {}); pairs stay WARMING, retry #{} in {:.1f}s",
                                ", ".join(epochs), type(exc).__name__, exc, failures, delay)

@@ -19,6 +19,7 @@ from typing import Awaitable, Callable, Mapping
 
 from dotenv import dotenv_values
 
+from core.backoff import jittered_backoff_seconds
 from core.config import AppConfig, Secrets
 from core.errors import RetryableError, StartupFailed, UsageError
 
@@ -91,8 +92,7 @@ def startup_backoff_seconds(failures: int, rng: random.Random) -> float:
     """The wait after the ``failures``-th failed attempt, in seconds: drawn in [c / 2, c] where
     c is 1 s, 2 s, 4 s, 8 s, then 10 s (exponential, capped, with jitter so that many bots
     restarted together do not retry in step)."""
-    cap_ms = min(STARTUP_RETRY_MAX_MS, STARTUP_RETRY_FIRST_MS * 2 ** min(failures - 1, 16))
-    return rng.uniform(cap_ms / 2, cap_ms) / 1000
+    return jittered_backoff_seconds(failures, rng, first_ms=STARTUP_RETRY_FIRST_MS, max_ms=STARTUP_RETRY_MAX_MS)
 
 
 async def retry_start(attempt: Callable[[], Awaitable[None]], *, cleanup: Callable[[], Awaitable[None]],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from loguru import logger
 
 from enum import Enum
 
+from core.backoff import jittered_backoff_seconds
 from core.errors import OrderNotFoundError, PairsBotError, PermanentError, RetryableError
 from core.log_setup import log_trade_event
 from execution.exchange import ExchangeAdapter, ExchangeOrderStatus, OrderState, OrderStatusUnknownError
@@ -377,9 +379,8 @@ class OrderPlacer:
         self._journal.update_order(cid, status=status, error=error)
 
     def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter, in seconds (parameters in ms)."""
-        base = self._backoff_ms * (2 ** attempt)
-        return self._rng.uniform(base / 2, base) / 1000
+        """Exponential backoff with jitter, in seconds: ``attempt`` 0 waits up to ``retry_backoff_ms``."""
+        return jittered_backoff_seconds(attempt + 1, self._rng, first_ms=self._backoff_ms, max_ms=math.inf)
 
 
 class OutcomeUnresolved(PairsBotError):

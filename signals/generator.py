@@ -382,7 +382,7 @@ class SignalGenerator:
         """
         if self._state not in (_LONG, _SHORT) or self._busy is not None:
             return None
-        ts = max(self._clock, int(self._last_emit[_FLATTEN]) + 1 if self._last_emit[_FLATTEN] > -_INF else 0)
+        ts = int(max(self._clock, self._last_emit[_FLATTEN] + 1, 0))
         logger.warning("{}: FLATTEN requested ({}) while {}", self.pair_id, reason, self._state.value)
         signal = self._emit(_FLATTEN, ts, self._calc.z)
         # No z decides a flatten, and the window may have none (a feed gap): the journal keeps

@@ -30,6 +30,7 @@ from ccxt.base.errors import AuthenticationError as CcxtAuthenticationError
 from ccxt.base.errors import BadSymbol, ExchangeError, NetworkError
 from loguru import logger
 
+from core.backoff import jittered_backoff_seconds
 from core.config import KLINE_SECONDS, ExchangeConfig, Secrets
 from core.errors import ConfigurationError, RetryableError
 from core.types import Quote
@@ -459,8 +460,8 @@ class MarketDataHub:
 
     def _backoff_seconds(self, failures: int) -> float:
         """Exponential backoff with full jitter, capped."""
-        cap = min(self._reconnect_max_ms, self._reconnect_base_ms * 2 ** min(failures - 1, 16))
-        return self._rng.uniform(cap / 2, cap) / 1000
+        return jittered_backoff_seconds(failures, self._rng, first_ms=self._reconnect_base_ms,
+                                        max_ms=self._reconnect_max_ms)
 
     def stats(self) -> dict[str, Any]:
         c = self.counters

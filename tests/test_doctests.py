@@ -20,6 +20,7 @@ from tests.conftest import PROJECT_DIR
 DOCTEST_MODULES = (
     "app.performance",
     "bench.exposure_audit",
+    "core.backoff",
     "core.config",
     "core.venue",
     "execution.engine",
