@@ -1004,10 +1004,15 @@ class ExecutionEngine:
         position; a reduce-only order would then be refused (-2022) and the leg left open. The
         net is the journal's (every order's filled quantity, whichever pair or purpose, so fills
         of this execution not yet in ``positions`` count) plus the adopted external positions,
-        the same figure reconciliation compares with the exchange.
+        the same figure reconciliation compares with the exchange. Orders still open on the
+        symbol (an unknown outcome the resolver is looking up, a market order answered NEW) may
+        yet fill: the net must absorb the order even if every one of them on the other side
+        does, or the order goes without reduce-only (its quantity is this pair's own either way).
         """
         net = self.journal.net_filled(symbol) + self.reconciler.external.get(symbol, ZERO)
-        return net >= qty if side == "sell" else net <= -qty
+        if side == "sell":
+            return net - self.journal.open_order_qty(symbol, "sell") >= qty
+        return net + self.journal.open_order_qty(symbol, "buy") <= -qty
 
     def smallest_order(self, symbol: str) -> Decimal:
         """The smallest quantity of ``symbol`` the exchange takes without reduce-only: min qty

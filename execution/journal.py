@@ -498,6 +498,15 @@ class Journal:
         rows = self._read("SELECT side, filled_qty FROM orders WHERE symbol = ? AND filled_qty != '0'", (symbol,))
         return sum((Decimal(q) if side == "buy" else -Decimal(q) for side, q in rows), Decimal(0))
 
+    def open_order_qty(self, symbol: str, side: str) -> Decimal:
+        """What orders of ``symbol`` on ``side`` that are still open in the journal (sent,
+        acknowledged, partly filled, of unknown outcome, being resent) may yet fill, beyond what
+        ``net_filled`` already counts: unknown is not zero, it is up to this much."""
+        placeholders = ",".join("?" * len(OPEN_STATUSES))
+        rows = self._read(f"SELECT qty, filled_qty FROM orders WHERE symbol = ? AND side = ? AND status IN "
+                          f"({placeholders})", (symbol, side, *(s.value for s in OPEN_STATUSES)))
+        return sum((Decimal(q) - Decimal(f) for q, f in rows), Decimal(0))
+
     def order_events(self, client_order_id: str) -> list[OrderEvent]:
         rows = self._read("SELECT * FROM order_events WHERE client_order_id = ? ORDER BY event_id",
                           (client_order_id,))
