@@ -498,8 +498,11 @@ class CcxtExchange:
         return self._order_state(raw, client_order_id)
 
     async def fetch_order(self, *, symbol: str, client_order_id: str) -> OrderState:
+        # Urgent: a lookup is how an unknown outcome becomes a fact (docs/architecture.md, "Order
+        # outcomes"); given up behind the rate limit, it leaves the pair RESOLVING and its hedge
+        # unknown. Urgent requests still wait out every Retry-After and ban.
         raw = await self._signed("fetch_order", f"{symbol} cid={client_order_id}", lambda: self._ex.fetch_order(
-            None, symbol, {"origClientOrderId": client_order_id}))
+            None, symbol, {"origClientOrderId": client_order_id}), priority=Priority.URGENT)
         return self._order_state(raw, client_order_id)
 
     async def cancel_order(self, *, symbol: str, client_order_id: str) -> OrderState:
@@ -512,8 +515,9 @@ class CcxtExchange:
         return [self._order_state(r, r.get("clientOrderId") or "") for r in rows]
 
     async def fetch_order_fills(self, *, symbol: str, exchange_order_id: str) -> list[TradeFill]:
-        rows = await self._signed("fetch_order_fills", f"{symbol} id={exchange_order_id}",
-                                  lambda: self._ex.fetch_my_trades(symbol, None, None, {"orderId": exchange_order_id}))
+        rows = await self._signed("fetch_order_fills", f"{symbol} id={exchange_order_id}",  # urgent: as fetch_order
+                                  lambda: self._ex.fetch_my_trades(symbol, None, None, {"orderId": exchange_order_id}),
+                                  priority=Priority.URGENT)
         fills = []
         for r in rows:
             info = r.get("info") or {}
