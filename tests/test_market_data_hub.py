@@ -463,7 +463,7 @@ async def test_warm_up_keeps_the_newest_candle_when_the_exchange_clock_says_it_i
         finally:
             await hub.stop()
     aave, eth_rows = history[symbols[0]], history[symbols[1]]
-    assert cut.open_ms[-1] + 2 * BAR_MS < clock <= sim.replay.now_ms  # the book ticker time: the replay clock
+    assert cut.open_ms[-1] + BAR_MS < clock <= sim.replay.now_ms  # ETH's last candle is closed by this clock
     assert eth_rows[-1][0] == cut.open_ms[-1]  # the last candle ETH ever had, closed: kept
     assert aave[-1][0] + BAR_MS <= clock < aave[-1][0] + 2 * BAR_MS  # the open candle dropped
 
