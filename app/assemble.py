@@ -22,6 +22,7 @@ from app.report import StatusReporter, pnl_rows, totals
 from core.component import Component
 from core.config import AppConfig, PairConfig, Secrets, signal_params
 from core.errors import ConfigurationError
+from core.events import EventBus
 from core.launch import RunMode
 from core.stats import SessionStats
 from execution.engine import ExecutionEngine
@@ -45,6 +46,9 @@ class Pipeline:
     hub: MarketDataHub | None = None
     journal: Journal | None = None
     simulator: Any = None
+    events: EventBus = field(default_factory=EventBus)  # operator stream: API /ws, notifications
+    equity: EquityRecorder | None = None
+    status: StatusReporter | None = None
 
 
 async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode, secrets: Secrets,
@@ -96,10 +100,11 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
                              margin_mode=config.exchange.margin_mode, mids=lambda s: router.mid(s),
                              books=lambda s: router.book(s),
                              external_positions_path=storage_dir / f"external-positions-{mode.value.lower()}.json",
-                             adopt=adopt, resume_halted=resume_halted, seed=config.paper.seed)
+                             adopt=adopt, resume_halted=resume_halted, seed=config.paper.seed,
+                             events=pipeline.events)
     pipeline.engine = engine
     router = SignalRouter(generators=generators, engine=engine, stats=stats, history=hub.fetch_history,
-                          observers=observers, on_feed_loss=config.signal.on_feed_loss)
+                          observers=observers, on_feed_loss=config.signal.on_feed_loss, events=pipeline.events)
     pipeline.router = router
     engine.flatten_pair = router.flatten  # a disabled pair exits through its generator's FLATTEN
     for symbol in router.symbols:
@@ -112,6 +117,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     status = StatusReporter(generators, interval, hub=hub, engine=engine, journal=journal, mids=router.mid)
     equity = EquityRecorder(engine=engine, journal=journal, mids=router.mid, interval_seconds=interval)
     router.after_execution = equity.on_execution
+    pipeline.equity, pipeline.status = equity, status
     pipeline.components = [engine, router, hub, status, equity]  # equity after the engine: its start balance
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline

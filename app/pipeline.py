@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any, Awaitable, Callable
 from loguru import logger
 
 from core.backoff import jittered_backoff_seconds
+from core.events import EventBus, EventKind, Severity
 from core.stats import SessionStats
 from core.types import PairState, Quote, SignalType, TradingSignal
 from execution.engine import ExecutionEngine
@@ -47,8 +49,11 @@ class SignalRouter:
 
     def __init__(self, *, generators: dict[str, SignalGenerator], engine: ExecutionEngine | None,
                  stats: SessionStats, history: HistorySource,
-                 observers: list[Callable[[Quote], None]] | None = None, on_feed_loss: str = "hold") -> None:
+                 observers: list[Callable[[Quote], None]] | None = None, on_feed_loss: str = "hold",
+                 events: EventBus | None = None) -> None:
         self.generators = generators
+        self.events = events
+        self._daily_loss_alert_day: int | None = None
         self.engine = engine
         self._history = history
         self._stats = stats
@@ -126,6 +131,10 @@ class SignalRouter:
         keeps them, their exits and stops waiting for the feed.
         """
         self.feed_lost = lost
+        if self.events is not None:
+            self.events.publish(EventKind.ALERT, {"alert": "feed_lost" if lost else "feed_back",
+                                                  "policy": self._on_feed_loss},
+                                severity=Severity.CRITICAL if lost else Severity.INFO)
         if not lost:
             return
         if self._on_feed_loss == "flatten":
@@ -196,8 +205,12 @@ class SignalRouter:
         self._stats.signals_processed += 1
         logger.info("SIGNAL RECEIVED #{} | {} {} | Z={:.2f}", self._stats.signals_processed,
                     signal.signal_type.side_label, signal.pair_id, signal.z)
+        if self.events is not None:
+            self.events.publish(EventKind.SIGNAL, signal_event_data(signal), pair_id=signal.pair_id)
 
     def _apply(self, gen: SignalGenerator, result: ExecutionResult) -> None:
+        if self.events is not None:
+            self._publish_result(result)
         if result.executed:
             self.counters.executed += 1
             self._stats.trades_executed += 1
@@ -222,6 +235,18 @@ class SignalRouter:
             gen.halt(result.detail)
         elif result.state_after is PairState.RESOLVING:
             gen.set_state(PairState.RESOLVING)  # no signals until the engine knows what is held
+
+    def _publish_result(self, result: ExecutionResult) -> None:
+        assert self.events is not None
+        self.events.publish(EventKind.EXECUTION, {
+            "signal_id": result.signal_id, "signal_type": result.signal_type.value, "status": result.status.value,
+            "reason": result.reason.value, "detail": result.detail,
+            "state_after": None if result.state_after is None else result.state_after.value}, pair_id=result.pair_id)
+        day = int(time.time() // 86_400)
+        if result.reason is Reason.MAX_DAILY_LOSS and self._daily_loss_alert_day != day:  # account-wide: once a day
+            self._daily_loss_alert_day = day
+            self.events.publish(EventKind.ALERT, {"alert": "daily_loss_stop", "detail": result.detail},
+                                pair_id=result.pair_id, severity=Severity.CRITICAL)
 
     def restore_from_engine(self) -> None:
         """After startup reconciliation each generator takes the engine's word for its pair."""
@@ -363,3 +388,10 @@ def restored_cooldown_until(journal: Journal, gen: SignalGenerator) -> int | Non
 
 def _round(value: Any) -> Any:
     return round(value, 3) if isinstance(value, float) else value
+
+
+def signal_event_data(signal: TradingSignal) -> dict[str, Any]:
+    """A signal as the operator event stream shows it (the fields an audit of it needs)."""
+    return {"signal_id": signal.signal_id, "pair_id": signal.pair_id, "signal_type": signal.signal_type.value,
+            "z": signal.z, "spread": signal.spread, "mean": signal.mean, "std": signal.std,
+            "mid_a": signal.mid_a, "mid_b": signal.mid_b, "hedge_ratio": signal.hedge_ratio, "ts_ms": signal.ts_ms}

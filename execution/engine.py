@@ -34,13 +34,14 @@ from loguru import logger
 
 from core.config import ExecutionConfig, RiskConfig
 from core.errors import AccountSetupError, PairsBotError, PermanentError, RetryableError
+from core.events import EventBus, EventKind, Severity
 from core.log_setup import log_trade_event
 from core.types import PairState, SignalType, TradingSignal
 from execution.exchange import (HEDGE_MODE_REFUSAL, MULTI_ASSETS_ISOLATED_REFUSAL, BalanceInfo, ExchangeAdapter,
                                 FeeRates, offset_text)
 from execution.funding import FundingCollector, OpenTrip
 from execution.journal import Journal
-from execution.journal_models import JournalError, OrderPurpose, PairPosition
+from execution.journal_models import JournalError, OrderPurpose, PairPosition, position_event_data
 from execution.lifecycle import PairEvent, PairLifecycle
 from execution.locks import SymbolLocks
 from execution.markets_watch import DisabledPairs
@@ -68,8 +69,11 @@ class ExecutionEngine:
     def __init__(self, *, adapter: ExchangeAdapter, journal: Journal, pairs: list[PairSpec],
                  execution: ExecutionConfig, risk: RiskConfig, leverage: int, margin_mode: str,
                  mids: MidSource, external_positions_path: Path, adopt: bool = False,
-                 books: BookSource | None = None, resume_halted: bool = False, seed: int | None = None) -> None:
+                 books: BookSource | None = None, resume_halted: bool = False, seed: int | None = None,
+                 events: EventBus | None = None) -> None:
         self.adapter = adapter
+        self.events = events
+        journal.event_bus = events
         self.journal = journal
         self.pairs = {p.pair_id: p for p in pairs}
         self._exec = execution
@@ -98,7 +102,7 @@ class ExecutionEngine:
         self._last_signal_ts: dict[str, int] = {}
         self.positions: dict[str, PairPosition] = {}
         #: The only writer of ``positions`` (one transition table, journaled on every change).
-        self.lifecycle = PairLifecycle(journal, self.positions)
+        self.lifecycle = PairLifecycle(journal, self.positions, on_change=self._publish_position)
         self._free_margin = ZERO
         #: The account's last balance read (``total``: equity incl. unrealized), and the first one of
         #: this run: the final statistics' equity at start and at end (app/performance.py).
@@ -456,6 +460,18 @@ class ExecutionEngine:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    def _publish_position(self, pair_id: str, before: PairState, position: PairPosition) -> None:
+        """Lifecycle listener: every change goes to the operator stream; HALTED and BLOCKED are alerts."""
+        if self.events is None:
+            return
+        data = {**position_event_data(position), "from_state": before.value}
+        self.events.publish(EventKind.POSITION, data, pair_id=pair_id)
+        if position.state is not before and position.state in (PairState.HALTED, PairState.BLOCKED):
+            self.events.publish(EventKind.ALERT, {"alert": position.state.value.lower(), "from_state": before.value,
+                                                  "reason": position.halted_reason,
+                                                  "qty_a": str(position.qty_a), "qty_b": str(position.qty_b)},
+                                pair_id=pair_id, severity=Severity.CRITICAL)
 
     def pair_state(self, pair_id: str) -> PairState:
         position = self.positions.get(pair_id)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from loguru import logger
 
+from core.events import EventBus, EventKind
 from core.types import PairState, TradingSignal
 from execution.journal_models import (
     CLIENT_ORDER_ID_RE, OPEN_STATUSES, TRANSITIONS, DuplicateOrderError, FillConflictError, FillRecord,
@@ -41,7 +42,7 @@ from execution.journal_models import (
     JournalModeError, JournalOpenError, JournalStorageError, Leg, OrderEvent, OrderPurpose, OrderRecord,
     OrderStatus, OrderType, PairPosition, RoundTrip, RoundTripStateError, SchemaVersionError, Side,
     SignalRecord, UnknownRecordError, event_from_row, fill_from_row, fill_gaps, net_qty_by_symbol,
-    next_order_state, order_from_row, position_from_row, round_trip_from_row, round_trip_pnl, same_figures,
+    next_order_state, order_event_data, order_from_row, position_from_row, round_trip_from_row, round_trip_pnl, same_figures,
     signal_from_row, to_decimal, validate_position)
 
 __all__ = [
@@ -224,6 +225,9 @@ class Journal:
         self.path = path
         self.mode = mode
         self._now_ms = now_ms
+        #: Operator event stream (core/events.py): told of each order change and fill after it
+        #: is written; None publishes nothing.
+        self.event_bus: EventBus | None = None
 
     @classmethod
     def open(cls, path: Path, *, mode: JournalMode | str, now_ms: Callable[[], int] | None = None,
@@ -396,7 +400,13 @@ class Journal:
         with self._tx() as conn:
             for order in orders:
                 self._insert_intent(conn, order)
+        for order in orders:
+            self._publish_order(order)
         return orders
+
+    def _publish_order(self, order: OrderRecord, **extra: Any) -> None:
+        if self.event_bus is not None:
+            self.event_bus.publish(EventKind.ORDER, {**order_event_data(order), **extra}, pair_id=order.pair_id)
 
     def _build_intent(self, *, client_order_id: str, signal_id: str, pair_id: str, leg: Leg | str,
                       purpose: OrderPurpose | str, attempt: int, symbol: str, side: Side | str,
@@ -471,6 +481,7 @@ class Journal:
                 (new.status.value, new.exchange_order_id, _txt(new.filled_qty), _txt_opt(new.avg_price),
                  _txt(new.fee), new.error, new.updated_ms, new.horizon_ms, client_order_id))
             self._append_event(conn, new, from_status=current.status)
+        self._publish_order(new)
         return new
 
     def get_order(self, client_order_id: str) -> OrderRecord | None:
@@ -573,6 +584,8 @@ class Journal:
                          (order.symbol, str(trade_id), client_order_id, order.pair_id, order.side.value,
                           _txt(amount), _txt(at), _txt(cost), ts_ms, self._now_ms(), asset, _txt_opt(native)))
             repriced = self._reprice_if_closed(conn, order)
+        self._publish_order(order, fill={"trade_id": str(trade_id), "qty": str(amount), "price": str(at),
+                                         "fee": str(cost), "fee_asset": asset, "ts_ms": ts_ms})
         if repriced is not None:
             before, after = repriced
             logger.warning("round trip {} on {} repriced by a late fill of {} (trade {}): net PnL {} -> {} USDT",

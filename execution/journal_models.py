@@ -512,3 +512,24 @@ def round_trip_from_row(row: Row) -> RoundTrip:
         exit_signal_id=row["exit_signal_id"], opened_ts_ms=row["opened_ts_ms"],
         closed_ts_ms=row["closed_ts_ms"], gross_pnl=_dec_opt(row["gross_pnl"]), fees=_dec_opt(row["fees"]),
         net_pnl=_dec_opt(row["net_pnl"]), exit_reason=row["exit_reason"], funding=_dec_opt(row["funding"]))
+
+
+def order_event_data(order: OrderRecord) -> dict[str, Any]:
+    """An order as the operator event stream and API show it: JSON-ready, exact decimals as text."""
+    return {"client_order_id": order.client_order_id, "signal_id": order.signal_id, "pair_id": order.pair_id,
+            "leg": order.leg.value, "purpose": order.purpose.value, "attempt": order.attempt,
+            "symbol": order.symbol, "side": order.side.value, "type": order.order_type.value,
+            "qty": str(order.qty), "price": None if order.price is None else str(order.price),
+            "reduce_only": order.reduce_only, "status": order.status.value,
+            "exchange_order_id": order.exchange_order_id, "filled_qty": str(order.filled_qty),
+            "avg_price": None if order.avg_price is None else str(order.avg_price), "fee": str(order.fee),
+            "error": order.error, "created_ms": order.created_ms, "updated_ms": order.updated_ms}
+
+
+def position_event_data(position: PairPosition) -> dict[str, Any]:
+    """A pair's position as the operator event stream and API show it."""
+    return {"pair_id": position.pair_id, "state": position.state.value, "qty_a": str(position.qty_a),
+            "qty_b": str(position.qty_b), "symbol_a": position.symbol_a, "symbol_b": position.symbol_b,
+            "entry_signal_id": position.entry_signal_id, "entry_ts_ms": position.entry_ts_ms,
+            "round_trip_id": position.round_trip_id, "halted_reason": position.halted_reason,
+            "updated_ms": position.updated_ms}
