@@ -26,6 +26,7 @@ from core.component import Component
 from core.config import AppConfig, PairConfig, Secrets, load_app_config, load_pairs_config, signal_params
 from core.errors import AccountSetupError, AuthenticationError, ConfigurationError, RetryableError, UsageError
 from core.errors import StartupFailed
+from core.events import EventKind, Severity
 from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_mode, retry_start
 from core.log_setup import LogPaths, progress, reset_logging, setup_logging
 from core.stats import SessionStats, final_statistics_text, render_tables
@@ -148,6 +149,7 @@ class TradingBot:
             if component not in self._started:
                 self._started.append(component)
             await component.start()
+        self._announce("started", mode=self.mode.value if self.mode else None)
 
     # -- step 4 ---------------------------------------------------------------------------------
     async def monitor(self) -> int:
@@ -190,6 +192,7 @@ class TradingBot:
             return
         self._shutdown_done = True
         logger.info("initiating graceful shutdown")
+        self._announce("stopping", reason=self._stop_reason or "stopped")
         await self._stop_started()
         if self.stats is not None:
             self.stats.mark_stopped(self._stop_reason or "stopped")
@@ -274,6 +277,12 @@ class TradingBot:
         self._started.clear()
 
     # -- helpers --------------------------------------------------------------------------------
+    def _announce(self, alert: str, **data: Any) -> None:
+        """The run's start and stop on the operator stream (the notifications' summaries, /ws)."""
+        events = getattr(self.pipeline, "events", None)
+        if events is not None:
+            events.publish(EventKind.ALERT, {"alert": alert, **data}, severity=Severity.INFO)
+
     def _log_retry(self, attempt: int, error: RetryableError, wait_seconds: float, seconds_left: float) -> None:
         progress().warning("start attempt {} failed: {}; next try in {:.1f} s ({:.0f} s left of "
                            "exchange.startup_timeout_seconds)", attempt, error, wait_seconds, seconds_left)

@@ -119,6 +119,12 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     router.after_execution = equity.on_execution
     pipeline.equity, pipeline.status = equity, status
     pipeline.components = [engine, router, hub, status, equity]  # equity after the engine: its start balance
+    if secrets.notification_urls:  # first: it starts before and stops after everything it reports on
+        from app.notifications import Notifier, PipelineFacts
+
+        pipeline.components.insert(0, Notifier(settings=config.notifications, urls=secrets.notification_urls,
+                                                events=pipeline.events,
+                                                facts=PipelineFacts(engine, journal, stats, mode.value)))
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
 

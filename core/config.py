@@ -243,6 +243,59 @@ class StorageConfig(_Strict):
     journal_paper: str = "journal-paper.sqlite"
 
 
+#: What ``notifications.events`` may name (app/notify_format.py ``topic_of`` maps events to these).
+NOTIFY_TOPICS = ("entry", "exit", "stop_loss", "time_stop", "flatten", "execution_problem", "halted", "blocked",
+                 "feed_lost", "feed_back", "daily_loss_stop", "start", "stop")
+NotifyTopic = Literal["entry", "exit", "stop_loss", "time_stop", "flatten", "execution_problem", "halted",
+                      "blocked", "feed_lost", "feed_back", "daily_loss_stop", "start", "stop"]
+_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]{0,127})$")
+
+
+class NotificationsConfig(_Strict):
+    """Push notifications through apprise (app/notifications.py); off while ``urls`` is empty.
+
+    Each URL is an apprise URL (``discord://``, ``tgram://``, ``slack://``, ``json://`` ...) or
+    ``env:NAME``, read from the environment or ``.env`` at start: webhook URLs carry tokens, so
+    they belong there rather than in a committed file. ``max_per_minute`` caps what is sent (the
+    rest is counted and summarised in one line); ``timeout_seconds`` bounds one send,
+    ``stop_timeout_seconds`` what the stop (queued notices and the stop summary) may take.
+    """
+
+    urls: list[str] = Field(default_factory=list, repr=False, max_length=20)
+    events: list[NotifyTopic] = Field(default_factory=lambda: list(NOTIFY_TOPICS))
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    max_per_minute: int = Field(default=20, ge=1, le=600)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    stop_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+
+
+def env_reference(url: str) -> str | None:
+    """The variable named by an ``env:NAME`` entry, else None.
+
+    >>> env_reference("env:PAIRS_BOT_DISCORD_URL")
+    'PAIRS_BOT_DISCORD_URL'
+    """
+    match = _ENV_REF.match(url)
+    return match.group(1) if match else None
+
+
+def redacted_url(url: str) -> str:
+    """What a message may show of a notification URL: its scheme only (the rest can be a token).
+
+    >>> redacted_url("tgram://123:SECRET/42")
+    'tgram://...'
+    """
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}://..." if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,31}", scheme) else "<not a URL>"
+
+
+def apprise_accepts(url: str) -> bool:
+    """True if apprise knows the URL's scheme and can parse the URL (imported only when used)."""
+    import apprise
+
+    return apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
+
+
 class AppConfig(_Strict):
     """Everything in ``config.json``.
 
@@ -264,6 +317,7 @@ class AppConfig(_Strict):
     demo: DemoConfig = DemoConfig()
     logging: LoggingConfig = LoggingConfig()
     storage: StorageConfig = StorageConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
 
 class PairConfig(_Strict):
@@ -365,6 +419,8 @@ class Secrets:
     api_key: str | None
     api_secret: str | None
     source: str  # "environment", "config.json" or "none"
+    #: ``notifications.urls`` with every ``env:NAME`` resolved (core/launch.py): webhook tokens.
+    notification_urls: tuple[str, ...] = ()
 
     @property
     def present(self) -> bool:
@@ -372,7 +428,7 @@ class Secrets:
 
     def values(self) -> list[str]:
         """Every secret string, for the log redaction filter."""
-        return [v for v in (self.api_key, self.api_secret) if v]
+        return [v for v in (self.api_key, self.api_secret, *self.notification_urls) if v]
 
     def __repr__(self) -> str:
         return f"Secrets(present={self.present}, source={self.source!r})"
@@ -478,6 +534,26 @@ def validate_app_rules(config: AppConfig, file: str) -> None:
     if config.exchange.base_url and config.exchange.use_testnet:
         raise ConfigurationError(file=file, field="exchange.use_testnet", value=True,
                                  expected="false when exchange.base_url points at a custom server")
+    check_notification_urls(config.notifications.urls, file)
+
+
+def check_notification_urls(urls: list[str], file: str) -> None:
+    """Each entry an ``env:NAME`` reference or a URL apprise accepts (``check_notification_url``)."""
+    for i, url in enumerate(urls):
+        if env_reference(url) is not None:
+            continue
+        if url.startswith("env:"):
+            raise ConfigurationError(file=file, field=f"notifications.urls[{i}]", value=url,
+                                     expected="env:NAME with NAME a variable name (letters, digits, _)")
+        check_notification_url(url, file, f"notifications.urls[{i}]")
+
+
+def check_notification_url(url: str, file: str, field: str) -> None:
+    """A URL apprise accepts, else one line that shows no more of it than its scheme."""
+    if not apprise_accepts(url):
+        raise ConfigurationError(file=file, field=field, value=Marker(redacted_url(url)),
+                                 expected="an apprise URL (discord://, tgram://, slack://, json://host/path, "
+                                          "form://, ... as apprise documents them) or env:NAME")
 
 
 def validate_pair_rules(pairs: list[PairConfig], signal: SignalConfig, file: str, *,

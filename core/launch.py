@@ -20,8 +20,8 @@ from typing import Awaitable, Callable, Mapping
 from dotenv import dotenv_values
 
 from core.backoff import jittered_backoff_seconds
-from core.config import AppConfig, Secrets
-from core.errors import RetryableError, StartupFailed, UsageError
+from core.config import AppConfig, Secrets, check_notification_url, env_reference
+from core.errors import ConfigurationError, RetryableError, StartupFailed, UsageError
 
 ENV_KEY = "BINANCE_API_KEY"
 ENV_SECRET = "BINANCE_API_SECRET"
@@ -56,7 +56,31 @@ def load_secrets(config: AppConfig, *, environ: Mapping[str, str] | None = None,
             key, secret, source = config.binance_api_key, config.binance_api_secret, "config.json"
             warnings.append(f"API keys read from {config_file}: anyone who sees that file can trade your account. "
                             f"Move them to the environment or a .env file ({ENV_KEY}, {ENV_SECRET}).")
-    return Secrets(api_key=key or None, api_secret=secret or None, source=source), warnings
+    urls = notification_urls(config.notifications.urls, env, from_dotenv, config_file=config_file)
+    return Secrets(api_key=key or None, api_secret=secret or None, source=source,
+                   notification_urls=urls), warnings
+
+
+def notification_urls(urls: list[str], env: Mapping[str, str], from_dotenv: Mapping[str, str | None], *,
+                      config_file: str) -> tuple[str, ...]:
+    """``notifications.urls`` with each ``env:NAME`` read from the environment, then ``.env``.
+
+    An unset variable, or one that holds no URL apprise accepts, is a configuration error (exit
+    2, before anything starts); the message names the variable, never its value.
+    """
+    resolved: list[str] = []
+    for i, url in enumerate(urls):
+        name = env_reference(url)
+        if name is None:
+            resolved.append(url)
+            continue
+        value = env.get(name) or from_dotenv.get(name)
+        if not value:
+            raise ConfigurationError(file=config_file, field=f"notifications.urls[{i}]", value=url,
+                                     expected=f"the variable {name} set (environment or .env) to an apprise URL")
+        check_notification_url(value, config_file, f"notifications.urls[{i}] (from {name})")
+        resolved.append(value)
+    return tuple(resolved)
 
 
 def resolve_run_mode(config: AppConfig, *, live_flag: bool, secrets: Secrets, demo: bool,
