@@ -115,8 +115,10 @@ class WebhookSender:
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         if plugin is None:  # config validation refused these already; a safety net
             raise ValueError(f"not an apprise URL: {redacted_url(url)}")
-        plugin.socket_connect_timeout = min(float(plugin.socket_connect_timeout), timeout_seconds)
-        plugin.socket_read_timeout = min(float(plugin.socket_read_timeout), timeout_seconds)
+        # The request's own timeouts are the send's bound (apprise's default is 4 s; a URL's cto/rto
+        # are overridden), so a thread left in a hung request ends when the wait for it does.
+        plugin.socket_connect_timeout = timeout_seconds
+        plugin.socket_read_timeout = timeout_seconds
         self._plugin = plugin
         self._url = url
         self.label = service_label(url, plugin)

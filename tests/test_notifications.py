@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 import main as bot_main
-from app.notifications import Notifier, PipelineFacts, WebhookSender, scrub, service_label
+from app.notifications import Notifier, NotifierCounters, PipelineFacts, WebhookSender, scrub, service_label
 from app.notify_format import (LegFill, OpenPosition, RateLimit, StartFacts, StopFacts, TradeFacts, format_event,
                                format_start, format_stop, format_suppressed, topic_of)
 from app.pipeline import SignalRouter
@@ -373,8 +373,10 @@ async def test_a_hung_receiver_never_delays_an_execution_and_the_stop_is_bounded
         await asyncio.wait_for(receiver.arrived.wait(), TEST_TIMEOUT_S)
         rig.sim.resume()
         assert await gen.dispatch(rig.signal("EOS_AXS", SignalType.ENTER_LONG_SPREAD))
-        # The execution is done, both legs on the exchange, while the notification still hangs.
+        # The execution is done, both legs on the exchange, while the notification still hangs:
+        # the receiver holds the request and the notifier's send has not come back (no outcome).
         assert receiver.open_requests == 1 and receiver.bodies == []
+        assert notifier.counters == NotifierCounters(), notifier.counters
         qty_a, qty_b = rig.sim_qty(spec.symbol_a), rig.sim_qty(spec.symbol_b)
         position = rig.engine.positions["EOS_AXS"]
         assert qty_a < 0 < qty_b and (position.qty_a, position.qty_b) == (qty_a, qty_b)
@@ -401,8 +403,6 @@ async def test_a_receiver_that_refuses_is_one_warning_with_the_service_masked(re
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
     try:
         refused = receiver.url.replace("/hook/", "/nowhere/")  # 404 from the receiver
-        from app.notifications import NotifierCounters
-
         counters = NotifierCounters()
         sender = WebhookSender(refused, timeout_seconds=5.0)
         assert not await sender.send("t", "body", Severity.INFO, counters=counters)
