@@ -35,6 +35,7 @@ from core.events import Event, EventBus, EventKind, Severity, Subscription
 from core.types import PairState
 
 RATE_WINDOW_SECONDS = 60.0
+IDLE_WAKE_SECONDS = 1.0
 QUEUE_SIZE = 256
 MAX_LINGERING_SENDS = 8  # threads still in a timed-out request; past this a send is skipped, not stacked
 _IDLE = (PairState.FLAT,)
@@ -234,8 +235,7 @@ class Notifier:
     name = "notifications"
 
     def __init__(self, *, settings: NotificationsConfig, urls: tuple[str, ...] | list[str], events: EventBus,
-                 facts: Facts, clock: Callable[[], float] = time.monotonic, title: str = "pairs-bot",
-                 window_seconds: float = RATE_WINDOW_SECONDS) -> None:
+                 facts: Facts, clock: Callable[[], float] = time.monotonic, title: str = "pairs-bot") -> None:
         self._settings = settings
         self._senders = [WebhookSender(u, timeout_seconds=settings.timeout_seconds) for u in urls]
         self._events = events
@@ -244,8 +244,7 @@ class Notifier:
         self._title = title
         self._topics = frozenset(settings.events)
         self._min_rank = SEVERITY_RANK[Severity(settings.min_severity)]
-        self._window = window_seconds  # max_per_minute counts per this window (60 s; shorter in tests)
-        self._limit = RateLimit(settings.max_per_minute, window_seconds)
+        self._limit = RateLimit(settings.max_per_minute, RATE_WINDOW_SECONDS)
         self._suppressed: dict[str, int] = {}
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
@@ -314,8 +313,9 @@ class Notifier:
         assert self._subscription is not None
         while True:
             wait = None
-            if self._suppressed:  # wake when the window frees, to say what was held back
-                wait = max(0.0, self._limit.next_free(self._clock()) - self._clock()) + 0.01
+            if self._suppressed:  # wake when the window frees, to say what was held back (and
+                # at least every IDLE_WAKE_SECONDS, so a clock that jumps is followed)
+                wait = min(IDLE_WAKE_SECONDS, max(0.0, self._limit.next_free(self._clock()) - self._clock()) + 0.01)
             try:
                 event = await asyncio.wait_for(self._subscription.get(), timeout=wait)
             except TimeoutError:
@@ -364,7 +364,7 @@ class Notifier:
 
     async def _flush_suppressed(self) -> None:
         if self._suppressed and self._limit.try_acquire(self._clock()):
-            line = format_suppressed(self._suppressed, self._window)
+            line = format_suppressed(self._suppressed, RATE_WINDOW_SECONDS)
             self._suppressed = {}
             logger.info("notifications: {}", line)
             await self._send(Notice("rate_limit", Severity.INFO, line))
