@@ -125,6 +125,7 @@ class WebhookSender:
         self.label = service_label(url, plugin)
         self.timeout_seconds = timeout_seconds
         self.lingering = 0  # sends that timed out here and whose thread is still in its request
+        self.failures_in_row = 0
 
     async def send(self, title: str, body: str, severity: Severity, *, timeout_seconds: float | None = None,
                    counters: NotifierCounters) -> bool:
@@ -167,15 +168,27 @@ class WebhookSender:
             if thread.is_alive():
                 self.lingering += 1
             counters.timed_out += 1
-            logger.warning("notification to {} timed out after {:g} s (receiver not answering); not retried",
-                           self.label, bound)
+            self._failed(f"timed out after {bound:g} s (receiver not answering); not retried")
             return False
         if not ok:
             counters.failed += 1
-            logger.warning("notification to {} failed: {}", self.label, scrub(" ".join(reason.split()), self._url))
+            self._failed(scrub(" ".join(reason.split()), self._url))
             return False
         counters.sent += 1
+        if self.failures_in_row:
+            logger.info("notifications to {} delivered again after {} failed", self.label, self.failures_in_row)
+            self.failures_in_row = 0
         return True
+
+    def _failed(self, why: str) -> None:
+        """One WARNING per run of failures of a service (a dead receiver is one line, not one per
+        event); the rest at DEBUG, and an INFO line when it works again."""
+        self.failures_in_row += 1
+        if self.failures_in_row == 1:
+            logger.warning("notification to {} failed: {}; further failures of it are logged at DEBUG until "
+                           "one succeeds", self.label, why)
+        else:
+            logger.debug("notification to {} failed ({} in a row): {}", self.label, self.failures_in_row, why)
 
     def _finished_lingering(self) -> None:
         self.lingering = max(0, self.lingering - 1)

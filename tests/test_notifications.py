@@ -47,6 +47,7 @@ class Receiver:
 
     bodies: list[dict[str, Any]] = field(default_factory=list)
     hang: bool = False
+    refuse: bool = False  # answer 500 (a receiver that is up but failing)
     open_requests: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -54,6 +55,8 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.refuse:
+            return web.json_response({"error": "down for maintenance"}, status=500)
         self.open_requests += 1
         self.arrived.set()
         try:
@@ -403,19 +406,28 @@ async def test_a_hung_receiver_never_delays_an_execution_and_the_stop_is_bounded
 
 
 async def test_a_receiver_that_refuses_is_one_warning_with_the_service_masked(receiver) -> None:
+    """A dead receiver is one WARNING line per run of failures, not one per event; one INFO line
+    says when it works again."""
     from loguru import logger
 
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="INFO")
+    counters = NotifierCounters()
     try:
-        refused = receiver.url.replace("/hook/", "/nowhere/")  # 404 from the receiver
-        counters = NotifierCounters()
-        sender = WebhookSender(refused, timeout_seconds=5.0)
-        assert not await sender.send("t", "body", Severity.INFO, counters=counters)
+        sender = WebhookSender(receiver.url, timeout_seconds=5.0)
+        receiver.refuse = True
+        assert not await sender.send("t", "body 1", Severity.INFO, counters=counters)
+        assert not await sender.send("t", "body 2", Severity.INFO, counters=counters)
+        assert counters.failed == 2 and len(lines) == 1, lines
+        receiver.refuse = False
+        assert await sender.send("t", "body 3", Severity.INFO, counters=counters)
     finally:
         logger.remove(sink)
-    assert counters.failed == 1 and len(lines) == 1, lines
-    assert lines[0].startswith(f"notification to {sender.label} failed: ") and "SECRETTOKEN42" not in lines[0]
+    level, line = lines[0]
+    assert level == "WARNING" and line.startswith(f"notification to {sender.label} failed: ") and "500" in line
+    assert "SECRETTOKEN42" not in line
+    assert lines[1:] == [("INFO", f"notifications to {sender.label} delivered again after 2 failed")]
+    assert receiver.messages == ["body 3"]
 
 
 async def test_the_demo_sends_its_start_and_stop_summaries_before_it_exits(receiver, tmp_path: Path) -> None:
