@@ -266,7 +266,7 @@ class NotificationsConfig(_Strict):
     min_severity: Literal["info", "warning", "critical"] = "info"
     max_per_minute: int = Field(default=20, ge=1, le=600)
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    stop_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    stop_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
 
 def env_reference(url: str) -> str | None:
