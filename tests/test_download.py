@@ -167,6 +167,26 @@ async def test_ctrl_c_keeps_what_was_fetched_and_a_rerun_fetches_only_the_tail(s
             == store.ohlcv_path(whole, "BTCUSDT", "5m").read_bytes())
 
 
+async def test_an_earlier_start_fills_the_head_backward_and_stops_at_the_listing(sim: SimulatorServer,
+                                                                                tmp_path: Path) -> None:
+    """A file of the last day, then a run from ten days before the symbol's first candle: the
+    head is fetched in windows of 1000 ending at the stored first candle (so every checkpoint is
+    contiguous), one empty window and one 1-row probe find the listing, and the tail is unchanged."""
+    expected = oracle(sim, "ETHUSDT")
+    watch = PrefixWatch(sim, tmp_path)
+    await download(sim, tmp_path, "ETHUSDT", days=1.0)
+    assert store.read_rows(store.ohlcv_path(tmp_path, "ETHUSDT", "5m")) == expected[-288:]
+    sim.request_log.clear()
+    await download(sim, tmp_path, "ETHUSDT", since_ms=int(expected[0][0]) - 10 * 86_400_000, on_page=watch)
+    assert store.read_rows(store.ohlcv_path(tmp_path, "ETHUSDT", "5m")) == expected
+    pages = kline_requests(sim, "ETHUSDT")
+    first_stored = int(expected[-288][0])
+    ends = [int(p.query["endTime"]) for p in pages]
+    assert ends[:4] == [first_stored - BAR_MS * (1 + 1000 * k) for k in range(4)]  # 3212 older candles
+    assert [p.query["limit"] for p in pages[-2:]] == ["1000", "1"]  # the empty window, the probe
+    assert len(pages) == 6 and watch.calls == 5
+
+
 async def test_a_killed_download_leaves_a_valid_file_and_the_rerun_equals_one_uninterrupted_run(
         sim: SimulatorServer, tmp_path: Path) -> None:
     """SIGKILL mid-run (no cleanup at all): the file is the last atomic checkpoint."""
