@@ -217,19 +217,20 @@ async def test_a_killed_download_leaves_a_valid_file_and_the_rerun_equals_one_un
     assert path.read_bytes() == store.ohlcv_path(whole, "BTCUSDT", "5m").read_bytes()
 
 
+@pytest.mark.parametrize("status", [429, 418])
 async def test_a_429_during_a_download_is_waited_out_for_its_retry_after_and_the_result_is_complete(
-        sim: SimulatorServer, tmp_path: Path) -> None:
+        sim: SimulatorServer, tmp_path: Path, status: int) -> None:
     injected = {"done": False}
 
     def inject_after_the_first_page(progress: SymbolProgress) -> None:
         if progress.fetched == 1000 and not injected["done"]:
-            sim.inject_http_errors(429, 1)  # the next request is answered 429, Retry-After: 1
+            sim.inject_http_errors(status, 1)  # the next request is refused, Retry-After: 1
             injected["done"] = True
 
     results = await download(sim, tmp_path, "BTCUSDT", since_ms=first_open(sim, "BTCUSDT"),
                              on_page=inject_after_the_first_page)
     log = list(sim.request_log)
-    refused = [i for i, r in enumerate(log) if r.status == 429]
+    refused = [i for i, r in enumerate(log) if r.status == status]
     assert len(refused) == 1
     after = log[refused[0] + 1]
     assert after.path == KLINES and after.status == 200
@@ -252,6 +253,19 @@ async def test_the_venues_own_weight_limit_is_kept_without_one_early_request(sim
     assert sim.rate_limiter.violations == [] and sim.rate_limiter.answered[418] == 0
     assert isinstance(results[0], SymbolResult)
     assert store.read_rows(store.ohlcv_path(tmp_path, "BTCUSDT", "5m")) == oracle(sim, "BTCUSDT")
+
+
+async def test_a_hole_in_the_stored_file_is_reported_and_kept_not_filled(sim: SimulatorServer,
+                                                                         tmp_path: Path) -> None:
+    """Holes are the exchange's (maintenance): a re-run extends the tail and reports the hole."""
+    expected = oracle(sim, "BTCUSDT")
+    store.write_rows(tmp_path, "BTCUSDT", "5m", expected[:500] + expected[510:1000])
+    results = await download(sim, tmp_path, "BTCUSDT", since_ms=int(expected[0][0]))
+    result = results[0]
+    assert isinstance(result, SymbolResult) and result.fetched == CLOSED - 1000
+    assert result.gaps == [store.Gap(int(expected[499][0]), int(expected[510][0]), 10)]
+    assert '"gap_count": 1' in (tmp_path / "provenance.json").read_text()
+    assert store.read_rows(store.ohlcv_path(tmp_path, "BTCUSDT", "5m")) == expected[:500] + expected[510:]
 
 
 async def test_top_volume_takes_the_usdt_perpetuals_with_the_highest_24h_quote_volume(sim: SimulatorServer,
