@@ -157,6 +157,7 @@ async def run_download(request: DownloadRequest, *, exchange: ExchangeConfig, da
         if request.days is not None:
             since = clock_ms - int(request.days * DAY_MS)
         directory = request.out_dir or data_root / exchange.id / request.timeframe
+        _check_same_venue(directory, exchange)
         return await _download_all(adapter, targets, request, directory=directory, since_ms=since,
                                    clock_ms=clock_ms, console=console, on_page=on_page, exchange=exchange)
     finally:
@@ -205,7 +206,7 @@ async def _download_all(adapter: CcxtExchange, targets: list[Target], request: D
                                  on_page=_progress_listener(bar, task, on_page))
             try:
                 result = await job.run()
-            except (DownloadError, store.StoreError, PairsBotError) as exc:
+            except (PairsBotError, store.StoreError, OSError) as exc:
                 results.append(f"download {target.market_id} {request.timeframe} failed: {exc} "
                                f"({job.progress.fetched} new candles kept in {path})")
                 continue
@@ -235,6 +236,24 @@ def _summary(r: SymbolResult, timeframe: str) -> str:
             f"{gaps} -> {r.path}")
 
 
+def _venue(exchange: ExchangeConfig) -> str:
+    return exchange.base_url or ("testnet" if exchange.use_testnet else "production")
+
+
+def _check_same_venue(directory: Path, exchange: ExchangeConfig) -> None:
+    """A folder holds one venue's candles: a simulator's must never extend Binance's."""
+    path = directory / PROVENANCE
+    if not path.exists():
+        return
+    try:
+        venue = json.loads(path.read_text(encoding="utf-8")).get("venue")
+    except (ValueError, AttributeError):
+        raise UsageError(f"download: {path} is not readable JSON; move it away or use another --out") from None
+    if venue is not None and venue != _venue(exchange):
+        raise UsageError(f"download: {directory} holds candles from {venue}, not {_venue(exchange)}; "
+                         "use another --out")
+
+
 def _note_provenance(directory: Path, exchange: ExchangeConfig, timeframe: str, r: SymbolResult) -> None:
     """``provenance.json``: where the files came from and what each holds (data/README.md)."""
     path = directory / PROVENANCE
@@ -248,7 +267,7 @@ def _note_provenance(directory: Path, exchange: ExchangeConfig, timeframe: str, 
                          "gap_count": len(r.gaps), "updated_utc": _iso(int(time.time() * 1000))}
     write_json_atomically(path, {
         "written_by": "python main.py download", "exchange": exchange.id,
-        "venue": exchange.base_url or ("testnet" if exchange.use_testnet else "production"),
+        "venue": _venue(exchange),
         "timeframe": timeframe, "format": f"{store.HEADER} (gzip CSV, open time in UTC ms, the exchange's own text; "
                                           "closed candles only)",
         "symbols": dict(sorted(symbols.items()))}, indent=1)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -108,6 +108,7 @@ class SymbolDownload:
         self.rows: list[Row] = []
         self._dirty = False
         self._last_write = time.monotonic()
+        self._pending: list[Future[None]] = []
         self.progress = SymbolProgress(target.market_id, 0)
 
     async def run(self) -> SymbolResult:
@@ -122,9 +123,16 @@ class SymbolDownload:
                 await self._backward(*head)
             if tail[0] <= tail[1]:
                 await self._forward(*tail)
-        finally:
-            if self._dirty:  # however the run ends: keep what was fetched (in write order)
-                self._writer.submit(self._write, list(self.rows)).result()
+        except BaseException:  # an error, Ctrl+C: keep what was fetched, then let the cause go on
+            self._final_write()
+            try:
+                self._settle(wait=True)  # blocks: a cancelled task may not get to await again
+            except DownloadError as exc:
+                logger.error("download {}: {}", self.target.market_id, exc)
+            raise
+        self._final_write()
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._pending), return_exceptions=True)
+        self._settle(wait=True)
         gaps = store.check_rows(self.rows, self.interval, where=str(self.path))
         return SymbolResult(self.target.market_id, self.path, len(self.rows), self.progress.fetched,
                             int(self.rows[0][0]) if self.rows else None,
@@ -176,14 +184,32 @@ class SymbolDownload:
         self.rows = self.rows + page if at_end else page + self.rows
         self.progress.fetched += len(page)
         self._dirty = True
+        self._settle(wait=False)
         if time.monotonic() - self._last_write >= self.checkpoint_seconds:
-            self._writer.submit(self._write, list(self.rows))  # in order on the one worker
+            self._pending.append(self._writer.submit(self._write, list(self.rows)))  # in order on the one worker
+            self._last_write = time.monotonic()
             self._dirty = False
         self._report()
 
+    def _final_write(self) -> None:
+        if self._dirty:  # queued behind any checkpoint still being written: the order is kept
+            self._pending.append(self._writer.submit(self._write, list(self.rows)))
+            self._dirty = False
+
     def _write(self, rows: list[Row]) -> None:
         store.write_rows(self.directory, self.target.market_id, self.timeframe, rows)
-        self._last_write = time.monotonic()
+
+    def _settle(self, *, wait: bool) -> None:
+        """Raise the first failed checkpoint (disk full, permissions) as a ``DownloadError``;
+        ``wait``: for every one still queued first."""
+        done = [f for f in self._pending if wait or f.done()]
+        self._pending = [f for f in self._pending if f not in done]
+        for future in done:
+            try:
+                future.result()
+            except OSError as exc:
+                raise DownloadError(f"{self.target.market_id} {self.timeframe}: cannot write {self.path}: "
+                                    f"{exc}") from exc
 
     async def _fetch(self, *, start_ms: int, end_ms: int, limit: int | None = None) -> list[list[Any]]:
         failures = 0

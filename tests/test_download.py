@@ -21,6 +21,7 @@ from rich.console import Console
 import main as main_module
 from app.download import DownloadRequest, run_download
 from core.config import ExchangeConfig
+from core.errors import UsageError
 from research import store
 from research.download import SymbolProgress, SymbolResult
 from simulator.config import ReplayConfig, SimulatorConfig
@@ -266,6 +267,13 @@ async def test_a_hole_in_the_stored_file_is_reported_and_kept_not_filled(sim: Si
     assert result.gaps == [store.Gap(int(expected[499][0]), int(expected[510][0]), 10)]
     assert '"gap_count": 1' in (tmp_path / "provenance.json").read_text()
     assert store.read_rows(store.ohlcv_path(tmp_path, "BTCUSDT", "5m")) == expected[:500] + expected[510:]
+
+
+async def test_a_folder_of_another_venues_candles_is_never_extended(sim: SimulatorServer, tmp_path: Path) -> None:
+    write_json(tmp_path / "provenance.json", {"venue": "production", "symbols": {}})
+    with pytest.raises(UsageError, match="holds candles from production"):
+        await download(sim, tmp_path, "BTCUSDT", days=1.0)
+    assert kline_requests(sim, "BTCUSDT") == [] and store.list_symbols(tmp_path) == []
 
 
 async def test_top_volume_takes_the_usdt_perpetuals_with_the_highest_24h_quote_volume(sim: SimulatorServer,
