@@ -3,6 +3,7 @@
 ``python main.py`` paper-trades the pairs of ``pairs_config.json`` on live market data;
 ``python main.py demo`` runs the whole bot offline against the bundled simulator;
 ``python main.py check-config`` validates both configuration files and prints the pairs.
+``python main.py download`` stores OHLCV history for research (``app/download.py``).
 Exit codes: 0 clean stop, 1 fatal runtime error (or the exchange unreachable until
 exchange.startup_timeout_seconds), 2 invalid usage or configuration, or API keys refused.
 """

@@ -142,6 +142,9 @@ async def run_download(request: DownloadRequest, *, exchange: ExchangeConfig, da
     from execution.exchange import CcxtExchange  # ccxt: imported when a download runs, not to parse a command line
     from execution.rate_limit import RateGovernor
 
+    if exchange.id != "binanceusdm":  # the klines and tickers are read from Binance USD-M's own endpoints
+        raise UsageError(f"download: exchange.id {exchange.id!r} in config.json: only binanceusdm is supported")
+
     governor = RateGovernor(soft_fraction=exchange.rate_limit_soft_fraction, max_wait_seconds=MAX_WAIT_SECONDS,
                             name=f"{exchange.id} download")
     adapter = CcxtExchange(exchange, None, governor=governor, client_throttle=exchange.enable_rate_limit)
