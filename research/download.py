@@ -181,7 +181,10 @@ class SymbolDownload:
 
     def _keep(self, joined: list[Row], *, at_end: bool, page: list[Row]) -> None:
         store.check_rows(joined, self.interval, where=f"{self.target.market_id} {self.timeframe} page")
-        self.rows = self.rows + page if at_end else page + self.rows
+        if at_end:
+            self.rows.extend(page)  # checkpoints write copies, so growing in place is safe
+        else:
+            self.rows[:0] = page
         self.progress.fetched += len(page)
         self._dirty = True
         self._settle(wait=False)
