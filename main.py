@@ -3,6 +3,7 @@
 ``python main.py`` paper-trades the pairs of ``pairs_config.json`` on live market data;
 ``python main.py demo`` runs the whole bot offline against the bundled simulator;
 ``python main.py check-config`` validates both configuration files and prints the pairs.
+``python main.py download`` stores OHLCV history for research (``app/download.py``).
 Exit codes: 0 clean stop, 1 fatal runtime error (or the exchange unreachable until
 exchange.startup_timeout_seconds), 2 invalid usage or configuration, or API keys refused.
 """
@@ -13,9 +14,9 @@ import argparse
 import asyncio
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from loguru import logger
 from rich import box
@@ -49,6 +50,7 @@ class CliOptions:
     adopt: bool = False
     resume_halted: bool = False
     resume_pairs: tuple[str, ...] = ()
+    command_args: Mapping[str, Any] = field(default_factory=dict)  # a subcommand's own options, as parsed
 
 
 class TradingBot:
@@ -417,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
                       help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
     sub.add_parser("check-config", parents=[common, live], help="validate both files, print the pairs, exit")
+    from app.download import add_download_parser
+    add_download_parser(sub)
     return parser
 
 
@@ -433,6 +437,7 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         adopt=bool(args.get("adopt", False)),
         resume_halted=bool(args.get("resume_halted", False)),
         resume_pairs=tuple(args.get("resume_pairs", ())),
+        command_args=args,
     )
 
 
@@ -499,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "check-config":
             return check_config(options, console)
+        if options.command == "download":
+            from app.download import download_command
+            return download_command(options.command_args, config_path=options.config_path, console=console)
         if options.command == "resume":
             from app.resume import resume_pairs
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,

@@ -277,14 +277,15 @@ class CcxtExchange:
     sends_orders = True
 
     def __init__(self, config: ExchangeConfig, secrets: Secrets | None, *,
-                 governor: RateGovernor | None = None) -> None:
+                 governor: RateGovernor | None = None, client_throttle: bool = False) -> None:
         self._config = config
-        # No ccxt throttle here (see ExchangeConfig.enable_rate_limit): it would space the two
-        # legs of an entry by an order's request weight, ~200 ms on Binance. The venue's own
+        # No ccxt throttle for orders (see ExchangeConfig.enable_rate_limit): it would space the
+        # two legs of an entry by an order's request weight, ~200 ms on Binance. The venue's own
         # limits are kept by the governor instead, around every HTTP request (_governed_class).
+        # ``client_throttle``: a market-data-only client (the downloader) may pace itself too.
         client = ccxt_client_config(api_key=secrets.api_key if secrets else None,
                                     secret=secrets.api_secret if secrets else None,
-                                    timeout_ms=config.request_timeout_ms, enable_rate_limit=False)
+                                    timeout_ms=config.request_timeout_ms, enable_rate_limit=client_throttle)
         self.governor = governor or RateGovernor(soft_fraction=config.rate_limit_soft_fraction,
                                                  max_wait_seconds=config.rate_limit_max_wait_seconds,
                                                  name=f"{config.id} orders")
@@ -597,6 +598,47 @@ class CcxtExchange:
         LIQUIDATION) or an auto-deleveraging (``adl_autoclose``) is one of them."""
         rows = await self._signed("fetch_recent_orders", symbol, lambda: self._ex.fetch_orders(symbol, since_ms))
         return [self._order_state(r, r.get("clientOrderId") or "") for r in rows]
+
+    # -- history for research (``python main.py download``) -----------------------------------
+    def usdt_perpetuals(self) -> dict[str, str]:
+        """Unified symbol -> exchange id of every trading USDT-margined linear perpetual."""
+        return {s: m["id"] for s, m in (self._ex.markets or {}).items()
+                if m.get("swap") and m.get("linear") and m.get("settle") == "USDT"
+                and m.get("quote") == "USDT" and m.get("active") is not False}
+
+    async def fetch_klines(self, symbol: str, timeframe: str, *, start_ms: int | None = None,
+                           end_ms: int | None = None, limit: int = 1000) -> list[list[Any]]:
+        """Binance kline rows as the venue sent them (prices as text: nothing is rounded through
+        floats). ``start_ms`` only: the first ``limit`` from there; ``end_ms`` only: the last
+        ``limit`` up to it (open times, inclusive)."""
+        request: dict[str, Any] = {"symbol": self._ex.market(symbol)["id"], "interval": timeframe,
+                                   "limit": limit}
+        if start_ms is not None:
+            request["startTime"] = start_ms
+        if end_ms is not None:
+            request["endTime"] = end_ms
+        async with self._translated("fetch_klines", f"{symbol} {timeframe} {start_ms}..{end_ms}"):
+            rows = await self._ex.fapiPublicGetKlines(request)
+        return list(rows or [])
+
+    async def fetch_quote_volumes(self) -> dict[str, Decimal]:
+        """24h quote volume (USDT) of every USDT perpetual, from one ``ticker/24hr`` (weight 40)."""
+        ids = {i: s for s, i in self.usdt_perpetuals().items()}
+        async with self._translated("fetch_quote_volumes"):
+            rows = await self._ex.fapiPublicGetTicker24hr()
+        return {ids[r["symbol"]]: _dec(r.get("quoteVolume") or 0) for r in rows or []
+                if isinstance(r, dict) and r.get("symbol") in ids}
+
+    async def market_clock_ms(self, symbols: Iterable[str]) -> int:
+        """The clock that says which candle is still open: the earlier of the server time and
+        the newest book-ticker time of ``symbols``. On Binance both agree; a replaying venue
+        (the simulator) signs on the wall clock but runs its market on the replay's, and an
+        earlier clock can only keep a closed candle out for the next run, never let an open in."""
+        async with self._translated("market_clock"):
+            server = int(await self._ex.fetch_time())
+            tickers = await self._ex.fetch_bids_asks(list(symbols))
+        stamps = [int(t["timestamp"]) for t in (tickers or {}).values() if t.get("timestamp")]
+        return min([server, max(stamps)] if stamps else [server])
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         await self._signed("set_leverage", f"{symbol} x{leverage}", lambda: self._ex.set_leverage(leverage, symbol))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
@@ -51,6 +52,20 @@ _GATEWAY_PAGES = {
     503: "503 Service Temporarily Unavailable",
     504: "504 Gateway Time-out",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One ``/fapi`` request as the venue saw it (tests count pages and check waits with it)."""
+
+    wall_ms: int  # when it arrived
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int  # what it was answered
+
+
+REQUEST_LOG_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +125,7 @@ class SimulatorServer:
         self._port: int | None = None
         self._loop_iterations = 0
         self._finished_logged = False
+        self.request_log: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_SIZE)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -416,9 +432,17 @@ class SimulatorServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Binance error rendering, plus latency, HTTP error faults and rate limits (weights,
-        order counts, 429/418 with Retry-After, ``simulator/rate_limits.py``) on ``/fapi``."""
+        order counts, 429/418 with Retry-After, ``simulator/rate_limits.py``) on ``/fapi``;
+        every ``/fapi`` request is kept in ``request_log`` (the newest ``REQUEST_LOG_SIZE``)."""
         if not request.path.startswith("/fapi"):
             return await self._render_errors(request, handler)
+        arrived = wall_ms()
+        response = await self._fapi(request, handler)
+        self.request_log.append(RequestRecord(arrived, request.method, request.path, dict(request.query),
+                                              response.status))
+        return response
+
+    async def _fapi(self, request: web.Request, handler: Any) -> web.StreamResponse:
         delay = self.faults.latency_seconds()
         if delay:
             await asyncio.sleep(delay)

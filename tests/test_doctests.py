@@ -39,6 +39,7 @@ DOCTEST_MODULES = (
     "matching.fill_model",
     "matching.orders",
     "matching.rules",
+    "research.store",
     "signals.generator",
     "signals.kernels",
     "signals.spread",
