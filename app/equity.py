@@ -2,7 +2,7 @@
 
 Equity at a sample = the account's equity when the engine started (its first balance read) +
 the net PnL of the round trips closed since + the unrealized PnL of the open positions now
-(``app.report.open_pnl``). A sample is taken at start, after each executed signal that closed a
+(``open_trip_pnl``). A sample is taken at start, after each executed signal that closed a
 round trip, within ``check_seconds`` of a close outside the router (a rollback, a reconciliation),
 every ``interval_seconds``, and once more at stop (the snapshot).
 The figures themselves are pure functions in ``app/performance.py``.
@@ -16,8 +16,9 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from app import performance as perf
-from app.report import MidSource, open_pnl
+from app.report import MidSource
 from execution.journal import Journal
+from execution.journal_models import Side
 
 ZERO = Decimal(0)
 
@@ -75,7 +76,7 @@ class EquityRecorder:
         return [t for t in self._journal.round_trips() if not t.is_open and t.id not in before]
 
     def _unrealized(self) -> dict[str, Decimal]:
-        return {pair_id: open_pnl(self._journal, pos, self._mids)
+        return {pair_id: open_trip_pnl(self._journal, pos, self._mids)
                 for pair_id, pos in self._engine.positions.items()
                 if pos.qty_a != 0 or pos.qty_b != 0}
 
@@ -103,6 +104,35 @@ class EquityRecorder:
             start_equity=self._start_equity, end_balance=getattr(self._engine, "balance", None),
             samples=self.samples)
         return self._final
+
+
+def open_trip_pnl(journal: Journal, position: Any, mids: MidSource) -> Decimal:
+    """The pair's open round trip marked to ``mids``: the cash of its fills so far + the quantity
+    those same fills hold x mid, less their fees, plus the funding on the trip. Quantities come
+    from the fills, not from the position: a sample taken while an execution is recording its
+    fills (one leg's fills in, the position not yet updated) would otherwise count a leg twice or
+    not at all (a demo's curve dipped one leg's notional, about 450 USDT, for one sample). A
+    closed trip is realized, so 0; with a leg that has no mid, only the fees and funding (as
+    ``app.report.open_pnl``)."""
+    if position.round_trip_id is None:
+        return ZERO
+    trip = journal.get_round_trip(position.round_trip_id)
+    if trip is None or not trip.is_open:
+        return ZERO
+    cash, fees, held = ZERO, ZERO, {}
+    for fill in journal.fills_for_pair_since(position.pair_id, trip.opened_ts_ms - 1):
+        signed = fill.qty if fill.side is Side.BUY else -fill.qty
+        cash -= signed * fill.price
+        fees += fill.fee
+        held[fill.symbol] = held.get(fill.symbol, ZERO) + signed
+    funding = sum((f.amount for f in journal.funding_for_round_trip(trip.id)), ZERO)
+    value = ZERO
+    for symbol, qty in held.items():
+        mid = mids(symbol) if qty else ZERO
+        if mid is None:
+            return funding - fees
+        value += qty * mid
+    return cash + value - fees + funding
 
 
 def performance_section(*, session_trips: list[Any], all_trips: list[Any], unrealized: dict[str, Decimal],
