@@ -2,25 +2,81 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import pty
 import re
 import shutil
 import sqlite3
+import struct
 import subprocess
+import termios
+import threading
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_DIR, read_json, run_main
+from tests.conftest import PROJECT_DIR, PYTHON, clean_env, read_json, run_main
+
+TERMINAL_COLUMNS, TERMINAL_ROWS = 100, 50
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_main_on_terminal(args: list[str], *, cwd: Path, timeout: float, columns: int = TERMINAL_COLUMNS,
+                         rows: int = TERMINAL_ROWS) -> subprocess.CompletedProcess[str]:
+    """``python main.py ARGS`` with stdout on a pseudo-terminal of ``columns`` x ``rows`` (what a user
+    sees: the console sizes itself to the terminal), stderr on a pipe; bounded in time. TERM=xterm
+    (rich takes a "dumb" terminal for 80 columns whatever its size), NO_COLOR, and what styles remain
+    (bold, the log lines' colours) stripped."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.ONLCR  # keep "\n" as it was written
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    env = {k: v for k, v in clean_env(TERM="xterm").items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([PYTHON, str(PROJECT_DIR / "main.py"), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    out: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not chunk:
+                return
+            out.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        reader.join(timeout=5)
+        os.close(master)
+    stdout = ANSI.sub("", b"".join(out).decode("utf-8", "replace")).replace("\r", "")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, err.decode("utf-8", "replace"))
 
 
 @pytest.fixture(scope="module")
 def demo_8s(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """One ``demo --duration 8`` run shared by the tests that read its output."""
+    """One ``demo --duration 8`` run on a 100-column terminal, shared by the tests that read its
+    output. Funding every 15 min of replay time (the default is 8 h) so that 80 min of replay
+    pay some: the final figures' funding is then not a trivial zero."""
     tmp_path = tmp_path_factory.mktemp("demo8")
-    shutil.copy(PROJECT_DIR / "config.json", tmp_path / "config.json")
-    proc = run_main(["demo", "--config", str(tmp_path / "config.json"), "--duration", "8", "--speed", "600"],
-                    cwd=tmp_path, timeout=120)
+    config = read_json(PROJECT_DIR / "config.json")
+    config["demo"] = {"funding_interval_hours": 0.25}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = run_main_on_terminal(["demo", "--config", str(tmp_path / "config.json"), "--duration", "8",
+                                 "--speed", "600"], cwd=tmp_path, timeout=120)
     return proc, tmp_path
 
 
@@ -50,12 +106,55 @@ def test_demo_streams_warms_all_pairs_trades_and_exits_0(demo_8s) -> None:
 
 
 MONEY = re.compile(r"-?\d{1,3}(,\d{3})*\.\d{2}")
+PERFORMANCE_LABELS = ("Net PnL", "  realized", "  unrealized", "  fees paid", "  funding received", "Equity at start",
+                      "Equity at end", "Return", "Round trips", "Win rate", "Profit factor",
+                      "Expectancy per round trip", "Average holding time", "Max drawdown", "Sharpe", "Sortino",
+                      "Best pair", "Worst pair")
 
 
-def _row(stdout: str, label: str) -> list[str]:
-    """The cells of the performance table's row ``label`` (this session, all time)."""
-    line = next(line for line in stdout.splitlines() if line.startswith(f"│ {label}"))
-    return [cell.strip() for cell in line.strip("│").split("│")][1:]
+def final_screen(stdout: str) -> list[str]:
+    """What the console printed at stop: from the FINAL STATISTICS line to the end of stdout."""
+    lines = stdout.splitlines()
+    first = max(i for i, line in enumerate(lines) if line.startswith("FINAL STATISTICS"))
+    return lines[first:]
+
+
+def _perf_row(screen: list[str], label: str) -> list[str]:
+    line = next(line for line in screen if line.startswith(label))
+    return re.split(r" {2,}", line.strip())[1:]
+
+
+def _pair_row(screen: list[str], pair: str) -> list[str]:
+    """The per-pair table's row of ``pair``: pair, state, trips, won, realized, unrealized, fees,
+    funding, max dd, open a / b (empty when flat)."""
+    header = next(i for i, line in enumerate(screen) if line.startswith("pair ") and "open a / b" in line)
+    [line] = [line for line in screen[header + 2:header + 12] if line.split(" ", 1)[0] == pair]
+    cells = line.split()
+    return cells[:9] + [" ".join(cells[9:])]
+
+
+def _cents(value: str | Decimal) -> str:
+    return f"{Decimal(value).quantize(Decimal('0.01')):,.2f}"
+
+
+def test_demo_final_screen_fits_a_100_by_50_terminal(demo_8s) -> None:
+    """Issue 12 item 1: the screen printed at stop on a 100-column terminal is at most 100 columns
+    wide and 50 rows high, and nothing on it is cut or wrapped: each figure on one row, each pair
+    on one row, no ellipsis."""
+    proc, tmp_path = demo_8s
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    screen = final_screen(proc.stdout)
+    assert len(screen) <= TERMINAL_ROWS, "\n".join(screen)
+    widest = max(screen, key=len)
+    assert len(widest) <= TERMINAL_COLUMNS, widest
+    assert not [line for line in screen if "…" in line]
+    for label in PERFORMANCE_LABELS:
+        assert len(_perf_row(screen, label)) == 2, (label, "\n".join(screen))
+    pairs = [p["pair_id"] for p in read_json(PROJECT_DIR / "pairs_config.json")["pairs"]]
+    header = next(i for i, line in enumerate(screen) if line.startswith("pair ") and "open a / b" in line)
+    assert [line.split(" ", 1)[0] for line in screen[header + 2:header + 2 + len(pairs)]] == pairs
+    stats = read_json(next((tmp_path / "logs").glob("session-*.json")))
+    assert stats["sections"]["performance"]["open_positions"]  # the open column was exercised
 
 
 def test_demo_final_screen_shows_performance_money_to_cents_and_what_is_left_open(demo_8s) -> None:
@@ -66,40 +165,39 @@ def test_demo_final_screen_shows_performance_money_to_cents_and_what_is_left_ope
     stats = read_json(next((tmp_path / "logs").glob("session-*.json")))
     perf = stats["sections"]["performance"]
     session = perf["session"]
-    out = proc.stdout
-    for label in ("Net PnL", "  realized", "  unrealized", "  fees paid", "  funding received", "Equity at start",
-                  "Equity at end", "Return", "Round trips", "Win rate", "Profit factor", "Expectancy per round trip",
-                  "Average holding time", "Max drawdown", "Sharpe", "Sortino", "Best pair", "Worst pair"):
-        assert len(_row(out, label)) == 2, label
-    cents = lambda key: f"{Decimal(session[key]).quantize(Decimal('0.01')):,.2f}"  # noqa: E731
+    screen = final_screen(proc.stdout)
+    out = "\n".join(screen)
     for label, key in (("Net PnL", "net_pnl_usdt"), ("  realized", "realized_usdt"),
                        ("  unrealized", "unrealized_usdt"), ("Equity at start", "equity_start_usdt"),
                        ("Equity at end", "equity_end_usdt")):
-        cell = _row(out, label)[0]
-        assert MONEY.fullmatch(cell) and cell == cents(key), (label, cell, session[key])
-    line = next(line for line in out.splitlines() if line.startswith("│ Net PnL"))
-    assert line.split("│")[2].endswith(" ")  and line.split("│")[2].startswith("  ")  # right-aligned
+        cell = _perf_row(screen, label)[0]
+        assert MONEY.fullmatch(cell) and cell == _cents(session[key]), (label, cell, session[key])
+    header = next(line for line in screen if "this session" in line)
+    line = next(line for line in screen if line.startswith("Net PnL"))
+    end = header.index("this session") + len("this session")
+    assert line[end - 1] != " " and line[end] == " "  # right-aligned: ends where its header ends
     # honest numbers: net = realized + unrealized, realized = the journal's closed trips of the run
     assert Decimal(session["net_pnl_usdt"]) == Decimal(session["realized_usdt"]) + Decimal(session["unrealized_usdt"])
     [journal] = (tmp_path / "logs").glob("journal-demo-*.sqlite")
     with sqlite3.connect(journal) as db:
         nets = [Decimal(r[0]) for r in db.execute("SELECT net_pnl FROM round_trips WHERE closed_ts_ms IS NOT NULL")]
     assert session["round_trips"] == len(nets) > 0 and Decimal(session["realized_usdt"]) == sum(nets)
-    assert _row(out, "Round trips") == [str(len(nets)), str(len(nets))]  # a fresh demo journal: all time = run
+    assert _perf_row(screen, "Round trips") == [str(len(nets)), str(len(nets))]  # a fresh journal: all time = run
     assert session["equity_samples"] >= 2 and len(perf["equity_curve"]) == session["equity_samples"]
-    # positions open at stop: each listed with its unrealized PnL, and the "left open" line
+    # positions open at stop: each in the per-pair table with its quantities and unrealized PnL, and the line
     assert perf["open_positions"], "no position open at stop: the test did not exercise what it guards"
     assert f"{len(perf['open_positions'])} position(s) left open at shutdown" in out
     for p in perf["open_positions"]:
-        row = next(line for line in out.splitlines() if line.startswith(f"│ {p['pair']} ") and p["qty_a"] in line)
-        assert row.rstrip(" │").endswith(f"{Decimal(p['unrealized_usdt']).quantize(Decimal('0.01')):,.2f}")
+        row = _pair_row(screen, p["pair"])
+        assert row[5] == _cents(p["unrealized_usdt"])
+        assert row[9] == f"{Decimal(p['qty_a']):+f} / {Decimal(p['qty_b']):+f}"
     # protocol counters: zeros stay in the file, off the screen; non-zero ones on it
     protocols = stats["sections"]["execution"]["protocols"]
     zeros = [k for k, v in protocols.items() if v == 0]
     assert zeros and protocols["orders_sent"] > 0
     for name in zeros:
         assert f"protocols.{name} " not in out, name
-    assert "protocols.orders_sent " in out
+    assert f"protocols.orders_sent {protocols['orders_sent']}" in out
 
 
 def test_demo_40s_never_enters_beyond_the_stop_and_says_each_refusal_once(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from app import performance as perf
-from app.equity import performance_section
+from app.equity import OpenMark, performance_section
 from core.types import PairState
 from execution.journal_models import PairPosition
 
@@ -92,7 +92,8 @@ def test_ratios_need_enough_samples_and_a_loss() -> None:
 def test_performance_section_net_pnl_adds_unrealized_once_and_return_from_equity() -> None:
     position = PairPosition("A", PairState.LONG_SPREAD, D("2"), D("-3"), "X", "Y")
     section = performance_section(
-        session_trips=TRIPS[:3], all_trips=TRIPS, unrealized={"A": D("-1.5")}, positions={"A": position},
+        session_trips=TRIPS[:3], all_trips=TRIPS, marks={"A": OpenMark(D("10"), D("20"), D("-1.5"))},
+        positions={"A": position},
         start_equity=D("1000"), end_balance=SimpleNamespace(total=D("1010.5")),
         samples=[perf.EquityPoint(0, D("1000")), perf.EquityPoint(1, D("990")), perf.EquityPoint(2, D("1010.5"))])
     s = section["session"]
@@ -102,8 +103,11 @@ def test_performance_section_net_pnl_adds_unrealized_once_and_return_from_equity
     assert (s["max_drawdown_usdt"], s["max_drawdown_pct"]) == ("10", 1.0)
     assert s["sharpe"] is None and s["ratio_samples"] == 3  # fewer than MIN_RATIO_SAMPLES
     assert section["all_time"]["net_pnl_usdt"] == "8.5"  # 10 realized - 1.5 open
-    assert section["open_positions"] == [{"pair": "A", "state": "LONG_SPREAD", "qty_a": "2", "qty_b": "-3",
+    assert section["open_positions"] == [{"pair": "A", "state": "LONG_SPREAD", "symbol_a": "X", "qty_a": "2",
+                                          "mid_a": "10", "symbol_b": "Y", "qty_b": "-3", "mid_b": "20",
                                           "unrealized_usdt": "-1.5"}]
+    assert [(r["pair"], r["round_trips"], r["realized_usdt"], r["unrealized_usdt"]) for r in section["pairs"]] == [
+        ("A", 2, "6", "-1.5")]  # this session's trips of A (10 and -4); B's trip is not A's
 
 
 class _Journal:
@@ -125,7 +129,8 @@ async def test_equity_recorder_samples_at_start_each_close_and_stop_counting_onl
 
     journal = _Journal([_rt(1, "50")])  # closed before this run: all time, not the session
     engine = SimpleNamespace(positions={}, balance_at_start=SimpleNamespace(total=D("1000")),
-                             balance=SimpleNamespace(total=D("995")))
+                             balance=SimpleNamespace(total=D("995")), balance_at_stop=SimpleNamespace(total=D("995")),
+                             final_balance_error=None)
     clock = iter(range(1, 100))
     recorder = EquityRecorder(engine=engine, journal=journal, mids=lambda s: None, interval_seconds=3600,
                               wall_ms=lambda: next(clock))
