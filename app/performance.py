@@ -132,8 +132,6 @@ def pair_figures(trips: Iterable[ClosedTrip], pair_ids: Iterable[str]) -> list[P
         mine = [t for t in done if t.pair_id == pair_id]
         pnls = [t.net_pnl or ZERO for t in mine]
         curve = realized_curve(mine)
-        if curve:
-            curve.insert(0, EquityPoint(mine[0].opened_ts_ms, ZERO))
         rows.append(PairFigures(
             pair_id=pair_id, round_trips=len(mine), wins=sum(1 for v in pnls if v > 0), realized_usdt=sum(pnls, ZERO),
             fees_usdt=sum((t.fees or ZERO for t in mine), ZERO), funding_usdt=sum((t.funding or ZERO for t in mine), ZERO),
@@ -163,10 +161,15 @@ def max_drawdown(points: Sequence[EquityPoint]) -> Drawdown:
 
 
 def realized_curve(trips: Iterable[ClosedTrip], start_usdt: Decimal = ZERO) -> list[EquityPoint]:
-    """``start_usdt`` plus cumulative net PnL at each close (the curve of the all-time figures)."""
+    """``start_usdt`` at the first trip's opening, then plus the cumulative net PnL at each close
+    (the curve of the all-time figures). The start is a point of its own: a first trip that loses
+    is a fall from it, not the curve's first peak."""
+    done = closed(trips)
+    if not done:
+        return []
     equity = start_usdt
-    points = []
-    for t in closed(trips):
+    points = [EquityPoint(min(t.opened_ts_ms for t in done), equity)]
+    for t in done:
         equity += t.net_pnl or ZERO
         points.append(EquityPoint(t.closed_ts_ms or 0, equity))
     return points

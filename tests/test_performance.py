@@ -64,8 +64,20 @@ def test_max_drawdown_on_a_known_equity_curve() -> None:
 def test_realized_curve_adds_each_close_in_order() -> None:
     curve = perf.realized_curve(TRIPS, D("100"))
     assert [(p.ts_ms, p.equity_usdt) for p in curve] == [
-        (60_000, D("110")), (220_000, D("106")), (380_000, D("112")), (540_000, D("110")), (700_000, D("110"))]
+        (0, D("100")), (60_000, D("110")), (220_000, D("106")), (380_000, D("112")), (540_000, D("110")),
+        (700_000, D("110"))]
     assert perf.max_drawdown(curve).usdt == D("4")
+
+
+def test_realized_curve_starts_at_the_start_so_a_first_losing_trip_is_a_drawdown() -> None:
+    """A demo run: the first trip lost 7.33 and the all-time drawdown left it out (the first close
+    was the curve's first peak), showing 16.13 where the fall from the start was 19.95."""
+    trips = [_trip("A", "-7", opened_s=0, closed_s=10), _trip("A", "2", opened_s=20, closed_s=30),
+             _trip("B", "-4", opened_s=40, closed_s=50)]
+    curve = perf.realized_curve(trips, D("1000"))
+    assert [p.equity_usdt for p in curve] == [D("1000"), D("993"), D("995"), D("991")]
+    assert perf.max_drawdown(curve) == perf.Drawdown(D("9"), 0.9, peak_ts_ms=0, trough_ts_ms=50_000)
+    assert perf.realized_curve([], D("1000")) == []
 
 
 def test_sharpe_and_sortino_per_trip_annualised_by_trips_per_year() -> None:
