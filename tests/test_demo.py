@@ -200,6 +200,127 @@ def test_demo_final_screen_shows_performance_money_to_cents_and_what_is_left_ope
     assert f"protocols.orders_sent {protocols['orders_sent']}" in out
 
 
+TOL = Decimal("1e-8")
+
+
+def _close(a: str | Decimal | None, b: Decimal) -> bool:
+    return a is not None and abs(Decimal(a) - b) <= TOL
+
+
+def test_demo_every_figure_recomputed_from_the_journal_fills(demo_8s) -> None:
+    """Issue 12 item 1: every figure of the final screen and of the session file, rebuilt from the
+    journal's raw fills, funding rows and signal times and the mids the open legs were marked at
+    (tests/journal_audit.py shares no code with the bot), within 1e-8 USDT; the screen shows each
+    to the cent. From the account, not the journal: the equity at start (the venue's starting
+    balance, exactly) and at end (start + net PnL, give or take the open legs' mark-to-mid
+    difference); the return follows from both exactly. The session drawdown is on the sampled
+    curve, whose inner points need mids of their time: its first and last points and the fall
+    over the points are recomputed, and every point is bounded."""
+    from matching.config import AccountConfig
+    from tests.journal_audit import audit_journal, max_fall, unrealized
+
+    proc, tmp_path = demo_8s
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = read_json(next((tmp_path / "logs").glob("session-*.json")))
+    perf = stats["sections"]["performance"]
+    session, all_time = perf["session"], perf["all_time"]
+    screen = final_screen(proc.stdout)
+    [journal] = (tmp_path / "logs").glob("journal-demo-*.sqlite")
+    audit = audit_journal(journal)
+    trips = audit.closed
+    assert len(trips) >= 3 and audit.open, "too little traded to check the figures"
+    assert audit.funding_total != 0 and not audit.funding_unplaced, audit.funding_unplaced
+
+    # the open legs: the audit's quantities are the positions left open, marked at the recorded mids
+    marks = {p["pair"]: p for p in perf["open_positions"]}
+    assert set(marks) == set(audit.open)
+    open_total = Decimal(0)
+    for pair, trip in audit.open.items():
+        m = marks[pair]
+        assert {s: q for s, q in trip.qty.items() if q} == {m["symbol_a"]: Decimal(m["qty_a"]), m["symbol_b"]: Decimal(m["qty_b"])}
+        value = unrealized(trip, {m["symbol_a"]: Decimal(m["mid_a"]), m["symbol_b"]: Decimal(m["mid_b"])})
+        assert _close(m["unrealized_usdt"], value), (pair, m["unrealized_usdt"], value)
+        open_total += value
+
+    nets = [t.net for t in trips]
+    wins, losses = [v for v in nets if v > 0], [v for v in nets if v < 0]
+    realized = sum(nets, Decimal(0))
+    by_pair: dict[str, Decimal] = {}
+    for t in trips:
+        by_pair[t.pair_id] = by_pair.get(t.pair_id, Decimal(0)) + t.net
+    best, worst = max(by_pair.items(), key=lambda kv: kv[1]), min(by_pair.items(), key=lambda kv: kv[1])
+    hold_s = sum(((t.closed_ms or 0) - t.opened_ms for t in trips), 0) / len(trips) / 1000
+    start = Decimal(session["equity_start_usdt"])
+    cumulative = [start]
+    for t in trips:
+        cumulative.append(cumulative[-1] + t.net)
+    expected = {  # one fresh demo journal: this session and all time are the same trips
+        "realized_usdt": realized, "fees_usdt": sum((t.fees for t in trips), Decimal(0)),
+        "funding_usdt": sum((t.funding for t in trips), Decimal(0)), "unrealized_usdt": open_total,
+        "net_pnl_usdt": realized + open_total, "expectancy_usdt": realized / len(trips),
+        "gross_profit_usdt": sum(wins, Decimal(0)), "gross_loss_usdt": -sum(losses, Decimal(0)),
+    }
+    for figures in (session, all_time):
+        for key, value in expected.items():
+            assert _close(figures[key], value), (key, figures[key], value)
+        assert (figures["round_trips"], figures["wins"], figures["losses"]) == (len(trips), len(wins), len(losses))
+        assert figures["win_rate_pct"] == pytest.approx(100 * len(wins) / len(trips), rel=1e-12)
+        assert figures["profit_factor"] == pytest.approx(float(sum(wins) / -sum(losses)), rel=1e-12)
+        assert figures["avg_holding_seconds"] == pytest.approx(hold_s, rel=1e-12)
+        assert figures["best_pair"][0] == best[0] and _close(figures["best_pair"][1], best[1])
+        assert figures["worst_pair"][0] == worst[0] and _close(figures["worst_pair"][1], worst[1])
+    assert _close(all_time["max_drawdown_usdt"], max_fall(cumulative))
+    # the session curve: starts at the equity at start, ends at start + net PnL; its fall recomputed
+    curve = [Decimal(v) for _, v in perf["equity_curve"]]
+    assert curve[0] == start and _close(str(curve[-1]), start + realized + open_total)
+    assert _close(session["max_drawdown_usdt"], max_fall(curve))
+    bound = Decimal(str(read_json(tmp_path / "config.json")["risk"]["max_gross_exposure_usdt"])) * Decimal("0.02")
+    assert all(abs(v - start) <= bound for v in curve), curve  # a leg counted twice is ~8 % of it
+    # from the account: the venue's starting balance; the end within the open legs' mark - mid
+    assert start == AccountConfig().starting_balance_usdt
+    end = Decimal(session["equity_end_usdt"])
+    gross_open = sum((abs(Decimal(m[f"qty_{leg}"])) * Decimal(m[f"mid_{leg}"]) for m in marks.values() for leg in "ab"),
+                     Decimal(0))
+    assert abs(end - (start + realized + open_total)) <= gross_open * Decimal("0.005"), (end, start + realized + open_total)
+    assert session["return_pct"] == pytest.approx(float((end - start) / start * 100), rel=1e-12)
+    # per pair (this session): the audit's trips of each pair, and the open legs
+    for row in perf["pairs"]:
+        mine = [t for t in trips if t.pair_id == row["pair"]]
+        pnl = [t.net for t in mine]
+        assert (row["round_trips"], row["wins"]) == (len(mine), sum(1 for v in pnl if v > 0))
+        assert _close(row["realized_usdt"], sum(pnl, Decimal(0)))
+        assert _close(row["fees_usdt"], sum((t.fees for t in mine), Decimal(0)))
+        assert _close(row["funding_usdt"], sum((t.funding for t in mine), Decimal(0)))
+        running = [Decimal(0)]
+        for v in pnl:
+            running.append(running[-1] + v)
+        assert _close(row["max_drawdown_usdt"], max_fall(running))
+        open_value = Decimal(marks[row["pair"]]["unrealized_usdt"]) if row["pair"] in marks else Decimal(0)
+        assert _close(row["unrealized_usdt"], open_value)
+        cells = _pair_row(screen, row["pair"])
+        assert cells[2:9] == [str(len(mine)), str(row["wins"]), _cents(sum(pnl, Decimal(0))), _cents(open_value),
+                              _cents(row["fees_usdt"]), _cents(row["funding_usdt"]), _cents(row["max_drawdown_usdt"])]
+    # the screen: each money figure to the cent of the recomputed value, the rest as formatted
+    for label, key in (("Net PnL", "net_pnl_usdt"), ("  realized", "realized_usdt"), ("  unrealized", "unrealized_usdt"),
+                       ("  fees paid", "fees_usdt"), ("  funding received", "funding_usdt"),
+                       ("Expectancy per round trip", "expectancy_usdt")):
+        assert _perf_row(screen, label) == [_cents(expected[key])] * 2, label
+    assert _perf_row(screen, "Equity at start") == [_cents(start), "n/a"]
+    assert _perf_row(screen, "Equity at end") == [_cents(end), "n/a"]
+    assert _perf_row(screen, "Round trips") == [str(len(trips))] * 2
+    rate = f"{100 * len(wins) / len(trips):.1f}% ({len(wins)}/{len(trips)})"
+    assert _perf_row(screen, "Win rate") == [rate, rate]
+    assert _perf_row(screen, "Profit factor") == [f"{float(sum(wins) / -sum(losses)):.2f}"] * 2
+    held = round(hold_s)
+    assert _perf_row(screen, "Average holding time") == [f"{held // 3600}:{held % 3600 // 60:02d}:{held % 60:02d}"] * 2
+    assert _perf_row(screen, "Max drawdown")[0].startswith(_cents(max_fall(curve)) + " (")
+    assert _perf_row(screen, "Max drawdown")[1].startswith(_cents(max_fall(cumulative)) + " (")
+    assert _perf_row(screen, "Best pair") == [f"{best[0]} {_cents(best[1])}"] * 2
+    assert _perf_row(screen, "Worst pair") == [f"{worst[0]} {_cents(worst[1])}"] * 2
+    execution = stats["sections"]["execution"]
+    assert execution["round_trips"] == len(trips) and abs(Decimal(str(execution["realized_pnl_usdt"])) - realized) <= Decimal("1e-6")
+
+
 def test_demo_40s_never_enters_beyond_the_stop_and_says_each_refusal_once(tmp_path: Path) -> None:
     """Issue 10, defects 3 and 9, on the bundled data at --speed 600 for 40 s: no entry executes
     with |z| at or above its pair's stop, and a persistent refusal is one INFO line per pair and
