@@ -229,8 +229,9 @@ def render_performance(perf: dict[str, Any], console: Console) -> None:
     row("Worst pair", "worst_pair", _pair)
     console.print(table)
     if session.get("equity_end_usdt") is None and session.get("equity_end_unknown"):
-        console.print(f"Equity at end unknown: {session['equity_end_unknown']} (no older read is shown as the "
-                      "end; return n/a)", highlight=False)
+        # one row whatever the error says (cut with an ellipsis): the session file has all of it
+        console.print(f"Equity at end unknown, no older read shown as the end: {session['equity_end_unknown']}",
+                      highlight=False, no_wrap=True, overflow="ellipsis", crop=True)
     render_pairs(perf, console)
 
 
