@@ -155,6 +155,12 @@ def test_demo_final_screen_fits_a_100_by_50_terminal(demo_8s) -> None:
     assert [line.split(" ", 1)[0] for line in screen[header + 2:header + 2 + len(pairs)]] == pairs
     stats = read_json(next((tmp_path / "logs").glob("session-*.json")))
     assert stats["sections"]["performance"]["open_positions"]  # the open column was exercised
+    # the counters: "section: name value · name value", continued under it, never split inside an item
+    counters = screen[next(i for i, line in enumerate(screen) if line.startswith("counters, non-zero only")) + 1:]
+    assert len(counters) >= 3
+    for line in counters:
+        body = re.sub(r"^(\w+: |\s+)", "", line)
+        assert all(re.fullmatch(r"[\w.\-]+ \S+", item) for item in body.split(" · ")), line
 
 
 def test_demo_final_screen_shows_performance_money_to_cents_and_what_is_left_open(demo_8s) -> None:
