@@ -164,3 +164,29 @@ async def test_equity_recorder_samples_at_start_each_close_and_stop_counting_onl
     assert (s["equity_start_usdt"], s["equity_end_usdt"], s["max_drawdown_usdt"]) == ("1000", "995", "10")
     assert section["all_time"]["round_trips"] == 3 and section["all_time"]["realized_usdt"] == "45"
     assert section["open_positions"] == []
+
+
+def test_open_trip_is_marked_by_what_its_fills_hold_while_an_exit_is_being_recorded(tmp_path) -> None:
+    """A sample taken mid-exit: leg b's closing fill is in the journal, the engine's position still
+    shows both legs. The open trip is worth its fills' cash + what those fills still hold (leg a
+    only) x mid; counting leg b from the position as well would add its value a second time (the
+    demo's 450 USDT dip of one sample)."""
+    from app.equity import open_trip_pnl
+    from execution.journal import Journal
+
+    with Journal.open(tmp_path / "j.sqlite", mode="demo") as journal:
+        trip = journal.open_round_trip("A", entry_signal_id="s1", opened_ts_ms=1_000)
+        for cid, signal, leg, symbol, side, qty in (("a0", "s1", "a", "X", "sell", "2"), ("b0", "s1", "b", "Y", "buy", "3"),
+                                                    ("b1", "s2", "b", "Y", "sell", "3")):
+            journal.record_order_intent(client_order_id=cid, signal_id=signal, pair_id="A", leg=leg, purpose="ENTRY",
+                                        attempt=0, symbol=symbol, side=side, order_type="market", qty=D(qty),
+                                        round_trip_id=trip)
+        journal.record_fill("a0", trade_id="1", qty=D("2"), price=D("100"), fee=D("0.1"), ts_ms=1_001)
+        journal.record_fill("b0", trade_id="2", qty=D("3"), price=D("50"), fee=D("0.2"), ts_ms=1_002)
+        journal.record_fill("b1", trade_id="3", qty=D("3"), price=D("52"), fee=D("0.2"), ts_ms=2_000)  # exit, leg b
+        position = PairPosition("A", PairState.EXITING, D("-2"), D("3"), "X", "Y", round_trip_id=trip)
+        mids = {"X": D("99"), "Y": D("52")}.get
+        # cash 200 - 150 + 156 = 206; held: X -2 (x 99 = -198), Y 0; fees 0.5
+        assert open_trip_pnl(journal, position, mids) == D("206") - D("198") - D("0.5")
+        journal.close_round_trip(trip, exit_signal_id="s2", closed_ts_ms=2_001, exit_reason="EXIT")
+        assert open_trip_pnl(journal, position, mids) == 0  # closed: realized, not open any more
