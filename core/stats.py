@@ -22,7 +22,10 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
   ``realized_usdt``, ``unrealized_usdt``, ``fees_usdt`` and ``funding_usdt`` per pair, and
   ``execution`` has ``realized_pnl_usdt`` and ``funding_usdt`` (all funding journaled).
   ``performance`` (``app/equity.py``) has every figure of the final screen, this session and
-  all time, exact money as decimal strings, the positions left open and the equity curve.
+  all time, exact money as decimal strings, this session's per-pair rows (``pairs``), the
+  positions left open with the mids they were marked at, and the equity curve. The equity at
+  end is the balance read at stop; without it ``equity_end_usdt`` is null and
+  ``equity_end_unknown`` says why.
 """
 
 from __future__ import annotations
