@@ -277,6 +277,17 @@ def test_demo_every_figure_recomputed_from_the_journal_fills(demo_8s) -> None:
         assert figures["best_pair"][0] == best[0] and _close(figures["best_pair"][1], best[1])
         assert figures["worst_pair"][0] == worst[0] and _close(figures["worst_pair"][1], worst[1])
     assert _close(all_time["max_drawdown_usdt"], max_fall(cumulative))
+    # Sharpe and Sortino: per-trip returns on the equity at start, annualised by the trips per year seen
+    returns = [float(t.net / start) for t in trips]
+    per_year = len(trips) * 365 * 86_400_000 / (max(t.closed_ms or 0 for t in trips) - min(t.opened_ms for t in trips))
+    mean = sum(returns) / len(returns)
+    std = (sum((r - mean) ** 2 for r in returns) / (len(returns) - 1)) ** 0.5
+    downside = (sum(min(r, 0.0) ** 2 for r in returns) / len(returns)) ** 0.5
+    enough = len(trips) >= 5
+    for figures in (session, all_time):
+        assert figures["sharpe"] == (pytest.approx(mean / std * per_year ** 0.5, rel=1e-9) if enough else None)
+        assert figures["sortino"] == (pytest.approx(mean / downside * per_year ** 0.5, rel=1e-9)
+                                      if enough and downside else None)
     # the session curve: starts at the equity at start, ends at start + net PnL; its fall recomputed
     curve = [Decimal(v) for _, v in perf["equity_curve"]]
     assert curve[0] == start and _close(str(curve[-1]), start + realized + open_total)
@@ -323,6 +334,9 @@ def test_demo_every_figure_recomputed_from_the_journal_fills(demo_8s) -> None:
     assert _perf_row(screen, "Average holding time") == [f"{held // 3600}:{held % 3600 // 60:02d}:{held % 60:02d}"] * 2
     assert _perf_row(screen, "Max drawdown")[0].startswith(_cents(max_fall(curve)) + " (")
     assert _perf_row(screen, "Max drawdown")[1].startswith(_cents(max_fall(cumulative)) + " (")
+    for label, key in (("Sharpe", "sharpe"), ("Sortino", "sortino")):
+        shown = _perf_row(screen, label)
+        assert shown == [f"{session[key]:.2f}"] * 2 if session[key] is not None else shown[0].startswith("n/a")
     assert _perf_row(screen, "Best pair") == [f"{best[0]} {_cents(best[1])}"] * 2
     assert _perf_row(screen, "Worst pair") == [f"{worst[0]} {_cents(worst[1])}"] * 2
     execution = stats["sections"]["execution"]
