@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import sqlite3
 import struct
@@ -38,18 +39,18 @@ def run_main_on_terminal(args: list[str], *, cwd: Path, timeout: float, columns:
     env = {k: v for k, v in clean_env(TERM="xterm").items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen([PYTHON, str(PROJECT_DIR / "main.py"), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
+    # The slave stays open here until the end: a terminal whose last writer closes is hung up,
+    # and Linux may then drop what the reader has not read yet (the end of the final screen).
     out: list[bytes] = []
+    child_done = threading.Event()
 
     def read_terminal() -> None:
         while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                out.append(os.read(master, 65536))
+            elif child_done.is_set():  # exited, and nothing more for 0.2 s: all read
                 return
-            if not chunk:
-                return
-            out.append(chunk)
 
     reader = threading.Thread(target=read_terminal, daemon=True)
     reader.start()
@@ -60,7 +61,9 @@ def run_main_on_terminal(args: list[str], *, cwd: Path, timeout: float, columns:
         proc.communicate()
         raise
     finally:
-        reader.join(timeout=5)
+        child_done.set()
+        reader.join(timeout=10)
+        os.close(slave)
         os.close(master)
     stdout = ANSI.sub("", b"".join(out).decode("utf-8", "replace")).replace("\r", "")
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, err.decode("utf-8", "replace"))
