@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
 from app import performance as perf
-from app.report import MidSource, open_pnl
+from app.report import MidSource
 from execution.journal import Journal
+from execution.journal_models import Side
 
 ZERO = Decimal(0)
 
@@ -75,9 +77,18 @@ class EquityRecorder:
         return [t for t in self._journal.round_trips() if not t.is_open and t.id not in before]
 
     def _unrealized(self) -> dict[str, Decimal]:
-        return {pair_id: open_pnl(self._journal, pos, self._mids)
-                for pair_id, pos in self._engine.positions.items()
-                if pos.qty_a != 0 or pos.qty_b != 0}
+        return {pair_id: mark.unrealized_usdt for pair_id, mark in self._marks().items()}
+
+    def _marks(self) -> dict[str, OpenMark]:
+        """Each open position marked once: the mids read now and the unrealized PnL at exactly them."""
+        marks = {}
+        for pair_id, pos in self._engine.positions.items():
+            if pos.qty_a == 0 and pos.qty_b == 0:
+                continue
+            mids = {pos.symbol_a: self._mids(pos.symbol_a), pos.symbol_b: self._mids(pos.symbol_b)}
+            marks[pair_id] = OpenMark(mids[pos.symbol_a], mids[pos.symbol_b],
+                                      open_trip_pnl(self._journal, pos, mids.get))
+        return marks
 
     def sample(self) -> perf.EquityPoint | None:
         """One point of the curve now (None without an equity at start)."""
@@ -91,24 +102,75 @@ class EquityRecorder:
         return point
 
     def stats(self) -> dict[str, Any]:
-        """The figures at stop, computed once (a final sample first), exact money as strings."""
+        """The figures at stop, exact money as strings. Computed once the engine has stopped (it read,
+        or failed to read, the final balance), so the screen and the file show the same numbers;
+        before that (a snapshot while running) computed afresh each time."""
         if self._final is not None:
             return self._final
         if self._closed_at_start is None:  # never started
             return {}
         self.sample()
-        self._final = performance_section(
-            session_trips=self._session_trips(), all_trips=self._journal.round_trips(),
-            unrealized=self._unrealized(), positions=self._engine.positions,
-            start_equity=self._start_equity, end_balance=getattr(self._engine, "balance", None),
-            samples=self.samples)
-        return self._final
+        stopped = (getattr(self._engine, "balance_at_stop", None) is not None
+                   or getattr(self._engine, "final_balance_error", None) is not None)
+        section = performance_section(
+            session_trips=self._session_trips(), all_trips=self._journal.round_trips(), marks=self._marks(),
+            positions=self._engine.positions, start_equity=self._start_equity,
+            end_balance=getattr(self._engine, "balance_at_stop", None),
+            end_unknown=(getattr(self._engine, "final_balance_error", None) if stopped else "the bot is still running"),
+            last_balance=getattr(self._engine, "balance", None), samples=self.samples)
+        if stopped:
+            self._final = section
+        return section
 
 
-def performance_section(*, session_trips: list[Any], all_trips: list[Any], unrealized: dict[str, Decimal],
+def open_trip_pnl(journal: Journal, position: Any, mids: MidSource) -> Decimal:
+    """The pair's open round trip marked to ``mids``: the cash of its fills so far + the quantity
+    those same fills hold x mid, less their fees, plus the funding on the trip. Quantities come
+    from the fills, not from the position: a sample taken while an execution is recording its
+    fills (one leg's fills in, the position not yet updated) would otherwise count a leg twice or
+    not at all (a demo's curve dipped one leg's notional, about 450 USDT, for one sample). A
+    closed trip is realized, so 0; with a leg that has no mid, only the fees and funding (as
+    ``app.report.open_pnl``)."""
+    if position.round_trip_id is None:
+        return ZERO
+    trip = journal.get_round_trip(position.round_trip_id)
+    if trip is None or not trip.is_open:
+        return ZERO
+    cash, fees, held = ZERO, ZERO, {}
+    for fill in journal.fills_for_pair_since(position.pair_id, trip.opened_ts_ms - 1):
+        signed = fill.qty if fill.side is Side.BUY else -fill.qty
+        cash -= signed * fill.price
+        fees += fill.fee
+        held[fill.symbol] = held.get(fill.symbol, ZERO) + signed
+    funding = sum((f.amount for f in journal.funding_for_round_trip(trip.id)), ZERO)
+    value = ZERO
+    for symbol, qty in held.items():
+        mid = mids(symbol) if qty else ZERO
+        if mid is None:
+            return funding - fees
+        value += qty * mid
+    return cash + value - fees + funding
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMark:
+    """An open position at stop: the mids it was marked at (None: no quote) and its unrealized PnL."""
+
+    mid_a: Decimal | None
+    mid_b: Decimal | None
+    unrealized_usdt: Decimal
+
+
+def performance_section(*, session_trips: list[Any], all_trips: list[Any], marks: dict[str, OpenMark],
                         positions: dict[str, Any], start_equity: Decimal | None, end_balance: Any,
-                        samples: list[perf.EquityPoint]) -> dict[str, Any]:
-    """The ``performance`` section of the session file: every figure of the final screen."""
+                        samples: list[perf.EquityPoint], end_unknown: str | None = None,
+                        last_balance: Any = None) -> dict[str, Any]:
+    """The ``performance`` section of the session file: every figure of the final screen.
+
+    ``end_balance`` is the balance read at stop; without it the equity at end is unknown
+    (``equity_end_unknown`` says why) and never an older read (kept apart as ``equity_last_read_usdt``).
+    """
+    unrealized = {pair_id: mark.unrealized_usdt for pair_id, mark in marks.items()}
     open_total = sum(unrealized.values(), ZERO)
     session = perf.trip_figures(session_trips)
     all_time = perf.trip_figures(all_trips)
@@ -118,6 +180,7 @@ def performance_section(*, session_trips: list[Any], all_trips: list[Any], unrea
     all_ratios = perf.ratios(all_trips, capital_usdt=capital or ZERO)
     drawdown = perf.max_drawdown(samples)
     all_drawdown = perf.max_drawdown(perf.realized_curve(all_trips, capital or ZERO))
+    unknown = None if end_equity is not None else (end_unknown or "no balance read at stop")
     return {
         "session": {
             **perf.figures_json(session),
@@ -125,6 +188,8 @@ def performance_section(*, session_trips: list[Any], all_trips: list[Any], unrea
             "net_pnl_usdt": str(session.realized_usdt + open_total),
             "equity_start_usdt": None if start_equity is None else str(start_equity),
             "equity_end_usdt": None if end_equity is None else str(end_equity),
+            "equity_end_unknown": unknown,
+            "equity_last_read_usdt": (str(last_balance.total) if unknown and last_balance is not None else None),
             "return_pct": (float((end_equity - start_equity) / start_equity * 100)
                            if end_equity is not None and start_equity else None),
             "max_drawdown_usdt": str(drawdown.usdt), "max_drawdown_pct": drawdown.pct,
@@ -141,9 +206,29 @@ def performance_section(*, session_trips: list[Any], all_trips: list[Any], unrea
             "ratio_samples": all_ratios.samples, "trips_per_year": all_ratios.trips_per_year,
         },
         "min_ratio_samples": perf.MIN_RATIO_SAMPLES,
+        "pairs": pair_rows(session_trips, positions, unrealized),
         "open_positions": [
-            {"pair": pair_id, "state": positions[pair_id].state.value, "qty_a": str(positions[pair_id].qty_a),
-             "qty_b": str(positions[pair_id].qty_b), "unrealized_usdt": str(value)}
-            for pair_id, value in unrealized.items()],
+            {"pair": pair_id, "state": positions[pair_id].state.value,
+             "symbol_a": positions[pair_id].symbol_a, "qty_a": str(positions[pair_id].qty_a),
+             "mid_a": None if mark.mid_a is None else str(mark.mid_a),
+             "symbol_b": positions[pair_id].symbol_b, "qty_b": str(positions[pair_id].qty_b),
+             "mid_b": None if mark.mid_b is None else str(mark.mid_b),
+             "unrealized_usdt": str(mark.unrealized_usdt)}
+            for pair_id, mark in marks.items()],
         "equity_curve": [[p.ts_ms, str(p.equity_usdt)] for p in samples],
     }
+
+
+def pair_rows(session_trips: list[Any], positions: dict[str, Any], unrealized: dict[str, Decimal]) -> list[dict[str, Any]]:
+    """Per pair, this session: the closed trips' figures, the open position and its unrealized PnL.
+    The money columns add up to the session's figures (unlike the ``pnl`` section's fees, which
+    count the open legs' fees too)."""
+    rows = []
+    for f in perf.pair_figures(session_trips, positions):
+        pos = positions[f.pair_id]
+        rows.append({
+            "pair": f.pair_id, "state": pos.state.value, "round_trips": f.round_trips, "wins": f.wins,
+            "realized_usdt": str(f.realized_usdt), "fees_usdt": str(f.fees_usdt), "funding_usdt": str(f.funding_usdt),
+            "max_drawdown_usdt": str(f.max_drawdown_usdt), "unrealized_usdt": str(unrealized.get(f.pair_id, ZERO)),
+            "qty_a": str(pos.qty_a), "qty_b": str(pos.qty_b)})
+    return rows

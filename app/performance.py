@@ -104,6 +104,41 @@ def trip_figures(trips: Iterable[ClosedTrip]) -> TripFigures:
         best_pair=ranked[-1] if ranked else None, worst_pair=ranked[0] if ranked else None)
 
 
+@dataclass(frozen=True, slots=True)
+class PairFigures:
+    """One pair's closed round trips: the per-pair rows of the final screen (net of fees and funding)."""
+
+    pair_id: str
+    round_trips: int
+    wins: int
+    realized_usdt: Decimal
+    fees_usdt: Decimal
+    funding_usdt: Decimal
+    max_drawdown_usdt: Decimal  # largest fall of the pair's cumulative realized net from its peak (start 0)
+
+
+def pair_figures(trips: Iterable[ClosedTrip], pair_ids: Iterable[str]) -> list[PairFigures]:
+    """Per pair of ``pair_ids`` (in that order, a pair without a trip included), over its closed trips.
+
+    >>> from types import SimpleNamespace as T
+    >>> rows = pair_figures([T(pair_id="A", opened_ts_ms=0, closed_ts_ms=i, net_pnl=Decimal(p), fees=Decimal("0.5"),
+    ...                        funding=ZERO) for i, p in enumerate([2, -3, 1], 1)], ["A", "B"])
+    >>> [(r.pair_id, r.round_trips, r.wins, r.realized_usdt, r.max_drawdown_usdt) for r in rows]
+    [('A', 3, 2, Decimal('0'), Decimal('3')), ('B', 0, 0, Decimal('0'), Decimal('0'))]
+    """
+    done = closed(trips)
+    rows = []
+    for pair_id in pair_ids:
+        mine = [t for t in done if t.pair_id == pair_id]
+        pnls = [t.net_pnl or ZERO for t in mine]
+        curve = realized_curve(mine)
+        rows.append(PairFigures(
+            pair_id=pair_id, round_trips=len(mine), wins=sum(1 for v in pnls if v > 0), realized_usdt=sum(pnls, ZERO),
+            fees_usdt=sum((t.fees or ZERO for t in mine), ZERO), funding_usdt=sum((t.funding or ZERO for t in mine), ZERO),
+            max_drawdown_usdt=max_drawdown(curve).usdt))
+    return rows
+
+
 def max_drawdown(points: Sequence[EquityPoint]) -> Drawdown:
     """Largest peak-to-trough fall of an equity series (0 when it never fell).
 
@@ -126,10 +161,15 @@ def max_drawdown(points: Sequence[EquityPoint]) -> Drawdown:
 
 
 def realized_curve(trips: Iterable[ClosedTrip], start_usdt: Decimal = ZERO) -> list[EquityPoint]:
-    """``start_usdt`` plus cumulative net PnL at each close (the curve of the all-time figures)."""
+    """``start_usdt`` at the first trip's opening, then plus the cumulative net PnL at each close
+    (the curve of the all-time figures). The start is a point of its own: a first trip that loses
+    is a fall from it, not the curve's first peak."""
+    done = closed(trips)
+    if not done:
+        return []
     equity = start_usdt
-    points = []
-    for t in closed(trips):
+    points = [EquityPoint(min(t.opened_ts_ms for t in done), equity)]
+    for t in done:
         equity += t.net_pnl or ZERO
         points.append(EquityPoint(t.closed_ts_ms or 0, equity))
     return points

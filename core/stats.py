@@ -22,7 +22,10 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
   ``realized_usdt``, ``unrealized_usdt``, ``fees_usdt`` and ``funding_usdt`` per pair, and
   ``execution`` has ``realized_pnl_usdt`` and ``funding_usdt`` (all funding journaled).
   ``performance`` (``app/equity.py``) has every figure of the final screen, this session and
-  all time, exact money as decimal strings, the positions left open and the equity curve.
+  all time, exact money as decimal strings, this session's per-pair rows (``pairs``), the
+  positions left open with the mids they were marked at, and the equity curve. The equity at
+  end is the balance read at stop; without it ``equity_end_usdt`` is null and
+  ``equity_end_unknown`` says why.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from rich import box
 from rich.console import Console
 
 from core.files import write_json_atomically
@@ -145,52 +149,64 @@ def _decisions(snapshot: dict[str, Any]) -> str:
 
 
 PERFORMANCE_SECTION = "performance"
+PNL_SECTION = "pnl"
+#: The final screen fits a terminal of this many columns (and, with ten pairs, 50 rows).
+SCREEN_MAX_WIDTH = 100
+_TABLE = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
 
 
 def render_tables(snapshot: dict[str, Any], console: Console) -> None:
-    """The performance figures, the positions left open, then each other section: row tables
-    with money to 2 decimals right-aligned, and counters only where non-zero (the session file
-    keeps them all)."""
+    """The final screen below the four lines, for a terminal of 100 columns x 50 rows: the
+    performance figures, the per-pair rows of this session (with what is left open), then every
+    other section's non-zero counters packed into lines. Money to 2 decimals, right-aligned. The
+    session file keeps everything (zero counters, the per-pair rows of other sections)."""
     performance = snapshot["sections"].get(PERFORMANCE_SECTION)
+    not_counters = {PERFORMANCE_SECTION}
     if isinstance(performance, dict) and performance.get("session"):
         render_performance(performance, console)
+        not_counters.add(PNL_SECTION)  # the all-time twin of the per-pair table and its totals: file only
+    width = min(console.width, SCREEN_MAX_WIDTH)
+    lines: list[str] = []
     for name, section in snapshot["sections"].items():
-        if name == PERFORMANCE_SECTION or not isinstance(section, dict) or not section:
+        if name in not_counters or not isinstance(section, dict) or not section:
             continue
-        rows = section.get("rows") if isinstance(section.get("rows"), list) else None
-        if rows and all(isinstance(r, dict) for r in rows):
-            table = Table(title=name, title_justify="left")
-            columns = list(rows[0].keys())
-            for column in columns:
-                numeric = all(isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool)
-                              for r in rows)
-                table.add_column(str(column), justify="right" if numeric else "left")
-            for row in rows:
-                table.add_row(*(_cell(row.get(c), c) for c in columns))
-            console.print(table)
-            section = {k: v for k, v in section.items() if k != "rows"}
-        counters = [(k, v) for k, v in _flatten(section) if not _is_zero(v)]
-        if counters:
-            table = Table(title=name if not rows else f"{name} (non-zero)", show_header=False,
-                          title_justify="left")
-            table.add_column("counter")
-            table.add_column("value", justify="right")
-            for key, value in counters:
-                table.add_row(key, _cell(value, key))
-            console.print(table)
+        counters = [f"{key} {_cell(value, key)}" for key, value in _flatten(
+            {k: v for k, v in section.items() if k != "rows" or not isinstance(v, list)}) if not _is_zero(value)]
+        lines.extend(_pack(counters, head=f"{name}: ", width=width))
+    if lines:
+        console.print("counters, non-zero only (the session file has all, and the per-pair rows):", highlight=False)
+        for line in lines:
+            console.print(line, highlight=False, overflow="fold")
+
+
+def _pack(items: list[str], *, head: str, width: int) -> list[str]:
+    """``head`` then the items joined by `` · ``, wrapped between items (never inside one)."""
+    if not items:
+        return []
+    lines, current = [], head + items[0]
+    for item in items[1:]:
+        if len(current) + 3 + len(item) > width:
+            lines.append(current)
+            current = " " * len(head) + item
+        else:
+            current += " · " + item
+    return lines + [current]
 
 
 def render_performance(perf: dict[str, Any], console: Console) -> None:
-    """This session and all time side by side, then the positions left open at shutdown."""
+    """This session and all time side by side, then the per-pair rows and what is left open."""
     session, all_time = perf["session"], perf.get("all_time") or {}
     need = perf.get("min_ratio_samples", 0)
-    table = Table(title="performance (USDT; net = after fees and funding)", title_justify="left")
-    table.add_column("figure")
+    table = Table(**_TABLE, padding=(0, 1))
+    table.add_column("USDT, net = after fees and funding")
     table.add_column("this session", justify="right")
     table.add_column("all time (journal)", justify="right")
 
     def row(label: str, key: str, fmt: Callable[[Any, dict[str, Any]], str]) -> None:
         table.add_row(label, fmt(session.get(key), session), fmt(all_time.get(key), all_time) if all_time else "")
+
+    def end_equity(value: Any, d: dict[str, Any]) -> str:
+        return "unknown (see below)" if value is None and d.get("equity_end_unknown") else _usd(value, d)
 
     row("Net PnL (realized + unrealized)", "net_pnl_usdt", _usd)
     row("  realized, closed round trips", "realized_usdt", _usd)
@@ -198,7 +214,7 @@ def render_performance(perf: dict[str, Any], console: Console) -> None:
     row("  fees paid (in realized)", "fees_usdt", _usd)
     row("  funding received (in realized)", "funding_usdt", _usd)
     row("Equity at start", "equity_start_usdt", _usd)
-    row("Equity at end", "equity_end_usdt", _usd)
+    row("Equity at end", "equity_end_usdt", end_equity)
     row("Return", "return_pct", lambda v, _: _pct(v))
     row("Round trips", "round_trips", lambda v, _: "" if v is None else str(v))
     row("Win rate", "win_rate_pct", lambda v, d: "n/a" if v is None else f"{v:.1f}% ({d['wins']}/{d['round_trips']})")
@@ -215,19 +231,43 @@ def render_performance(perf: dict[str, Any], console: Console) -> None:
     row("Best pair", "best_pair", _pair)
     row("Worst pair", "worst_pair", _pair)
     console.print(table)
+    if session.get("equity_end_usdt") is None and session.get("equity_end_unknown"):
+        # one row whatever the error says (cut with an ellipsis): the session file has all of it
+        console.print(f"Equity at end unknown, no older read shown as the end: {session['equity_end_unknown']}",
+                      highlight=False, no_wrap=True, overflow="ellipsis", crop=True)
+    render_pairs(perf, console)
+
+
+PAIR_COLUMNS = ("pair", "state", "trips", "won", "realized", "unrealized", "fees", "funding", "max dd",
+                "open a / b")
+
+
+def render_pairs(perf: dict[str, Any], console: Console) -> None:
+    """Per pair, this session: trips, wins, realized (net), unrealized, fees and funding (in
+    realized), max drawdown of its realized PnL, and the base quantities still open (+ long, - short)."""
+    rows = perf.get("pairs") or []
     opened = perf.get("open_positions") or []
+    if rows:
+        table = Table(**_TABLE, padding=0)
+        for column in PAIR_COLUMNS:
+            table.add_column(column, justify="left" if column in ("pair", "state") else "right")
+        for r in rows:
+            held = Decimal(r["qty_a"]) != 0 or Decimal(r["qty_b"]) != 0
+            table.add_row(r["pair"], r["state"].replace("_SPREAD", ""), str(r["round_trips"]), str(r["wins"]),
+                          _usd(r["realized_usdt"], r), _usd(r["unrealized_usdt"], r), _usd(r["fees_usdt"], r),
+                          _usd(r["funding_usdt"], r), _usd(r["max_drawdown_usdt"], r),
+                          f"{_qty(r['qty_a'])} / {_qty(r['qty_b'])}" if held else "")
+        console.print(table)
     if opened:
-        left = Table(title="left open at shutdown", title_justify="left")
-        for column in ("pair", "state", "qty_a", "qty_b", "unrealized_usdt"):
-            left.add_column(column, justify="left" if column in ("pair", "state") else "right")
-        for p in opened:
-            left.add_row(p["pair"], p["state"], p["qty_a"], p["qty_b"], _usd(p["unrealized_usdt"], {}))
-        console.print(left)
-        total = sum(Decimal(p["unrealized_usdt"]) for p in opened)
-        console.print(f"{len(opened)} position(s) left open at shutdown, still held on the exchange: "
-                      f"unrealized {_usd(str(total), {})} USDT (the next start reconciles them)", highlight=False)
+        console.print(f"{len(opened)} position(s) left open at shutdown, held on the exchange until the next "
+                      "start reconciles them", highlight=False)
     else:
         console.print("no position left open at shutdown", highlight=False)
+
+
+def _qty(value: str) -> str:
+    qty = Decimal(value)
+    return f"{qty:+f}" if qty else "0"
 
 
 def _usd(value: Any, _: dict[str, Any]) -> str:

@@ -108,6 +108,10 @@ class ExecutionEngine:
         #: this run: the final statistics' equity at start and at end (app/performance.py).
         self.balance: BalanceInfo | None = None
         self.balance_at_start: BalanceInfo | None = None
+        #: The balance read by ``stop`` (the equity at end), or why there is none: a read that timed
+        #: out or failed leaves ``balance`` at an older read, which must not pass for the end.
+        self.balance_at_stop: BalanceInfo | None = None
+        self.final_balance_error: str | None = None
         self._stopping = False
         self._refusals: dict[str, int] = {}
         #: Refusals per pair (re-checks of a held-back entry included): the status table's column.
@@ -327,17 +331,27 @@ class ExecutionEngine:
             await self.adapter.close()
 
     async def _read_final_balance(self) -> None:
-        """The final statistics' equity at end; bounded, and never in the way of the close."""
+        """The final statistics' equity at end: one read, bounded by FINAL_BALANCE_TIMEOUT_SECONDS and
+        never in the way of the close. On success ``balance_at_stop`` holds it; otherwise
+        ``final_balance_error`` says why and the end equity is unknown (app/equity.py)."""
+        self.balance_at_stop = None
         if self.balance_at_start is None:
+            self.final_balance_error = "no balance was read at start"
             return
         try:
             async with asyncio.timeout(FINAL_BALANCE_TIMEOUT_SECONDS):
-                await self.refresh_balance()
+                balance = await self.adapter.fetch_balance()
         except TimeoutError:
-            logger.warning("final balance not read within {:g} s; the last one read stands",
-                           FINAL_BALANCE_TIMEOUT_SECONDS)
+            self.final_balance_error = f"not read within {FINAL_BALANCE_TIMEOUT_SECONDS:g} s"
         except Exception as exc:  # statistics only: the stop goes on whatever the read did
-            logger.warning("final balance not read: {}: {}; the last one read stands", type(exc).__name__, exc)
+            self.final_balance_error = f"{type(exc).__name__}: {exc}"
+        else:
+            self.balance = self.balance_at_stop = balance
+            self.final_balance_error = None
+            logger.info("final balance read at stop: equity {} {}", balance.total, balance.currency)
+            return
+        logger.warning("final balance not read at stop ({}); the equity at end is reported as unknown",
+                       self.final_balance_error)
 
     @property
     def _lock(self) -> Any:

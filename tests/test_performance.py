@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from app import performance as perf
-from app.equity import performance_section
+from app.equity import OpenMark, performance_section
 from core.types import PairState
 from execution.journal_models import PairPosition
 
@@ -64,8 +64,20 @@ def test_max_drawdown_on_a_known_equity_curve() -> None:
 def test_realized_curve_adds_each_close_in_order() -> None:
     curve = perf.realized_curve(TRIPS, D("100"))
     assert [(p.ts_ms, p.equity_usdt) for p in curve] == [
-        (60_000, D("110")), (220_000, D("106")), (380_000, D("112")), (540_000, D("110")), (700_000, D("110"))]
+        (0, D("100")), (60_000, D("110")), (220_000, D("106")), (380_000, D("112")), (540_000, D("110")),
+        (700_000, D("110"))]
     assert perf.max_drawdown(curve).usdt == D("4")
+
+
+def test_realized_curve_starts_at_the_start_so_a_first_losing_trip_is_a_drawdown() -> None:
+    """A demo run: the first trip lost 7.33 and the all-time drawdown left it out (the first close
+    was the curve's first peak), showing 16.13 where the fall from the start was 19.95."""
+    trips = [_trip("A", "-7", opened_s=0, closed_s=10), _trip("A", "2", opened_s=20, closed_s=30),
+             _trip("B", "-4", opened_s=40, closed_s=50)]
+    curve = perf.realized_curve(trips, D("1000"))
+    assert [p.equity_usdt for p in curve] == [D("1000"), D("993"), D("995"), D("991")]
+    assert perf.max_drawdown(curve) == perf.Drawdown(D("9"), 0.9, peak_ts_ms=0, trough_ts_ms=50_000)
+    assert perf.realized_curve([], D("1000")) == []
 
 
 def test_sharpe_and_sortino_per_trip_annualised_by_trips_per_year() -> None:
@@ -92,7 +104,8 @@ def test_ratios_need_enough_samples_and_a_loss() -> None:
 def test_performance_section_net_pnl_adds_unrealized_once_and_return_from_equity() -> None:
     position = PairPosition("A", PairState.LONG_SPREAD, D("2"), D("-3"), "X", "Y")
     section = performance_section(
-        session_trips=TRIPS[:3], all_trips=TRIPS, unrealized={"A": D("-1.5")}, positions={"A": position},
+        session_trips=TRIPS[:3], all_trips=TRIPS, marks={"A": OpenMark(D("10"), D("20"), D("-1.5"))},
+        positions={"A": position},
         start_equity=D("1000"), end_balance=SimpleNamespace(total=D("1010.5")),
         samples=[perf.EquityPoint(0, D("1000")), perf.EquityPoint(1, D("990")), perf.EquityPoint(2, D("1010.5"))])
     s = section["session"]
@@ -102,8 +115,11 @@ def test_performance_section_net_pnl_adds_unrealized_once_and_return_from_equity
     assert (s["max_drawdown_usdt"], s["max_drawdown_pct"]) == ("10", 1.0)
     assert s["sharpe"] is None and s["ratio_samples"] == 3  # fewer than MIN_RATIO_SAMPLES
     assert section["all_time"]["net_pnl_usdt"] == "8.5"  # 10 realized - 1.5 open
-    assert section["open_positions"] == [{"pair": "A", "state": "LONG_SPREAD", "qty_a": "2", "qty_b": "-3",
+    assert section["open_positions"] == [{"pair": "A", "state": "LONG_SPREAD", "symbol_a": "X", "qty_a": "2",
+                                          "mid_a": "10", "symbol_b": "Y", "qty_b": "-3", "mid_b": "20",
                                           "unrealized_usdt": "-1.5"}]
+    assert [(r["pair"], r["round_trips"], r["realized_usdt"], r["unrealized_usdt"]) for r in section["pairs"]] == [
+        ("A", 2, "6", "-1.5")]  # this session's trips of A (10 and -4); B's trip is not A's
 
 
 class _Journal:
@@ -125,7 +141,8 @@ async def test_equity_recorder_samples_at_start_each_close_and_stop_counting_onl
 
     journal = _Journal([_rt(1, "50")])  # closed before this run: all time, not the session
     engine = SimpleNamespace(positions={}, balance_at_start=SimpleNamespace(total=D("1000")),
-                             balance=SimpleNamespace(total=D("995")))
+                             balance=SimpleNamespace(total=D("995")), balance_at_stop=SimpleNamespace(total=D("995")),
+                             final_balance_error=None)
     clock = iter(range(1, 100))
     recorder = EquityRecorder(engine=engine, journal=journal, mids=lambda s: None, interval_seconds=3600,
                               wall_ms=lambda: next(clock))
@@ -147,3 +164,29 @@ async def test_equity_recorder_samples_at_start_each_close_and_stop_counting_onl
     assert (s["equity_start_usdt"], s["equity_end_usdt"], s["max_drawdown_usdt"]) == ("1000", "995", "10")
     assert section["all_time"]["round_trips"] == 3 and section["all_time"]["realized_usdt"] == "45"
     assert section["open_positions"] == []
+
+
+def test_open_trip_is_marked_by_what_its_fills_hold_while_an_exit_is_being_recorded(tmp_path) -> None:
+    """A sample taken mid-exit: leg b's closing fill is in the journal, the engine's position still
+    shows both legs. The open trip is worth its fills' cash + what those fills still hold (leg a
+    only) x mid; counting leg b from the position as well would add its value a second time (the
+    demo's 450 USDT dip of one sample)."""
+    from app.equity import open_trip_pnl
+    from execution.journal import Journal
+
+    with Journal.open(tmp_path / "j.sqlite", mode="demo") as journal:
+        trip = journal.open_round_trip("A", entry_signal_id="s1", opened_ts_ms=1_000)
+        for cid, signal, leg, symbol, side, qty in (("a0", "s1", "a", "X", "sell", "2"), ("b0", "s1", "b", "Y", "buy", "3"),
+                                                    ("b1", "s2", "b", "Y", "sell", "3")):
+            journal.record_order_intent(client_order_id=cid, signal_id=signal, pair_id="A", leg=leg, purpose="ENTRY",
+                                        attempt=0, symbol=symbol, side=side, order_type="market", qty=D(qty),
+                                        round_trip_id=trip)
+        journal.record_fill("a0", trade_id="1", qty=D("2"), price=D("100"), fee=D("0.1"), ts_ms=1_001)
+        journal.record_fill("b0", trade_id="2", qty=D("3"), price=D("50"), fee=D("0.2"), ts_ms=1_002)
+        journal.record_fill("b1", trade_id="3", qty=D("3"), price=D("52"), fee=D("0.2"), ts_ms=2_000)  # exit, leg b
+        position = PairPosition("A", PairState.EXITING, D("-2"), D("3"), "X", "Y", round_trip_id=trip)
+        mids = {"X": D("99"), "Y": D("52")}.get
+        # cash 200 - 150 + 156 = 206; held: X -2 (x 99 = -198), Y 0; fees 0.5
+        assert open_trip_pnl(journal, position, mids) == D("206") - D("198") - D("0.5")
+        journal.close_round_trip(trip, exit_signal_id="s2", closed_ts_ms=2_001, exit_reason="EXIT")
+        assert open_trip_pnl(journal, position, mids) == 0  # closed: realized, not open any more
