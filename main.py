@@ -27,8 +27,8 @@ from core.config import AppConfig, PairConfig, Secrets, load_app_config, load_pa
 from core.errors import AccountSetupError, AuthenticationError, ConfigurationError, RetryableError, UsageError
 from core.errors import StartupFailed
 from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_mode, retry_start
-from core.log_setup import LogPaths, progress, reset_logging, setup_logging
-from core.stats import SessionStats, final_statistics_text, render_tables
+from core.log_setup import LogPaths, RunContext, progress, reset_logging, setup_logging
+from core.stats import SessionStats, final_statistics_text, new_session_id, render_tables
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -72,6 +72,7 @@ class TradingBot:
         self._handled_signals: list[int] = []
         self._start_task: asyncio.Task[int] | None = None
         self.pipeline: Any = None
+        self.session_id = new_session_id()  # one per process run: statistics, trades.jsonl, report
 
     # -- step 1 ---------------------------------------------------------------------------------
     def load_configuration(self) -> None:
@@ -90,7 +91,8 @@ class TradingBot:
         assert_loaded(self.config, self.mode, self.secrets)
         log_config = self.config.logging.model_copy(update={"dir": str(self._resolve(self.config.logging.dir))})
         self.log_paths = setup_logging(log_config, secrets=self.secrets.values(),
-                                       console_level=self.options.log_level)
+                                       console_level=self.options.log_level,
+                                       run=RunContext(mode=self.mode.value.lower(), session_id=self.session_id))
         for warning in self._config_warnings:
             logger.warning(warning)
         self._log_banner()
@@ -127,7 +129,7 @@ class TradingBot:
         """Build the components this mode needs, from scratch (again after a failed attempt)."""
         assert_loaded(self.config, self.mode, self.secrets)
         config, mode, secrets = self.config, self.mode, self.secrets
-        self.stats = SessionStats(mode=mode.value)
+        self.stats = SessionStats(mode=mode.value, session_id=self.session_id)
         from app.assemble import assemble  # imports ccxt and numba: only when actually running
 
         self.pipeline = await assemble(config=config, pairs=self.pairs, mode=mode, secrets=secrets,

@@ -22,6 +22,7 @@ DOCTEST_MODULES = (
     "bench.exposure_audit",
     "core.backoff",
     "core.config",
+    "core.stats",
     "core.venue",
     "execution.engine",
     "execution.journal_models",
