@@ -48,6 +48,8 @@ class CliOptions:
     adopt: bool = False
     resume_halted: bool = False
     resume_pairs: tuple[str, ...] = ()
+    report_session: Path | None = None
+    report_since: str | None = None
 
 
 class TradingBot:
@@ -195,7 +197,13 @@ class TradingBot:
         await self._stop_started()
         if self.stats is not None:
             self.stats.mark_stopped(self._stop_reason or "stopped")
-            self._report_statistics()
+            session_json = self._report_statistics()
+            if session_json is not None and self.log_paths is not None:  # bounded; a failure is logged, not raised
+                from app.session_report import report_at_stop
+                await report_at_stop(series=getattr(self.pipeline, "series", None), session_json=session_json,
+                                     logs_dir=self.log_paths.directory, session_id=self.session_id,
+                                     mode=self.mode.value.lower() if self.mode else "?",
+                                     timeout_seconds=self.config.logging.report_timeout_seconds if self.config else 0)
         if self.pipeline is not None and self.pipeline.journal is not None:
             self.pipeline.journal.close()
         logger.info("graceful shutdown complete")
@@ -349,18 +357,21 @@ class TradingBot:
         say.info("logs: {} | start gives up after {:g} s of retrying (exchange.startup_timeout_seconds)",
                  self.log_paths.directory if self.log_paths else "?", config.exchange.startup_timeout_seconds)
 
-    def _report_statistics(self) -> None:
+    def _report_statistics(self) -> Path | None:
+        """Print and save the final statistics; the saved file's path (None: not saved)."""
         stats = self.stats
         if stats is None:
-            return
+            return None
         snapshot = stats.snapshot()
         text = final_statistics_text(snapshot)
         logger.debug("\n" + text)
         self.console.print(text, highlight=False)
         render_tables(snapshot, self.console)
-        if self.log_paths is not None:
-            path = stats.write_json(self.log_paths.directory)
-            logger.info("statistics saved to {}", path)
+        if self.log_paths is None:
+            return None
+        path = stats.write_json(self.log_paths.directory)
+        logger.info("statistics saved to {}", path)
+        return path
 
 
 def assert_loaded(config: AppConfig | None, mode: RunMode | None, secrets: Secrets | None) -> None:
@@ -410,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
                       help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
     sub.add_parser("check-config", parents=[common, live], help="validate both files, print the pairs, exit")
+    report = sub.add_parser("report", parents=[common],
+                            help="write the HTML session report (and its PNG charts) under the logs folder")
+    scope = report.add_mutually_exclusive_group()
+    scope.add_argument("--session", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                       help="a session statistics file (logs/session-*.json; default: the newest)")
+    scope.add_argument("--since", default=argparse.SUPPRESS, metavar="DATE",
+                       help="every session of the configured mode (paper or live) from this ISO date (UTC)")
     return parser
 
 
@@ -426,6 +444,8 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         adopt=bool(args.get("adopt", False)),
         resume_halted=bool(args.get("resume_halted", False)),
         resume_pairs=tuple(args.get("resume_pairs", ())),
+        report_session=args.get("session"),
+        report_since=args.get("since"),
     )
 
 
@@ -483,6 +503,21 @@ def check_config(options: CliOptions, console: Console) -> int:
     return EXIT_OK
 
 
+def session_report(options: CliOptions) -> Path:
+    """``report``: the report's HTML path. Bad input raises ``UsageError`` (one line, exit 2)."""
+    from app.session_report import config_scope, report_command
+
+    config = load_app_config(options.config_path)
+    base = options.config_path.resolve().parent  # relative dirs in config.json are relative to it
+
+    def since_scope() -> dict[str, Any]:
+        pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
+        return config_scope(config, pairs, storage_dir=base / config.storage.dir)
+
+    return report_command(logs_dir=base / config.logging.dir, session=options.report_session,
+                          since=options.report_since, since_scope=since_scope)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_options(argv)
@@ -497,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,
                                      list(options.resume_pairs)):
                 console.print(line)
+            return EXIT_OK
+        if options.command == "report":
+            print(session_report(options))
             return EXIT_OK
         bot = TradingBot(options, console=console)
         try:

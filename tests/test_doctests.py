@@ -19,6 +19,8 @@ from tests.conftest import PROJECT_DIR
 
 DOCTEST_MODULES = (
     "app.performance",
+    "app.report_charts",
+    "app.report_data",
     "bench.exposure_audit",
     "core.backoff",
     "core.config",
