@@ -199,6 +199,8 @@ def load_session(session_json: Path) -> ReportData:
     series_file = sidecar_path(session_json)
     series = _read_json(series_file, "session series file (written at stop by this version)")
     journal = Path(series["journal"])
+    if not journal.is_file() and (session_json.parent / journal.name).is_file():  # the logs folder was moved
+        journal = session_json.parent / journal.name
     view = read_journal(journal, trip_ids=series.get("round_trip_ids") or [])
     pairs_meta = series.get("pairs") or {}
     markers = markers_of(view)

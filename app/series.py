@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # the report reads the sidecar without loading the signal ker
     from execution.journal import Journal
     from signals.generator import SignalGenerator
 
-#: Bars kept per pair: 5,000 is 3.5 days of 1-minute bars, ~0.6 MB per pair in memory.
+#: Bars kept per pair: 5,000 is 3.5 days of 1-minute bars, about 1 MB per pair when full
+#: (bench/bench_series.py).
 MAX_BARS_PER_PAIR = 5_000
 SIDECAR_SCHEMA = 1
 __all__ = ["SeriesRecorder", "sidecar_path"]
@@ -45,13 +46,25 @@ class SeriesRecorder:
         self.samples: dict[str, deque[tuple[int, float, float, float, float]]] = {
             pair_id: deque(maxlen=max_bars) for pair_id in generators}
         self._last_bucket = dict.fromkeys(generators, -1)
+        # Per symbol, the finest bar of its pairs and the bucket of its last quote: most quotes
+        # fall in the same bar as the one before and cost one division and one dict read here.
+        # (Exchange timeframes divide one another, so a coarser bar closes on a finer bar's close.)
+        self._symbol_bar_ms = {s: min(g.calculator.bar_ms for g in gens) for s, gens in self._by_symbol.items()}
+        self._symbol_bucket = dict.fromkeys(self._by_symbol, -1)
         self._journal = journal
         # Round trips closed before this run are not this session's (a trip still open is).
         self._closed_before = {t.id for t in journal.round_trips() if not t.is_open}
 
     def on_quote(self, quote: Quote) -> None:
         """Router observer, before the generators update: a quote in a later bar closes the open one."""
-        for gen in self._by_symbol.get(quote.symbol, ()):
+        bar_ms = self._symbol_bar_ms.get(quote.symbol)
+        if bar_ms is None:
+            return
+        symbol_bucket = quote.ts_ms // bar_ms
+        if symbol_bucket == self._symbol_bucket[quote.symbol]:
+            return
+        self._symbol_bucket[quote.symbol] = symbol_bucket
+        for gen in self._by_symbol[quote.symbol]:
             calc = gen.calculator
             bucket = calc.open_bucket
             pair_id = gen.pair_id
