@@ -29,8 +29,8 @@ from core.errors import AccountSetupError, AuthenticationError, ConfigurationErr
 from core.errors import StartupFailed
 from core.events import EventKind, Severity
 from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_mode, retry_start
-from core.log_setup import LogPaths, progress, reset_logging, setup_logging
-from core.stats import SessionStats, final_statistics_text, render_tables
+from core.log_setup import LogPaths, RunContext, progress, reset_logging, setup_logging
+from core.stats import SessionStats, final_statistics_text, new_session_id, render_tables
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -51,6 +51,8 @@ class CliOptions:
     resume_halted: bool = False
     resume_pairs: tuple[str, ...] = ()
     command_args: Mapping[str, Any] = field(default_factory=dict)  # a subcommand's own options, as parsed
+    report_session: Path | None = None
+    report_since: str | None = None
 
 
 class TradingBot:
@@ -75,6 +77,7 @@ class TradingBot:
         self._handled_signals: list[int] = []
         self._start_task: asyncio.Task[int] | None = None
         self.pipeline: Any = None
+        self.session_id = new_session_id()  # one per process run: statistics, trades.jsonl, report
 
     # -- step 1 ---------------------------------------------------------------------------------
     def load_configuration(self) -> None:
@@ -93,7 +96,8 @@ class TradingBot:
         assert_loaded(self.config, self.mode, self.secrets)
         log_config = self.config.logging.model_copy(update={"dir": str(self._resolve(self.config.logging.dir))})
         self.log_paths = setup_logging(log_config, secrets=self.secrets.values(),
-                                       console_level=self.options.log_level)
+                                       console_level=self.options.log_level,
+                                       run=RunContext(mode=self.mode.value.lower(), session_id=self.session_id))
         for warning in self._config_warnings:
             logger.warning(warning)
         self._log_banner()
@@ -130,7 +134,7 @@ class TradingBot:
         """Build the components this mode needs, from scratch (again after a failed attempt)."""
         assert_loaded(self.config, self.mode, self.secrets)
         config, mode, secrets = self.config, self.mode, self.secrets
-        self.stats = SessionStats(mode=mode.value)
+        self.stats = SessionStats(mode=mode.value, session_id=self.session_id)
         from app.assemble import assemble  # imports ccxt and numba: only when actually running
 
         self.pipeline = await assemble(config=config, pairs=self.pairs, mode=mode, secrets=secrets,
@@ -198,7 +202,13 @@ class TradingBot:
         await self._stop_started()
         if self.stats is not None:
             self.stats.mark_stopped(self._stop_reason or "stopped")
-            self._report_statistics()
+            session_json = self._report_statistics()
+            if session_json is not None and self.log_paths is not None:  # bounded; a failure is logged, not raised
+                from app.session_report import report_at_stop
+                await report_at_stop(series=getattr(self.pipeline, "series", None), session_json=session_json,
+                                     logs_dir=self.log_paths.directory, session_id=self.session_id,
+                                     mode=self.mode.value.lower() if self.mode else "?",
+                                     timeout_seconds=self.config.logging.report_timeout_seconds if self.config else 0)
         if self.pipeline is not None and self.pipeline.journal is not None:
             self.pipeline.journal.close()
         logger.info("graceful shutdown complete")
@@ -358,18 +368,21 @@ class TradingBot:
         say.info("logs: {} | start gives up after {:g} s of retrying (exchange.startup_timeout_seconds)",
                  self.log_paths.directory if self.log_paths else "?", config.exchange.startup_timeout_seconds)
 
-    def _report_statistics(self) -> None:
+    def _report_statistics(self) -> Path | None:
+        """Print and save the final statistics; the saved file's path (None: not saved)."""
         stats = self.stats
         if stats is None:
-            return
+            return None
         snapshot = stats.snapshot()
         text = final_statistics_text(snapshot)
         logger.debug("\n" + text)
         self.console.print(text, highlight=False)
         render_tables(snapshot, self.console)
-        if self.log_paths is not None:
-            path = stats.write_json(self.log_paths.directory)
-            logger.info("statistics saved to {}", path)
+        if self.log_paths is None:
+            return None
+        path = stats.write_json(self.log_paths.directory)
+        logger.info("statistics saved to {}", path)
+        return path
 
 
 def assert_loaded(config: AppConfig | None, mode: RunMode | None, secrets: Secrets | None) -> None:
@@ -421,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", parents=[common, live], help="validate both files, print the pairs, exit")
     from app.download import add_download_parser
     add_download_parser(sub)
+    report = sub.add_parser("report", parents=[common],
+                            help="write the HTML session report (and its PNG charts) under the logs folder")
+    scope = report.add_mutually_exclusive_group()
+    scope.add_argument("--session", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                       help="a session statistics file (logs/session-*.json; default: the newest)")
+    scope.add_argument("--since", default=argparse.SUPPRESS, metavar="DATE",
+                       help="every session of the configured mode (paper or live) from this ISO date (UTC)")
     return parser
 
 
@@ -438,6 +458,8 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         resume_halted=bool(args.get("resume_halted", False)),
         resume_pairs=tuple(args.get("resume_pairs", ())),
         command_args=args,
+        report_session=args.get("session"),
+        report_since=args.get("since"),
     )
 
 
@@ -495,6 +517,21 @@ def check_config(options: CliOptions, console: Console) -> int:
     return EXIT_OK
 
 
+def session_report(options: CliOptions) -> Path:
+    """``report``: the report's HTML path. Bad input raises ``UsageError`` (one line, exit 2)."""
+    from app.session_report import config_scope, report_command
+
+    config = load_app_config(options.config_path)
+    base = options.config_path.resolve().parent  # relative dirs in config.json are relative to it
+
+    def since_scope() -> dict[str, Any]:
+        pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
+        return config_scope(config, pairs, storage_dir=base / config.storage.dir)
+
+    return report_command(logs_dir=base / config.logging.dir, session=options.report_session,
+                          since=options.report_since, since_scope=since_scope)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_options(argv)
@@ -512,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,
                                      list(options.resume_pairs)):
                 console.print(line)
+            return EXIT_OK
+        if options.command == "report":
+            print(session_report(options))
             return EXIT_OK
         bot = TradingBot(options, console=console)
         try:

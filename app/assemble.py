@@ -19,6 +19,7 @@ from loguru import logger
 from app.equity import EquityRecorder
 from app.pipeline import SignalRouter
 from app.report import StatusReporter, pnl_rows, totals
+from app.series import SeriesRecorder
 from core.component import Component
 from core.config import AppConfig, PairConfig, Secrets, signal_params
 from core.errors import ConfigurationError
@@ -49,6 +50,7 @@ class Pipeline:
     events: EventBus = field(default_factory=EventBus)  # operator stream: API /ws, notifications
     equity: EquityRecorder | None = None
     status: StatusReporter | None = None
+    series: SeriesRecorder | None = None  # spread/z per bar for the session report
 
 
 async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode, secrets: Secrets,
@@ -103,8 +105,9 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
                              adopt=adopt, resume_halted=resume_halted, seed=config.paper.seed,
                              events=pipeline.events)
     pipeline.engine = engine
+    pipeline.series = SeriesRecorder(generators, journal=journal)
     router = SignalRouter(generators=generators, engine=engine, stats=stats, history=hub.fetch_history,
-                          observers=observers, on_feed_loss=config.signal.on_feed_loss, events=pipeline.events)
+                          observers=[*observers, pipeline.series.on_quote], on_feed_loss=config.signal.on_feed_loss, events=pipeline.events)
     pipeline.router = router
     engine.flatten_pair = router.flatten  # a disabled pair exits through its generator's FLATTEN
     for symbol in router.symbols:

@@ -233,6 +233,9 @@ class LoggingConfig(_Strict):
     retention_files: int = Field(default=10, ge=1, le=1_000)
     compression: Literal["gz", "zip", "bz2", "xz", "none"] = "gz"
     status_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # The most the session report may add to a shutdown (README, "Session report"); 0: no report
+    # at stop (the series file is still written, ``python main.py report`` draws it later).
+    report_timeout_seconds: float = Field(default=15.0, ge=0, le=600)
 
 
 class StorageConfig(_Strict):

@@ -16,6 +16,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,6 +42,15 @@ class LogPaths:
     directory: Path
     main_log: Path
     trades_log: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every ``trades.jsonl`` line says about the run that wrote it: the mode (demo, paper,
+    live) and the session id (``core.stats.new_session_id``, also in the session statistics)."""
+
+    mode: str | None = None
+    session_id: str | None = None
 
 
 class Redactor:
@@ -72,11 +82,13 @@ class Redactor:
 
 
 def setup_logging(config: LoggingConfig, *, secrets: Iterable[str], console_level: str | None = None,
-                  console: Any = None, progress_console: Any = None) -> LogPaths:
+                  console: Any = None, progress_console: Any = None,
+                  run: RunContext | None = None) -> LogPaths:
     """Replace loguru's default sink with the sinks of docs/architecture.md, "Errors, logs, exit codes".
 
     Called only after the configuration is valid, so a bad config writes nothing. ``console``
     (default stderr) and ``progress_console`` (default stdout) replace the streams in tests.
+    ``run`` stamps every ``trades.jsonl`` line with the mode and session id.
     """
     directory = Path(config.dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -98,14 +110,41 @@ def setup_logging(config: LoggingConfig, *, secrets: Iterable[str], console_leve
                format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<8} | {name}:{line} | {message}",
                filter=lambda r: TRADE_EVENT_KEY not in r["extra"])
     logger.add(paths.trades_log, level="DEBUG", rotation=rotation, retention=config.retention_files,
-               compression=compression, format="{message}", filter=lambda r: TRADE_EVENT_KEY in r["extra"])
+               compression=compression, format=_trade_line_format(run or RunContext()),
+               filter=lambda r: TRADE_EVENT_KEY in r["extra"])
     return paths
 
 
+TRADE_LINE_KEY = "trade_line"
+
+
 def log_trade_event(event: str, **fields: Any) -> None:
-    """Write one structured event (order, fill, trade) as a line of ``trades.jsonl``."""
+    """Write one structured event (order, fill, trade) as a line of ``trades.jsonl``.
+
+    The sink adds ``ts``, ``ts_ms``, ``mode`` and ``session_id`` in front (README, "trades.jsonl").
+    """
     payload = {"event": event, **fields}
     logger.bind(**{TRADE_EVENT_KEY: event}).info(json.dumps(payload, default=str, sort_keys=True))
+
+
+def trade_line(record: Any, run: RunContext) -> str:
+    """One ``trades.jsonl`` line from a (redacted) trade record: the record's time as ISO-8601
+    UTC with milliseconds and as epoch ms, the run's mode and session id, then the event."""
+    moment = record["time"].astimezone(timezone.utc)
+    ms = moment.microsecond // 1000
+    head = {"ts": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms:03d}Z",
+            "ts_ms": int(moment.replace(microsecond=0).timestamp()) * 1000 + ms,
+            "mode": run.mode, "session_id": run.session_id}
+    event = json.loads(record["message"])
+    return json.dumps({**head, "event": event.pop("event", None), **event}, default=str)
+
+
+def _trade_line_format(run: RunContext) -> Any:
+    """loguru format callable: the line goes through ``extra`` so its braces are not a template."""
+    def fmt(record: Any) -> str:
+        record["extra"][TRADE_LINE_KEY] = trade_line(record, run)
+        return "{extra[%s]}\n" % TRADE_LINE_KEY
+    return fmt
 
 
 def progress() -> Any:

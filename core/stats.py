@@ -4,6 +4,8 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
 
 - ``schema``: integer version of this layout.
 - ``mode``: PAPER, LIVE or DEMO.
+- ``session_id``: this process run's id (``new_session_id``), also on every line of
+  ``trades.jsonl`` and in the session report.
 - ``started_at_utc``, ``stopped_at_utc``: ISO-8601 UTC times.
 - ``uptime_seconds``: wall-clock seconds from start to stop.
 - ``signals_processed``: decisions, i.e. new signals delivered to the execution callback. The
@@ -30,6 +32,7 @@ JSON keys written to ``logs/session-<UTC timestamp>.json`` (``schema`` 1):
 
 from __future__ import annotations
 
+import secrets
 import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from dataclasses import dataclass, field
@@ -48,6 +51,17 @@ SCHEMA_VERSION = 1
 SectionProvider = Callable[[], dict[str, Any]]
 
 
+def new_session_id(now: datetime | None = None) -> str:
+    """One id per process run: its UTC start second plus 6 random hex digits, so ids sort by
+    time and two runs started in the same second still differ.
+
+    >>> new_session_id(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))[:17]
+    '20260102T030405Z-'
+    """
+    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
 @dataclass(slots=True)
 class SessionStats:
     """Counters of one run. Components register a provider called at snapshot time.
@@ -56,6 +70,7 @@ class SessionStats:
     """
 
     mode: str
+    session_id: str = field(default_factory=new_session_id)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     signals_processed: int = 0
     trades_executed: int = 0
@@ -102,6 +117,7 @@ class SessionStats:
         return {
             "schema": SCHEMA_VERSION,
             "mode": self.mode,
+            "session_id": self.session_id,
             "started_at_utc": self.started_at.isoformat(timespec="seconds"),
             "stopped_at_utc": self.stopped_at.isoformat(timespec="seconds") if self.stopped_at else None,
             "uptime_seconds": round(self.uptime_seconds, 3),

@@ -178,7 +178,8 @@ def test_relative_paths_resolve_against_the_config_folder_and_run_adopt_writes_t
     assert "pairs-bot starting | mode LIVE" in (logs / "trading_bot.log").read_text(encoding="utf-8")
     (session,) = logs.glob("session-*.json")
     assert json.loads(session.read_text(encoding="utf-8"))["mode"] == "LIVE"
-    assert {"trading_bot.log", "trades.jsonl", session.name} == {p.name for p in logs.iterdir()}
+    series = session.with_name(session.name.replace("session-", "series-"))  # the session report's data, and the report
+    assert {"trading_bot.log", "trades.jsonl", session.name, series.name, "reports"} == {p.name for p in logs.iterdir()}
     with sqlite3.connect(store / "journal-live.sqlite") as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"signals", "orders", "fills", "round_trips"} <= tables

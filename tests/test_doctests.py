@@ -20,9 +20,12 @@ from tests.conftest import PROJECT_DIR
 DOCTEST_MODULES = (
     "app.notify_format",
     "app.performance",
+    "app.report_charts",
+    "app.report_data",
     "bench.exposure_audit",
     "core.backoff",
     "core.config",
+    "core.stats",
     "core.venue",
     "execution.engine",
     "execution.journal_models",
