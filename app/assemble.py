@@ -17,6 +17,7 @@ from typing import Any
 from loguru import logger
 
 from app.equity import EquityRecorder
+from app.hot_reload import ConfigReloader
 from app.pipeline import SignalRouter
 from app.report import StatusReporter, pnl_rows, totals
 from core.component import Component
@@ -49,11 +50,13 @@ class Pipeline:
     events: EventBus = field(default_factory=EventBus)  # operator stream: API /ws, notifications
     equity: EquityRecorder | None = None
     status: StatusReporter | None = None
+    reloader: ConfigReloader | None = None  # hot reload: SIGHUP, file changes, the API's POST /config/reload
 
 
 async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode, secrets: Secrets,
                    stats: SessionStats, storage_dir: Path, started: list[Component], demo_speed: float,
-                   adopt: bool, resume_halted: bool = False, pairs_file: str = "pairs_config.json") -> Pipeline:
+                   adopt: bool, resume_halted: bool = False, pairs_file: str = "pairs_config.json",
+                   config_file: str | None = None) -> Pipeline:
     """Build everything; parts that hold connections are appended to ``started`` at once, so
     a failure halfway still closes them."""
     pipeline = Pipeline()
@@ -119,6 +122,12 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     router.after_execution = equity.on_execution
     pipeline.equity, pipeline.status = equity, status
     pipeline.components = [engine, router, hub, status, equity]  # equity after the engine: its start balance
+    if config_file is not None:  # a run from files (not a test's in-memory config): they can be reloaded
+        pipeline.reloader = ConfigReloader(
+            config_path=Path(config_file), pairs_path=Path(pairs_file), config=config, pairs=pairs, router=router,
+            engine=engine, hub=hub, events=pipeline.events,
+            resolve=lambda added: tradable_pairs(hub, added, pairs_file=pairs_file, venue=exchange_config.id))
+        pipeline.components.append(pipeline.reloader)
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
 

@@ -243,6 +243,14 @@ class StorageConfig(_Strict):
     journal_paper: str = "journal-paper.sqlite"
 
 
+class ReloadConfig(_Strict):
+    """Hot reload (app/hot_reload.py): SIGHUP always re-reads the files; ``watch_files`` also
+    reloads them when they change (polled every ``poll_seconds``: mtime, size and content hash)."""
+
+    watch_files: bool = True
+    poll_seconds: float = Field(default=1.0, ge=0.1, le=60)
+
+
 class AppConfig(_Strict):
     """Everything in ``config.json``.
 
@@ -264,6 +272,7 @@ class AppConfig(_Strict):
     demo: DemoConfig = DemoConfig()
     logging: LoggingConfig = LoggingConfig()
     storage: StorageConfig = StorageConfig()
+    reload: ReloadConfig = ReloadConfig()
 
 
 class PairConfig(_Strict):
