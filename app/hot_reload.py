@@ -240,14 +240,16 @@ class ConfigReloader:
         if notional != old_notional:
             lines.append(f"{pair_id}: notional {old_notional} -> {notional} USDT (next entry)")
         engine = self._engine
-        if engine is not None and pair_id in engine.pairs:
+        if engine is not None and pair_id in engine.pairs and notional != engine.pairs[pair_id].notional_usdt:
             engine.replace_spec(replace(engine.pairs[pair_id], notional_usdt=notional))
         window = [f"{name} {current_window[name]} -> {getattr(after, name)}" for name in WINDOW_FIELDS
                   if current_window[name] != getattr(after, name)]
         if not window:
-            if self._router.pending_rewindow(pair_id):
+            if self._router.pending_rewindow(pair_id) is not None:
                 self._router.cancel_rewindow(pair_id)
                 lines.append(f"{pair_id}: the new window waiting for flat is cancelled (back to the running one)")
+            return lines
+        if self._router.pending_rewindow(pair_id) == after:  # the same new window is already waiting
             return lines
         spec = None
         if engine is not None and pair_id in engine.pairs:

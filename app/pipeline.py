@@ -194,8 +194,10 @@ class SignalRouter:
         self._rewindow[pair_id] = (params, spec)
         return self._rewindow_if_flat(self.generators[pair_id])
 
-    def pending_rewindow(self, pair_id: str) -> bool:
-        return pair_id in self._rewindow
+    def pending_rewindow(self, pair_id: str) -> SignalParams | None:
+        """The parameters of the new window waiting for ``pair_id`` to be flat, if any."""
+        pending = self._rewindow.get(pair_id)
+        return None if pending is None else pending[0]
 
     def cancel_rewindow(self, pair_id: str) -> None:
         self._rewindow.pop(pair_id, None)

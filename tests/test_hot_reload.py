@@ -353,14 +353,16 @@ async def test_a_changed_hedge_ratio_waits_until_flat(make_rig, tmp_path: Path) 
             return gen.quotes_accepted > quotes + 100
 
         await _watch_hedged(live, BTC_ETH, old_ratio_held)
-        assert live.router.pending_rewindow("BTC_ETH") and engine.pair_state("BTC_ETH") is held
+        assert live.router.pending_rewindow("BTC_ETH").hedge_ratio == 1.2 and engine.pair_state("BTC_ETH") is held
+        again = await live.reloader.reload("test")  # the same file again: nothing new to say
+        assert again.ok and again.changes == [] and again.message == "config reloaded (test): no change"
         assert live.router.flatten("BTC_ETH", "test: close it")
         await wait_for_state(live.rig, "BTC_ETH", PairState.FLAT)
         async with asyncio.timeout(TEST_TIMEOUT_S):
             while not (gen.params.hedge_ratio == 1.2 and gen.calculator.is_ready):
                 await asyncio.sleep(0.02)
         assert gen.calculator.hedge_ratio == 1.2 and engine.pairs["BTC_ETH"].hedge_ratio == Decimal("1.2")
-        assert not live.router.pending_rewindow("BTC_ETH")
+        assert live.router.pending_rewindow("BTC_ETH") is None
         assert any(m.startswith("BTC_ETH: flat: new window applied (hedge ratio 1.0 -> 1.2")
                    for m in live.rig.lines("INFO"))
 
@@ -387,3 +389,20 @@ def test_sighup_reloads_a_running_demo(bot_dir: Path, spawn_main) -> None:
     assert "exchange section changed: restart to apply" in out
     bot.send_signal(signals.SIGINT)
     assert bot.wait(timeout=30) == 0
+
+
+async def test_a_new_lookback_on_a_flat_pair_warms_it_up_again_at_once(make_rig, tmp_path: Path) -> None:
+    async with _live(make_rig, tmp_path, [QUIET_EOS], engine_pairs=(EOS_AXS,)) as live:
+        gen = live.router.generators["EOS_AXS"]
+        assert gen.calculator.is_ready and gen.calculator.bars_in_window == 29
+        old_calc = gen.calculator
+        live.write_pairs([{**QUIET_EOS, "lookback_bars": 40}])
+        result = await live.reloader.reload("test")
+        assert result.ok and result.changes == ["EOS_AXS: lookback_bars 30 -> 40: new window, warming up"], result
+        assert gen.calculator is not old_calc and gen.needs_backfill  # WARMING: no decision on an empty window
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            while not gen.calculator.is_ready:
+                assert gen.snapshot().signals_emitted == {t.value: 0 for t in SignalType}
+                await asyncio.sleep(0.02)
+        assert gen.params.lookback_bars == 40 and gen.calculator.bars_in_window == 39
+        assert live.rig.engine.pairs["EOS_AXS"].hedge_ratio == Decimal("1.1664")
