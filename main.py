@@ -141,7 +141,8 @@ class TradingBot:
                                        stats=self.stats, storage_dir=self._resolve(config.storage.dir),
                                        started=self._started, demo_speed=self.options.demo_speed,
                                        adopt=self.options.adopt, resume_halted=self.options.resume_halted,
-                                       pairs_file=str(self.options.pairs_path))
+                                       pairs_file=str(self.options.pairs_path),
+                                       config_file=str(self.options.config_path))
         self.components = self.pipeline.components
         if self.pipeline.engine is not None:
             self.watch_engine(self.pipeline.engine)
@@ -329,6 +330,17 @@ class TradingBot:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
             self._handled_signals.append(signum)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_config)
+        self._handled_signals.append(signal.SIGHUP)
+
+    def _reload_config(self) -> None:
+        """SIGHUP: re-read the configuration files while running (app/hot_reload.py)."""
+        reloader = getattr(self.pipeline, "reloader", None)
+        if reloader is None or self._stop_event.is_set():
+            logger.warning("SIGHUP: nothing to reload yet (starting or stopping); ignored")
+            return
+        logger.info("SIGHUP: reloading {} and {}", self.options.config_path, self.options.pairs_path)
+        reloader.reload_soon("SIGHUP")
 
     def _stop_the_start(self) -> None:
         """A signal during the start cancels it (an attempt, or the wait between two)."""

@@ -17,6 +17,7 @@ from typing import Any
 from loguru import logger
 
 from app.equity import EquityRecorder
+from app.hot_reload import ConfigReloader
 from app.pipeline import SignalRouter
 from app.report import StatusReporter, pnl_rows, totals
 from app.series import SeriesRecorder
@@ -51,11 +52,13 @@ class Pipeline:
     equity: EquityRecorder | None = None
     status: StatusReporter | None = None
     series: SeriesRecorder | None = None  # spread/z per bar for the session report
+    reloader: ConfigReloader | None = None  # hot reload: SIGHUP, file changes, the API's POST /config/reload
 
 
 async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode, secrets: Secrets,
                    stats: SessionStats, storage_dir: Path, started: list[Component], demo_speed: float,
-                   adopt: bool, resume_halted: bool = False, pairs_file: str = "pairs_config.json") -> Pipeline:
+                   adopt: bool, resume_halted: bool = False, pairs_file: str = "pairs_config.json",
+                   config_file: str | None = None) -> Pipeline:
     """Build everything; parts that hold connections are appended to ``started`` at once, so
     a failure halfway still closes them."""
     pipeline = Pipeline()
@@ -128,6 +131,12 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
         pipeline.components.insert(0, Notifier(settings=config.notifications, urls=secrets.notification_urls,
                                                 events=pipeline.events,
                                                 facts=PipelineFacts(engine, journal, stats, mode.value)))
+    if config_file is not None:  # a run from files (not a test's in-memory config): they can be reloaded
+        pipeline.reloader = ConfigReloader(
+            config_path=Path(config_file), pairs_path=Path(pairs_file), config=config, pairs=pairs, router=router,
+            engine=engine, hub=hub, events=pipeline.events,
+            resolve=lambda added: tradable_pairs(hub, added, pairs_file=pairs_file, venue=exchange_config.id))
+        pipeline.components.append(pipeline.reloader)
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
 

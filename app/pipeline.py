@@ -21,11 +21,12 @@ from loguru import logger
 
 from core.backoff import jittered_backoff_seconds
 from core.events import EventBus, EventKind, Severity
+from core.config import SignalParams
 from core.stats import SessionStats
 from core.types import PairState, Quote, SignalType, TradingSignal
 from execution.engine import ExecutionEngine
 from execution.journal import SIGNAL_RECEIVED, Journal
-from execution.results import ExecutionResult, ExecutionStatus, Reason
+from execution.results import ExecutionResult, ExecutionStatus, PairSpec, Reason
 from signals.generator import SignalGenerator
 
 
@@ -62,6 +63,8 @@ class SignalRouter:
         for gen in generators.values():
             for symbol in (gen.symbol_a, gen.symbol_b):
                 self._by_symbol.setdefault(symbol, []).append(gen)
+        #: Hot reload: a new window (and the engine's new spec) waiting for its pair to be flat.
+        self._rewindow: dict[str, tuple[SignalParams, PairSpec | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._backfill_pending: dict[str, SignalGenerator] = {}
         self._backfill_task: asyncio.Task[None] | None = None
@@ -95,6 +98,8 @@ class SignalRouter:
         for gen in self._by_symbol.get(quote.symbol, ()):
             if engine is not None:
                 self._follow_engine(gen, engine.pair_state(gen.pair_id))
+            if self._rewindow and gen.pair_id in self._rewindow:
+                self._rewindow_if_flat(gen)
             signal = gen.update(quote)
             if gen.needs_backfill and gen.pair_id not in self._backfill_pending:
                 self._request_backfill(gen)
@@ -145,6 +150,76 @@ class SignalRouter:
             held = [p for p, g in self.generators.items() if g.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD)]
             logger.critical("feed lost: on_feed_loss=hold: {} open pair(s) keep their positions with no exit or "
                             "stop until quotes return: {}", len(held), ", ".join(held) or "none")
+
+    # -- hot reload (app/hot_reload.py) ---------------------------------------------------------
+    def add_generator(self, gen: SignalGenerator) -> None:
+        """Trade a pair added while running: it takes the engine's state and the journal's
+        cooldown as at start, then warms up (backfill) before its first decision."""
+        if gen.pair_id in self.generators:
+            raise ValueError(f"{gen.pair_id}: already routed")
+        gen.register_signal_callback(self._make_callback(gen))
+        self.generators[gen.pair_id] = gen
+        for symbol in (gen.symbol_a, gen.symbol_b):
+            self._by_symbol.setdefault(symbol, []).append(gen)
+        if self.engine is not None:
+            position = self.engine.positions.get(gen.pair_id)
+            journal: Journal | None = getattr(self.engine, "journal", None)
+            cooldown = None if journal is None else restored_cooldown_until(journal, gen)
+            if position is not None and position.state is not PairState.FLAT:
+                gen.restore_state(position.state, position.entry_ts_ms, stop_cooldown_until_ms=cooldown)
+            elif cooldown is not None:
+                gen.restore_state(PairState.FLAT, stop_cooldown_until_ms=cooldown)
+        gen.request_warm_up()
+        self._request_backfill(gen)
+
+    def remove_generator(self, pair_id: str) -> SignalGenerator:
+        """Stop routing a pair (it is flat and idle: the caller checked); its quotes are ignored."""
+        gen = self.generators[pair_id]
+        if gen.in_flight or gen.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
+            raise ValueError(f"{pair_id}: not removed while {gen.state.value} or with a signal in flight")
+        del self.generators[pair_id]
+        for symbol in (gen.symbol_a, gen.symbol_b):
+            routed = [g for g in self._by_symbol.get(symbol, []) if g is not gen]
+            if routed:
+                self._by_symbol[symbol] = routed
+            else:
+                self._by_symbol.pop(symbol, None)
+        for pending in (self._backfill_pending, self._held_back, self._rewindow):
+            pending.pop(pair_id, None)
+        return gen
+
+    def schedule_rewindow(self, pair_id: str, params: SignalParams, spec: PairSpec | None) -> bool:
+        """Give ``pair_id`` a new window (and the engine ``spec``) once it is flat and idle: at once
+        if it is, else on the first quote after its exit. True when applied now."""
+        self._rewindow[pair_id] = (params, spec)
+        return self._rewindow_if_flat(self.generators[pair_id])
+
+    def pending_rewindow(self, pair_id: str) -> SignalParams | None:
+        """The parameters of the new window waiting for ``pair_id`` to be flat, if any."""
+        pending = self._rewindow.get(pair_id)
+        return None if pending is None else pending[0]
+
+    def cancel_rewindow(self, pair_id: str) -> None:
+        self._rewindow.pop(pair_id, None)
+
+    def _rewindow_if_flat(self, gen: SignalGenerator) -> bool:
+        engine = self.engine
+        if gen.state is not PairState.FLAT or gen.in_flight \
+                or (engine is not None and engine.pair_state(gen.pair_id) is not PairState.FLAT):
+            return False
+        params, spec = self._rewindow.pop(gen.pair_id)
+        old = gen.params
+        gen.rewindow(params)
+        if engine is not None and spec is not None:
+            engine.replace_spec(spec)
+        logger.info("{}: flat: new window applied (hedge ratio {} -> {}, lookback {} -> {}, transform {} -> {}); "
+                    "warming up", gen.pair_id, old.hedge_ratio, params.hedge_ratio, old.lookback_bars,
+                    params.lookback_bars, old.price_transform, params.price_transform)
+        self._request_backfill(gen)
+        return True
+
+    def set_feed_loss_policy(self, policy: str) -> None:
+        self._on_feed_loss = policy
 
     def flatten(self, pair_id: str, reason: str) -> bool:
         """Close ``pair_id``'s position at market through the engine (every protocol applies).
@@ -293,9 +368,10 @@ class SignalRouter:
         WARMING (no decisions) meanwhile, which is the point.
         """
         failures = 0
-        bar_seconds, bars = self._history_shape()
         while self._backfill_pending:
+            bar_seconds, bars = self._history_shape()  # per pass: a hot reload may add a longer window
             gens = list(self._backfill_pending.values())
+            calcs = {g.pair_id: g.calculator for g in gens}
             epochs = {g.pair_id: g.calculator.gap_epoch for g in gens}
             missing = {g.pair_id: g.calculator.bars_missing for g in gens}
             symbols = sorted({s for g in gens for s in (g.symbol_a, g.symbol_b)})
@@ -314,6 +390,8 @@ class SignalRouter:
                 continue
             failures = 0
             for gen in gens:
+                if gen.calculator is not calcs[gen.pair_id]:  # a new window meanwhile: fetch for it again
+                    continue
                 gen.warm_up(history.get(gen.symbol_a, []), history.get(gen.symbol_b, []))
                 if gen.calculator.gap_epoch == epochs[gen.pair_id]:
                     self._backfill_pending.pop(gen.pair_id, None)

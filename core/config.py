@@ -299,6 +299,14 @@ def apprise_accepts(url: str) -> bool:
     return apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
 
 
+class ReloadConfig(_Strict):
+    """Hot reload (app/hot_reload.py): SIGHUP always re-reads the files; ``watch_files`` also
+    reloads them when they change (polled every ``poll_seconds``: mtime, size and content hash)."""
+
+    watch_files: bool = True
+    poll_seconds: float = Field(default=1.0, ge=0.1, le=60)
+
+
 class AppConfig(_Strict):
     """Everything in ``config.json``.
 
@@ -321,6 +329,7 @@ class AppConfig(_Strict):
     logging: LoggingConfig = LoggingConfig()
     storage: StorageConfig = StorageConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    reload: ReloadConfig = ReloadConfig()
 
 
 class PairConfig(_Strict):

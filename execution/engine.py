@@ -150,6 +150,9 @@ class ExecutionEngine:
         self._markets_task: asyncio.Task[None] | None = None
         self._markets_refresh: asyncio.Task[None] | None = None
         self.placer.on_filter_rejection = self._on_filter_rejection
+        #: Pairs removed by a hot reload (pair -> why): no entries; kept in ``pairs`` so that
+        #: reconciliation still explains what they held (app/hot_reload.py).
+        self.retired: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -388,6 +391,72 @@ class ExecutionEngine:
         logger.warning("{}: {} cleared by the operator; reconciling it afresh", pair_id, before.state.value)
         self.resolve_soon()
         return True
+
+    # -- hot reload (app/hot_reload.py) -----------------------------------------------------------
+    def set_risk(self, risk: RiskConfig) -> None:
+        """New pre-trade limits: the next entry is checked against them (open pairs are kept)."""
+        self._risk = risk
+
+    @property
+    def risk(self) -> RiskConfig:
+        return self._risk
+
+    def replace_spec(self, spec: PairSpec) -> None:
+        """A known pair's new hedge ratio, notional or transform. The hedge ratio and transform
+        only while the pair is FLAT (an exit closes what is held, but the entry was sized on the old ratio)."""
+        old = self.pairs[spec.pair_id]
+        if (spec.symbol_a, spec.symbol_b) != (old.symbol_a, old.symbol_b):
+            raise ValueError(f"{spec.pair_id}: legs cannot change on a running pair")
+        if (spec.hedge_ratio, spec.price_transform) != (old.hedge_ratio, old.price_transform) \
+                and self.pair_state(spec.pair_id) is not PairState.FLAT:
+            raise ValueError(f"{spec.pair_id}: hedge ratio or transform changed while "
+                             f"{self.pair_state(spec.pair_id).value}")
+        self.pairs[spec.pair_id] = spec
+        logger.info("{}: engine spec now hedge ratio {}, notional {} USDT, {}", spec.pair_id, spec.hedge_ratio,
+                    spec.notional_usdt, spec.price_transform)
+
+    async def add_pair(self, spec: PairSpec) -> None:
+        """Trade a pair added while running, set up as at start: leverage, margin mode and fee
+        rates of its new symbols, its journal position row (and a reconciliation pass if the
+        journal says it holds something). A pair this run removed is taken back."""
+        new_symbols = [s for s in dict.fromkeys((spec.symbol_a, spec.symbol_b)) if s not in self._all_symbols]
+        if new_symbols:
+            await self.adapter.load_leverage_brackets(new_symbols)
+            for symbol in new_symbols:
+                await self.adapter.set_leverage(symbol, self._leverage)
+                self.margin_modes[symbol] = await self.adapter.set_margin_mode(symbol, self._margin_mode)
+                fetch = getattr(self.adapter, "fetch_fee_rates", None)
+                if fetch is not None:
+                    try:
+                        self.fee_rates[symbol] = await fetch(symbol)
+                    except (RetryableError, PermanentError) as exc:
+                        logger.warning("fee rates of {} unavailable: {}", symbol, exc)
+        async with self._lock:  # no reconciliation pass is walking ``pairs`` while it grows
+            known = spec.pair_id in self.pairs
+            if known:
+                self.replace_spec(spec)
+            else:
+                self.pairs[spec.pair_id] = spec
+            self._all_symbols = sorted({s for p in self.pairs.values() for s in (p.symbol_a, p.symbol_b)})
+            self.retired.pop(spec.pair_id, None)
+            stored = self.positions.get(spec.pair_id) or self.journal.get_position(spec.pair_id)
+            last = self.journal.last_signal_ts(spec.pair_id)
+            if last is not None:
+                self._last_signal_ts[spec.pair_id] = last
+            if stored is None:
+                stored = self.journal.save_position(PairPosition(spec.pair_id, PairState.FLAT, ZERO, ZERO,
+                                                                 spec.symbol_a, spec.symbol_b))
+            self.positions[spec.pair_id] = stored
+        logger.info("{}: {} the engine: {} / {}, hedge ratio {}, notional {} USDT ({})", spec.pair_id,
+                    "back in" if known else "added to", spec.symbol_a, spec.symbol_b, spec.hedge_ratio,
+                    spec.notional_usdt, stored.state.value)
+        if stored.state is not PairState.FLAT:
+            await self._locked_pass(f"reconciliation of added pair {spec.pair_id}")
+        await self.check_symbols()
+
+    def retire(self, pair_id: str, reason: str) -> None:
+        """A removed pair: no more entries; its exit goes through the usual protocols."""
+        self.retired[pair_id] = reason
 
     # -- symbol lifecycle and filters (execution/markets_watch.py) ------------------------------
     async def _refresh_markets_periodically(self) -> None:
@@ -630,6 +699,8 @@ class ExecutionEngine:
             return self._refuse(signal, Reason.PAIR_RESOLVING, "an order of the pair has an unknown outcome")
         if signal.signal_type.is_entry and position.state is not PairState.FLAT:
             return self._refuse(signal, Reason.ALREADY_IN_POSITION, position.state.value)
+        if signal.signal_type.is_entry and signal.pair_id in self.retired:
+            return self._refuse(signal, Reason.PAIR_REMOVED, self.retired[signal.pair_id])
         if signal.signal_type.is_entry and signal.pair_id in self.disabled:
             return self._refuse(signal, Reason.PAIR_DISABLED, self.disabled.reasons[signal.pair_id])
         if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):

@@ -29,6 +29,7 @@ class Reason(str, Enum):
     PAIR_BLOCKED = "pair_blocked"  # reconciliation could not explain the pair's book
     PAIR_RESOLVING = "pair_resolving"  # an order of the pair has an unknown outcome
     PAIR_DISABLED = "pair_disabled"  # a leg's symbol stopped trading (execution/markets_watch.py)
+    PAIR_REMOVED = "pair_removed"  # removed from pairs_config.json by a hot reload: exits only
     ALREADY_IN_POSITION = "already_in_position"
     NOT_IN_POSITION = "not_in_position"
     ENGINE_STOPPING = "engine_stopping"

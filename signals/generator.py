@@ -63,6 +63,8 @@ _FLATTEN = SignalType.FLATTEN
 
 _TYPE_CODES: dict[SignalType, str] = {_EL: "EL", _ES: "ES", _EXIT: "X", _STOP: "SL", _TSTOP: "TS", _FLATTEN: "FL"}
 SIGNAL_ID_MAX_LEN = 26
+#: Parameters that shape the window: changing one needs a new window (``rewindow``), not ``retune``.
+WINDOW_FIELDS = ("hedge_ratio", "lookback_bars", "bar_seconds", "price_transform")
 
 
 class RejectReason(str, Enum):
@@ -196,7 +198,7 @@ class SignalGenerator:
     __slots__ = (
         "params", "pair_id", "symbol_a", "symbol_b", "_calc", "_tag",
         "_entry", "_entry_max", "_exit", "_stop", "_min_std", "_max_age", "_dup_ms", "_stop_cd_ms", "_tstop_cd_ms",
-        "_max_hold_ms",
+        "_max_hold_ms", "_no_entry",
         "_state", "_entry_ts", "_stop_until", "_halt_reason",
         "_mid_a", "_mid_b", "_ts_a", "_ts_b", "_clock", "_live",
         "_busy", "_busy_from", "_last_emit",
@@ -213,15 +215,8 @@ class SignalGenerator:
         self._calc = SpreadCalculator(hedge_ratio=params.hedge_ratio, lookback_bars=params.lookback_bars,
                                       bar_seconds=params.bar_seconds, price_transform=params.price_transform,
                                       name=params.pair_id)
-        self._entry, self._exit, self._stop = float(params.entry_z), float(params.exit_z), float(params.stop_z)
-        self._entry_max = float(params.entry_max)
-        self._min_std = float(params.min_std)
-        self._max_age = int(params.max_quote_age_ms)
-        self._dup_ms = max(1.0, float(params.cooldown_seconds) * 1000.0)
-        self._stop_cd_ms = float(params.stop_loss_cooldown_seconds) * 1000.0
-        self._tstop_cd_ms = float(params.time_stop_cooldown) * 1000.0
-        hold = params.max_holding_bars
-        self._max_hold_ms = _INF if hold is None else float(hold) * params.bar_seconds * 1000.0
+        self._set_thresholds(params)
+        self._no_entry: str | None = None
         self.bind_symbols(symbol_a or params.leg_a, symbol_b or params.leg_b)
         self._state = _FLAT
         self._entry_ts: float | None = None
@@ -241,6 +236,67 @@ class SignalGenerator:
         self._suppressed = {s: 0 for s in Suppression}
         self._emitted = {t: 0 for t in SignalType}
         self._executed = self._failed = self._cb_errors = 0
+
+    def _set_thresholds(self, params: SignalParams) -> None:
+        self._entry, self._exit, self._stop = float(params.entry_z), float(params.exit_z), float(params.stop_z)
+        self._entry_max = float(params.entry_max)
+        self._min_std = float(params.min_std)
+        self._max_age = int(params.max_quote_age_ms)
+        self._dup_ms = max(1.0, float(params.cooldown_seconds) * 1000.0)
+        self._stop_cd_ms = float(params.stop_loss_cooldown_seconds) * 1000.0
+        self._tstop_cd_ms = float(params.time_stop_cooldown) * 1000.0
+        hold = params.max_holding_bars
+        self._max_hold_ms = _INF if hold is None else float(hold) * params.bar_seconds * 1000.0
+
+    # -- hot reload (app/hot_reload.py) ---------------------------------------------------------
+
+    def retune(self, params: SignalParams) -> None:
+        """Take new thresholds, cooldowns, holding limit, quote age and min std in place: the next
+        quote decides with them. The window's shape (hedge ratio, lookback, bar, transform) must
+        not change here (:meth:`rewindow`). A cooldown already running keeps its end."""
+        _validate_params(params)
+        changed = [f for f in WINDOW_FIELDS + ("pair_id", "leg_a", "leg_b")
+                   if getattr(params, f) != getattr(self.params, f)]
+        if changed:
+            raise ValueError(f"{self.pair_id}: retune cannot change {', '.join(changed)} (a new window)")
+        self._set_thresholds(params)
+        self.params = params
+
+    def rewindow(self, params: SignalParams) -> None:
+        """Start a new window for new ``params`` (hedge ratio, lookback, bar size or transform).
+
+        Only while FLAT with nothing in flight: a position's exit must be judged on the spread it
+        was entered on. The pair is WARMING (``needs_backfill``) until the caller backfills it.
+        """
+        _validate_params(params)
+        if self._state is not _FLAT or self._busy is not None:
+            raise ValueError(f"{self.pair_id}: a new window only while FLAT and idle (now {self._state.value})")
+        self._calc = SpreadCalculator(hedge_ratio=params.hedge_ratio, lookback_bars=params.lookback_bars,
+                                      bar_seconds=params.bar_seconds, price_transform=params.price_transform,
+                                      name=params.pair_id)
+        self._set_thresholds(params)
+        self.params = params
+        self.request_warm_up()
+
+    def request_warm_up(self) -> None:
+        """Mark the window as needing its candles (a pair added while running, or a new window):
+        no decision until ``warm_up`` has filled it."""
+        self._calc.awaiting_backfill = True
+        self._live = False
+
+    def block_entries(self, reason: str | None) -> None:
+        """No new entries while ``reason`` is set (a pair removed from the configuration); exits
+        and stops still fire. None allows entries again."""
+        self._no_entry = reason
+
+    @property
+    def entries_blocked(self) -> str | None:
+        return self._no_entry
+
+    @property
+    def in_flight(self) -> bool:
+        """A signal of this pair is being executed."""
+        return self._busy is not None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -322,6 +378,8 @@ class SignalGenerator:
             self._gated[_G_STALE] += 1
             return None
         if state is _FLAT:
+            if self._no_entry is not None:
+                return None
             if -self._entry_max < z <= -self._entry:
                 kind = _EL
             elif self._entry <= z < self._entry_max:

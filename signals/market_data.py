@@ -138,8 +138,20 @@ class MarketDataHub:
                                  expected=f"a perpetual market listed by {self._config.id}")
 
     def subscribe(self, symbol: str, consumer: QuoteConsumer) -> None:
-        """Deliver every accepted quote of ``symbol`` to ``consumer`` (sync or async)."""
+        """Deliver every accepted quote of ``symbol`` to ``consumer`` (sync or async).
+
+        Also while streaming (a pair added by a hot reload): the watch loop's next call asks for
+        the new symbol too, on the same subscription; its staleness clock starts now.
+        """
+        if symbol not in self._consumers and self._running:
+            self._last_wall[symbol] = time.monotonic()
+            logger.info("market data: {} added to the bid/ask subscription", symbol)
         self._consumers.setdefault(symbol, []).append(consumer)
+
+    def set_limits(self, *, max_quote_age_ms: int, max_feed_outage_s: float) -> None:
+        """New staleness limits (hot reload): the watchdog's next pass uses them."""
+        self._max_quote_age_ms = max_quote_age_ms
+        self._max_feed_outage_s = max_feed_outage_s
 
     def on_stale_change(self, listener: StaleListener) -> None:
         """``listener(symbol, is_stale)`` is called when a symbol goes stale or recovers."""
@@ -294,6 +306,8 @@ class MarketDataHub:
         symbols = self.symbols
         failures = 0
         while self._running:
+            if len(symbols) != len(self._consumers):  # a symbol was subscribed while streaming
+                symbols = self.symbols
             try:
                 await asyncio.wait_for(self.exchange.watch_bids_asks(symbols), timeout=self._watch_timeout_s)
             except asyncio.CancelledError:
@@ -346,7 +360,7 @@ class MarketDataHub:
         """Process every symbol whose newest quote has not been processed yet; return how many."""
         book = self.exchange.bidsasks
         processed = 0
-        for symbol, consumers in self._consumers.items():
+        for symbol, consumers in tuple(self._consumers.items()):  # a consumer may subscribe a symbol
             ticker = book.get(symbol)
             if ticker is None or ticker is self._last_seen.get(symbol):
                 continue
