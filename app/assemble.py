@@ -119,6 +119,11 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
     router.after_execution = equity.on_execution
     pipeline.equity, pipeline.status = equity, status
     pipeline.components = [engine, router, hub, status, equity]  # equity after the engine: its start balance
+    if config.api.enabled:  # last: started after the engine, stopped first (app/operator_api/server.py)
+        from app.operator_api.wiring import operator_api
+
+        pipeline.components.append(operator_api(pipeline, config=config, pairs=enabled, mode=mode.value,
+                                                secrets=secrets))
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
 
