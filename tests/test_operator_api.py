@@ -104,6 +104,23 @@ async def test_api_enabled_without_its_token_is_a_one_line_configuration_error(b
     assert not (bot_dir / "logs").exists()  # nothing written
 
 
+def test_a_busy_api_port_refuses_the_start_in_one_line_and_closes_everything(bot_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        config = read_json(bot_dir / "config.json")
+        config["api"] = {"enabled": True, "port": taken.getsockname()[1], "token_env": TOKEN_ENV}
+        write_json(bot_dir / "config.json", config)
+        proc = run_main(["demo", "--config", str(bot_dir / "config.json"), "--duration", "5"], cwd=bot_dir,
+                        env=clean_env(**{TOKEN_ENV: TOKEN}), timeout=90)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "api.port" in last and "a free port on 127.0.0.1" in last, proc.stderr[-2000:]
+    assert "FINAL STATISTICS" not in proc.stdout  # the bot never ran
+
+
 def test_api_config_section_defaults_off_and_on_loopback(tmp_path: Path) -> None:
     path = write_json(tmp_path / "config.json", {})
     api = load_app_config(path).api
@@ -451,3 +468,33 @@ async def test_stop_ends_ws_clients_and_frees_the_port(api_rig) -> None:
             assert rig.pipeline.events.stats()["subscribers"] == subscribers - 1
             with pytest.raises(aiohttp.ClientConnectionError):
                 await http.get(rig.base_url + "/health")
+
+
+# ----------------------------------------------------------------------------- in the real process
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_main_keeps_its_signals_the_api_serves_and_stops_with_the_bot(bot_dir: Path, spawn_main: Any,
+                                                                      signum: int) -> None:
+    """``python main.py demo`` with the API on: it serves inside the bot's process, and one Ctrl+C
+    (or SIGTERM) is the bot's graceful stop (exit 0, final statistics), not uvicorn's."""
+    import re
+    import urllib.request
+
+    config = read_json(bot_dir / "config.json")
+    config["api"] = {"enabled": True, "port": 0, "token_env": TOKEN_ENV}
+    write_json(bot_dir / "config.json", config)
+    bot = spawn_main(["demo", "--config", str(bot_dir / "config.json"), "--speed", "300"], cwd=bot_dir,
+                     env=clean_env(**{TOKEN_ENV: TOKEN}))
+    bot.wait_for("operator API on http://127.0.0.1:", timeout=90)
+    url = re.search(r"operator API on (http://127\.0\.0\.1:\d+)", bot.output).group(1)
+    request = urllib.request.Request(url + "/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["mode"] == "DEMO"
+    bot.send_signal(signum)
+    assert bot.wait(timeout=30) == 0, bot.output[-3000:]
+    assert "graceful shutdown complete" in bot.output and "FINAL STATISTICS" in bot.output
+    assert "second SIG" not in bot.output and "forced" not in bot.output
+    assert TOKEN not in bot.output  # the token is redacted from every log line
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/health", timeout=2)

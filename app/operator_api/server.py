@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 from typing import Any, Iterator
 
@@ -82,6 +83,9 @@ class OperatorApi:
             await asyncio.sleep(0.01)
         self._ticker = asyncio.create_task(self._tick(), name="operator_api.metric")
         logger.info("operator API on {} (dashboard at /, token from ${})", self.base_url, self.settings.token_env)
+        if not _is_loopback(self._socket.getsockname()[0]):
+            logger.warning("operator API listens on {} beyond this machine, in plain HTTP: put a TLS reverse proxy "
+                           "in front, or set api.host to 127.0.0.1", self.settings.host)
 
     async def _tick(self) -> None:
         """The periodic ``metric`` event, and the quote rate behind ``pairs_bot_quotes_per_second``."""
@@ -122,6 +126,13 @@ class OperatorApi:
     def stats(self) -> dict[str, Any]:
         return {"port": self.port, "ws_clients_served": self.ws.served, "ws_events_sent": self.ws.sent,
                 "metric_events": self.ticks, "actions": dict(self.actions.counts)}
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:
