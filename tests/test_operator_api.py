@@ -94,7 +94,6 @@ async def test_api_enabled_without_its_token_is_a_one_line_configuration_error(b
     config["api"] = {"enabled": True, "token_env": TOKEN_ENV}
     write_json(bot_dir / "config.json", config)
     for env in (clean_env(), clean_env(**{TOKEN_ENV: ""}), clean_env(**{TOKEN_ENV: "short"})):
-        env.pop(TOKEN_ENV, None) if env.get(TOKEN_ENV) == "" else None
         proc = run_main(["demo", "--config", str(bot_dir / "config.json"), "--duration", "1"], cwd=bot_dir, env=env,
                         timeout=60)
         assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -102,6 +101,22 @@ async def test_api_enabled_without_its_token_is_a_one_line_configuration_error(b
         assert len(lines) == 1 and TOKEN_ENV in lines[0] and lines[0].startswith("config error:"), proc.stderr
         assert proc.stdout == ""  # nothing started: no banner
     assert not (bot_dir / "logs").exists()  # nothing written
+
+
+def test_the_token_comes_from_the_environment_then_dotenv(tmp_path: Path) -> None:
+    from app.operator_api.bearer import api_token
+    from core.errors import ConfigurationError
+
+    path = write_json(tmp_path / "config.json", {"api": {"enabled": True, "token_env": "MY_TOKEN"}})
+    config = load_app_config(path)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MY_TOKEN=from-dotenv-0123456789\n", encoding="utf-8")
+    assert api_token(config, environ={"MY_TOKEN": "from-env-0123456789ab"}, dotenv_path=dotenv) == \
+        "from-env-0123456789ab"
+    assert api_token(config, environ={}, dotenv_path=dotenv) == "from-dotenv-0123456789"
+    with pytest.raises(ConfigurationError, match="MY_TOKEN .api.token_env. set to"):
+        api_token(config, environ={"MY_TOKEN": "  "}, dotenv_path=tmp_path / "none")
+    assert api_token(load_app_config(write_json(path, {})), environ={}) is None  # off: no token needed
 
 
 def test_a_busy_api_port_refuses_the_start_in_one_line_and_closes_everything(bot_dir: Path) -> None:

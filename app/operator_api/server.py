@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 from typing import Any, Iterator
 
@@ -31,6 +32,24 @@ from app.operator_api.routes import create_app
 from app.operator_api.ws import WsHub, add_ws_route
 
 STOP_TIMEOUT_SECONDS = 2.0
+
+
+class _ToLoguru(logging.Handler):
+    """uvicorn logs through the standard library: hand its records to loguru, so they reach the log
+    file and pass the same secret redaction as every other line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname if record.levelname in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO"
+        logger.opt(exception=record.exc_info).log(level, "uvicorn: {}", record.getMessage())
+
+
+def _route_uvicorn_logs() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        std = logging.getLogger(name)
+        if not any(isinstance(h, _ToLoguru) for h in std.handlers):
+            std.addHandler(_ToLoguru())
+        std.propagate = False
+        std.setLevel(logging.WARNING)  # its start and stop lines would only repeat ours
 
 
 class _InLoopServer(uvicorn.Server):
@@ -70,6 +89,7 @@ class OperatorApi:
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
     async def start(self) -> None:
+        _route_uvicorn_logs()
         self._socket = _bind(self.settings.host, self.settings.port)
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", ws="websockets-sansio",
