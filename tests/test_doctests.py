@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import PROJECT_DIR
 
 DOCTEST_MODULES = (
+    "app.operator_api.ws",
     "app.performance",
     "bench.exposure_audit",
     "core.backoff",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 from typing import Any
 
 from fastapi import FastAPI, WebSocket
@@ -79,12 +80,27 @@ async def _pump(websocket: WebSocket, subscription: Any, hub: WsHub) -> None:
                 getter.cancel()
                 await asyncio.gather(getter, return_exceptions=True)
                 return
-            await websocket.send_json(getter.result().to_json())
+            await websocket.send_json(finite(getter.result().to_json()))
             hub.sent += 1
     finally:
         for task in (reader, closing):
             task.cancel()
         await asyncio.gather(reader, closing, return_exceptions=True)
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as null: ``JSON.parse`` in a browser refuses Python's ``NaN``.
+
+    >>> finite({"z": float("nan"), "pairs": [{"z": 1.5}, {"z": float("inf")}]})
+    {'z': None, 'pairs': [{'z': 1.5}, {'z': None}]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
