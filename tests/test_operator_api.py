@@ -291,6 +291,21 @@ async def test_close_flattens_both_legs_on_the_exchange_through_the_engine(api_r
         assert event["detail"]["what"] == "close" and event["detail"]["result"]["executed"] is True
 
 
+async def test_close_uses_the_engines_own_flatten_when_the_generator_does_not_hold_the_position(api_rig) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await api_rig()
+        await rig.wait_state("EOS_AXS", IN_POSITION)
+        position = rig.engine.positions["EOS_AXS"]
+        async with aiohttp.ClientSession(rig.base_url, headers=rig.headers()) as http:
+            assert (await _json(http, "POST", "/pairs/EOS_AXS/disable"))[0] == 200
+            rig.pipeline.router.generators["EOS_AXS"].set_state(PairState.FLAT)  # its view lost the position
+            status, body = await _json(http, "POST", "/pairs/EOS_AXS/close")
+        assert status == 200 and body["executed"] is True and body["status"] == "EXECUTED", body
+        assert body["signal_id"].startswith("D")  # the engine's FLATTEN signal, through every protocol
+        assert [rig.sim_qty(position.symbol_a), rig.sim_qty(position.symbol_b)] == [0, 0]
+        assert rig.engine.pair_state("EOS_AXS") is PairState.FLAT
+
+
 async def test_pause_refuses_entries_with_their_own_reason_and_lets_exits_through(api_rig) -> None:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         rig = await api_rig()
