@@ -18,6 +18,7 @@ from typing import Any, Callable
 import aiohttp
 import pytest
 
+from core.types import PairState
 from tests.api_rig import IN_POSITION, TOKEN, ApiRig
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -158,3 +159,51 @@ async def test_dashboard_asks_for_the_token_and_refuses_a_wrong_one(api_rig, bro
                             len(s["rows"]) == 3 and s, what="the board after the right token")
         assert page["boardShown"] and not page["formShown"]
         assert await asyncio.to_thread(_console_errors, browser) == []  # nothing new since the refusal
+
+
+async def test_dashboard_controls_pause_and_close_through_the_api(api_rig, browser: Any) -> None:
+    """The page's buttons are API calls: pause gates entries, a confirmed close flattens both legs
+    on the exchange through the engine, resume lifts the pause; each is journaled as the dashboard's."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig: ApiRig = await api_rig()
+        from selenium.webdriver.common.by import By
+
+        await rig.wait_state("EOS_AXS", IN_POSITION)
+        position = rig.engine.positions["EOS_AXS"]
+        await asyncio.to_thread(browser.get, f"{rig.base_url}/#token={TOKEN}")
+        await _until(lambda: (s := browser.execute_script(PAGE_STATE))["ws"] == "open" and "EOS_AXS" in s["positions"],
+                     what="the board with EOS_AXS in position")
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def click(css: str) -> None:
+            """Find and click; the tables re-render on live events, so a found button may be replaced."""
+            for _ in range(20):
+                try:
+                    browser.find_element(By.CSS_SELECTOR, css).click()
+                    return
+                except StaleElementReferenceException:
+                    time.sleep(0.05)
+            raise AssertionError(f"{css} kept being replaced")
+
+        await asyncio.to_thread(click, "#pause-toggle")
+        await _until(lambda: rig.engine.entry_gate.paused, what="entries paused by the button")
+        await _until(_js(browser, "return document.getElementById('pause-toggle').textContent === 'Resume entries'"),
+                     what="the button offering resume")
+
+        def close_twice() -> None:
+            click('#positions-body button.close[data-pair="EOS_AXS"]')
+            click('#positions-body button.close[data-pair="EOS_AXS"].armed')  # the confirmation
+
+        await asyncio.to_thread(close_twice)
+        await _until(lambda: rig.engine.pair_state("EOS_AXS") is PairState.FLAT and
+                     rig.sim_qty(position.symbol_a) == 0 and rig.sim_qty(position.symbol_b) == 0,
+                     what="EOS_AXS flat on the exchange")
+        await _until(lambda: "EOS_AXS" not in browser.execute_script(PAGE_STATE)["positions"],
+                     what="the position gone from the page")
+        await asyncio.to_thread(click, "#pause-toggle")
+        await _until(lambda: not rig.engine.entry_gate.paused, what="entries resumed by the button")
+        actions = [(e["kind"], e["detail"]["who"]) for e in rig.pipeline.journal.events()
+                   if e["kind"].startswith("operator_")]
+        assert actions == [("operator_pause", "dashboard"), ("operator_close", "dashboard"),
+                           ("operator_resume", "dashboard")]
+        assert await asyncio.to_thread(_console_errors, browser) == []

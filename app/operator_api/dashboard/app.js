@@ -36,6 +36,62 @@
     return response.json();
   }
 
+  async function post(path, body) {
+    const response = await fetch(path, {
+      method: "POST", cache: "no-store", body: JSON.stringify(body || {}),
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", "X-Operator": "dashboard" },
+    });
+    const answer = await response.json();
+    if (response.status === 401) throw new AuthError("the API refused the token");
+    return { status: response.status, answer };
+  }
+
+  // Operator controls: every one is an API call (journaled, through the engine), never a shortcut.
+  async function act(path, label) {
+    text($("action-result"), `${label}...`);
+    try {
+      const { status, answer } = await post(path, { reason: "dashboard" });
+      text($("action-result"), status < 300 ? `${label}: ${answer.result || "done"}` : `${label}: ${answer.error}`);
+    } catch (e) {
+      text($("action-result"), `${label}: ${e.message}`);
+    }
+    scheduleRefresh();
+  }
+
+  let paused = false;
+
+  function showPaused(value) {
+    paused = value;
+    const button = $("pause-toggle");
+    button.hidden = false;
+    text(button, paused ? "Resume entries" : "Pause entries");
+    badge($("paused"), paused ? "entries paused" : "entries on", paused ? "warn" : "on");
+  }
+
+  let armed = { pair: null, until: 0 }; // survives the tables' re-rendering between the two clicks
+
+  function closeButton(td, pairId) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "close";
+    button.dataset.pair = pairId;
+    const isArmed = armed.pair === pairId && Date.now() < armed.until;
+    button.classList.toggle("armed", isArmed);
+    text(button, isArmed ? "confirm close" : "close");
+    button.addEventListener("click", () => {
+      if (!(armed.pair === pairId && Date.now() < armed.until)) { // two clicks: a flatten is not undone
+        armed = { pair: pairId, until: Date.now() + 5000 };
+        button.classList.add("armed");
+        text(button, "confirm close");
+        return;
+      }
+      armed = { pair: null, until: 0 };
+      button.disabled = true;
+      act(`/pairs/${encodeURIComponent(pairId)}/close`, `close ${pairId}`);
+    });
+    td.appendChild(button);
+  }
+
   // -- rendering ------------------------------------------------------------------------------
   function text(el, value) { el.textContent = value === null || value === undefined ? "-" : String(value); }
 
@@ -59,7 +115,7 @@
 
   function renderStatus(status) {
     text($("mode"), status.mode);
-    badge($("paused"), status.entries_paused ? "entries paused" : "entries on", status.entries_paused ? "warn" : "on");
+    showPaused(status.entries_paused);
     badge($("feed"), status.feed_lost ? "feed lost" : "feed ok", status.feed_lost ? "off" : "on");
     text($("open-pairs"), `${status.open_pairs} / ${status.pairs}`);
     text($("signals"), `${status.signals} / ${status.executed}`);
@@ -106,6 +162,8 @@
       cell(tr, "num", p.qty_a);
       cell(tr, "num", p.qty_b);
       signClass(cell(tr, "num", money(p.unrealized_usdt)), p.unrealized_usdt);
+      if (p.state === "LONG_SPREAD" || p.state === "SHORT_SPREAD") closeButton(cell(tr, "", ""), p.pair_id);
+      else cell(tr, "", "");
       body.appendChild(tr);
     }
     const total = view.pnl.total;
@@ -136,7 +194,7 @@
   function applyMetric(data) {
     text($("quotes-rate"), data.quotes_per_second.toFixed(1));
     text($("signals"), `${data.signals} / ${data.executed}`);
-    badge($("paused"), data.entries_paused ? "entries paused" : "entries on", data.entries_paused ? "warn" : "on");
+    showPaused(data.entries_paused);
     badge($("feed"), data.feed_lost ? "feed lost" : "feed ok", data.feed_lost ? "off" : "on");
     for (const p of data.pairs) {
       const tr = document.querySelector(`#pairs-body tr[data-pair="${CSS.escape(p.pair_id)}"]`);
@@ -236,6 +294,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    $("pause-toggle").addEventListener("click", () => act(paused ? "/resume" : "/pause",
+                                                            paused ? "resume entries" : "pause entries"));
     $("token-form").addEventListener("submit", (event) => {
       event.preventDefault();
       token = $("token-input").value.trim();
