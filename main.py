@@ -74,6 +74,7 @@ class TradingBot:
         self._shutdown_done = False
         self._fatal_error: BaseException | None = None
         self._config_warnings: list[str] = []
+        self._api_token: str | None = None
         self._handled_signals: list[int] = []
         self._start_task: asyncio.Task[int] | None = None
         self.pipeline: Any = None
@@ -89,14 +90,17 @@ class TradingBot:
         self.mode = resolve_run_mode(self.config, live_flag=self.options.live, secrets=self.secrets,
                                      config_file=config_file,
                                      demo=self.options.command == "demo")
+        from app.operator_api.bearer import api_token  # api.enabled with no token: exit 2 before anything starts
+
+        self._api_token = api_token(self.config, config_file=config_file)
 
     # -- step 2 ---------------------------------------------------------------------------------
     def setup_logs(self) -> None:
         """Set up logging (once per run, whatever the start attempts), then the banner."""
         assert_loaded(self.config, self.mode, self.secrets)
         log_config = self.config.logging.model_copy(update={"dir": str(self._resolve(self.config.logging.dir))})
-        self.log_paths = setup_logging(log_config, secrets=self.secrets.values(),
-                                       console_level=self.options.log_level,
+        redact = self.secrets.values() + ([self._api_token] if self._api_token else [])
+        self.log_paths = setup_logging(log_config, secrets=redact, console_level=self.options.log_level,
                                        run=RunContext(mode=self.mode.value.lower(), session_id=self.session_id))
         for warning in self._config_warnings:
             logger.warning(warning)

@@ -137,6 +137,11 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
             engine=engine, hub=hub, events=pipeline.events,
             resolve=lambda added: tradable_pairs(hub, added, pairs_file=pairs_file, venue=exchange_config.id))
         pipeline.components.append(pipeline.reloader)
+    if config.api.enabled:  # last: started after the engine, stopped first (app/operator_api/server.py)
+        from app.operator_api.wiring import operator_api
+
+        pipeline.components.append(operator_api(pipeline, config=config, pairs=enabled, mode=mode.value,
+                                                secrets=secrets))
     stats.register_section("pnl", lambda: _pnl_section(journal, engine, router))
     return pipeline
 

@@ -92,14 +92,18 @@ class EquityRecorder:
 
     def sample(self) -> perf.EquityPoint | None:
         """One point of the curve now (None without an equity at start)."""
-        trips = self._session_trips()
-        self._closed_seen = len(trips)
+        self._closed_seen = len(self._session_trips())
+        point = self.current()
+        if point is not None:
+            self.samples.append(point)
+        return point
+
+    def current(self) -> perf.EquityPoint | None:
+        """The marked-to-market equity now, not recorded on the curve (the operator API reads it)."""
         if self._start_equity is None:
             return None
-        realized = sum((t.net_pnl or ZERO for t in trips), ZERO)
-        point = perf.EquityPoint(self._wall_ms(), self._start_equity + realized + sum(self._unrealized().values(), ZERO))
-        self.samples.append(point)
-        return point
+        realized = sum((t.net_pnl or ZERO for t in self._session_trips()), ZERO)
+        return perf.EquityPoint(self._wall_ms(), self._start_equity + realized + sum(self._unrealized().values(), ZERO))
 
     def stats(self) -> dict[str, Any]:
         """The figures at stop, exact money as strings. Computed once the engine has stopped (it read,

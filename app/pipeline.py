@@ -65,7 +65,7 @@ class SignalRouter:
                 self._by_symbol.setdefault(symbol, []).append(gen)
         #: Hot reload: a new window (and the engine's new spec) waiting for its pair to be flat.
         self._rewindow: dict[str, tuple[SignalParams, PairSpec | None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._backfill_pending: dict[str, SignalGenerator] = {}
         self._backfill_task: asyncio.Task[None] | None = None
         self._rng = random.Random()
@@ -226,12 +226,16 @@ class SignalRouter:
 
         False when the pair holds nothing or a signal of it is in flight.
         """
+        return self.flatten_task(pair_id, reason) is not None
+
+    def flatten_task(self, pair_id: str, reason: str) -> tuple[TradingSignal, asyncio.Task[bool]] | None:
+        """``flatten`` for a caller that waits for the outcome (the operator API's close): the
+        FLATTEN signal and the task running it (True when executed); None as ``flatten``'s False."""
         gen = self.generators[pair_id]
         signal = gen.flatten_signal(reason)
         if signal is None:
-            return False
-        self._spawn(gen, signal)
-        return True
+            return None
+        return signal, self._spawn(gen, signal)
 
     def flatten_all(self, reason: str) -> list[str]:
         return [pair_id for pair_id in self.generators if self.flatten(pair_id, reason)]
@@ -244,13 +248,14 @@ class SignalRouter:
         quote = self.latest.get(symbol)
         return (Decimal(repr(quote.bid)), Decimal(repr(quote.ask))) if quote is not None else None
 
-    def _spawn(self, gen: SignalGenerator, signal: TradingSignal) -> None:
+    def _spawn(self, gen: SignalGenerator, signal: TradingSignal) -> asyncio.Task[bool]:
         task = asyncio.create_task(self._run(gen, signal), name=f"signal.{signal.signal_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _run(self, gen: SignalGenerator, signal: TradingSignal) -> None:
-        await gen.dispatch(signal)
+    async def _run(self, gen: SignalGenerator, signal: TradingSignal) -> bool:
+        return await gen.dispatch(signal)
 
     def _make_callback(self, gen: SignalGenerator) -> Callable[[TradingSignal], Any]:
         async def on_signal(signal: TradingSignal) -> bool:

@@ -307,6 +307,22 @@ class ReloadConfig(_Strict):
     poll_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
 
+class ApiConfig(_Strict):
+    """The operator API and dashboard (app/operator_api/): off by default, loopback by default.
+
+    The bearer token is read from the environment variable named by ``token_env`` (or ``.env``),
+    never from this file; enabled with that variable empty is a configuration error at start.
+    ``port`` 0 takes any free port (tests). ``metric_interval_seconds`` paces the ``metric``
+    event pushed to ``/ws`` and the quotes/s rate.
+    """
+
+    enabled: bool = False
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(default=8321, ge=0, le=65_535)
+    token_env: str = Field(default="PAIRS_BOT_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+    metric_interval_seconds: float = Field(default=5.0, gt=0, le=3_600)
+
+
 class AppConfig(_Strict):
     """Everything in ``config.json``.
 
@@ -330,6 +346,7 @@ class AppConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     reload: ReloadConfig = ReloadConfig()
+    api: ApiConfig = ApiConfig()
 
 
 class PairConfig(_Strict):

@@ -39,6 +39,7 @@ from core.log_setup import log_trade_event
 from core.types import PairState, SignalType, TradingSignal
 from execution.exchange import (HEDGE_MODE_REFUSAL, MULTI_ASSETS_ISOLATED_REFUSAL, BalanceInfo, ExchangeAdapter,
                                 FeeRates, offset_text)
+from execution.entry_gate import EntryGate
 from execution.funding import FundingCollector, OpenTrip
 from execution.journal import Journal
 from execution.journal_models import JournalError, OrderPurpose, PairPosition, position_event_data
@@ -144,6 +145,8 @@ class ExecutionEngine:
         self._funding_task: asyncio.Task[None] | None = None
         #: Pairs with a leg that stopped trading (execution/markets_watch.py): no entries, exited.
         self.disabled = DisabledPairs(journal)
+        #: The operator's pause and per-pair disables: new entries only (execution/entry_gate.py).
+        self.entry_gate = EntryGate()
         #: How a disabled pair's position is closed: the router's ``flatten`` when wired (its
         #: generator follows), else the engine's own FLATTEN signal (``flatten``).
         self.flatten_pair: Callable[[str, str], bool] | None = None
@@ -703,6 +706,9 @@ class ExecutionEngine:
             return self._refuse(signal, Reason.PAIR_REMOVED, self.retired[signal.pair_id])
         if signal.signal_type.is_entry and signal.pair_id in self.disabled:
             return self._refuse(signal, Reason.PAIR_DISABLED, self.disabled.reasons[signal.pair_id])
+        gate = self.entry_gate.refusal(signal.pair_id) if signal.signal_type.is_entry else None
+        if gate is not None:
+            return self._refuse(signal, *gate)
         if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
             return self._refuse(signal, Reason.NOT_IN_POSITION, position.state.value)
         plan = None

@@ -503,6 +503,17 @@ class Journal:
         statuses = sorted(status.value for status in OPEN_STATUSES)
         return self._orders(f"status IN ({', '.join('?' * len(statuses))})", statuses)
 
+    def recent_orders(self, limit: int, pair_id: str | None = None) -> list[OrderRecord]:
+        """The newest ``limit`` orders (of every pair, or one), newest first: the operator API's view."""
+        where, params = ("pair_id = ?", [pair_id]) if pair_id is not None else ("1 = 1", [])
+        rows = self._read(f"SELECT * FROM orders WHERE {where} ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+                          (*params, int(limit)))
+        return [order_from_row(row) for row in rows]
+
+    def order_status_counts(self) -> dict[str, int]:
+        """Orders per status over the whole journal (the ``/metrics`` order counter)."""
+        return {row[0]: int(row[1]) for row in self._read("SELECT status, COUNT(*) FROM orders GROUP BY status")}
+
     def net_filled(self, symbol: str) -> Decimal:
         """The signed quantity of ``symbol`` that every order in the journal filled, net (buys -
         sells): what the bot's account holds on it according to the journal."""

@@ -30,6 +30,8 @@ class Reason(str, Enum):
     PAIR_RESOLVING = "pair_resolving"  # an order of the pair has an unknown outcome
     PAIR_DISABLED = "pair_disabled"  # a leg's symbol stopped trading (execution/markets_watch.py)
     PAIR_REMOVED = "pair_removed"  # removed from pairs_config.json by a hot reload: exits only
+    ENTRIES_PAUSED = "entries_paused"  # the operator paused new entries (execution/entry_gate.py)
+    OPERATOR_DISABLED = "operator_disabled"  # the operator disabled the pair's entries
     ALREADY_IN_POSITION = "already_in_position"
     NOT_IN_POSITION = "not_in_position"
     ENGINE_STOPPING = "engine_stopping"
@@ -63,7 +65,8 @@ class Reason(str, Enum):
 
 
 _PERSISTENT = frozenset({Reason.MAX_OPEN_PAIRS, Reason.MAX_GROSS_EXPOSURE, Reason.MAX_DAILY_LOSS,
-                         Reason.INSUFFICIENT_MARGIN, Reason.PAIR_DISABLED})
+                         Reason.INSUFFICIENT_MARGIN, Reason.PAIR_DISABLED, Reason.ENTRIES_PAUSED,
+                         Reason.OPERATOR_DISABLED})
 
 
 @dataclass(frozen=True, slots=True)

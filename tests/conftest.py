@@ -208,3 +208,4 @@ def assert_logged(text: str, *needles: str) -> None:
 
 # The engine rig's fixtures (a real CcxtExchange against an in-process simulator), for every test module.
 from tests.engine_rig import make_rig, sim_data  # noqa: E402,F401
+from tests.api_rig import api_rig  # noqa: E402,F401  (the operator API rig: the whole bot plus its API)

@@ -19,6 +19,7 @@ from tests.conftest import PROJECT_DIR
 
 DOCTEST_MODULES = (
     "app.notify_format",
+    "app.operator_api.ws",
     "app.performance",
     "app.report_charts",
     "app.report_data",
