@@ -11,6 +11,7 @@ closes it.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -83,16 +84,24 @@ async def api_rig(sim_data: MarketData, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     opened: list[tuple[SimulatorServer, list[Any], Any]] = []
 
-    async def make(**api: Any) -> ApiRig:
+    async def make(config_files: tuple[Path, Path] | None = None, **api: Any) -> ApiRig:
+        """``config_files``: (config.json, pairs_config.json) to write the rig's settings to, so
+        the run has a real hot-reload component reading them, as ``main.py`` runs do."""
         sim = SimulatorServer(SimulatorConfig(symbols=SYMBOLS, port=0, replay=REPLAY), data=sim_data)
         await sim.start()
         started: list[Any] = []
         opened.append((sim, started, None))
         config = rig_config(sim.base_url, **api)
+        files: dict[str, str] = {}
+        if config_files is not None:
+            config_path, pairs_path = config_files
+            config_path.write_text(config.model_dump_json(exclude_none=True))
+            pairs_path.write_text(json.dumps({"pairs": [p.model_dump(exclude_none=True) for p in PAIRS]}))
+            files = {"config_file": str(config_path), "pairs_file": str(pairs_path)}
         pipeline = await assemble(config=config, pairs=PAIRS, mode=RunMode.LIVE,
                                   secrets=Secrets(sim.api_key, sim.api_secret, "test"),
                                   stats=SessionStats(mode="LIVE"), storage_dir=tmp_path / "store", started=started,
-                                  demo_speed=600.0, adopt=False)
+                                  demo_speed=600.0, adopt=False, **files)
         opened[-1] = (sim, started, pipeline)
         for component in pipeline.components:  # as TradingBot.start_components
             if component not in started:

@@ -528,3 +528,32 @@ def test_main_keeps_its_signals_the_api_serves_and_stops_with_the_bot(bot_dir: P
     assert TOKEN not in bot.output  # the token is redacted from every log line
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "/health", timeout=2)
+
+
+async def test_config_reload_through_the_api_applies_a_valid_file_and_refuses_an_invalid_one(
+        api_rig, tmp_path: Path) -> None:
+    """POST /config/reload with the run's real hot-reload component (app/hot_reload.py): a
+    changed threshold reaches the running generators; an invalid file is a 422 with the start's
+    one-line error, and the running configuration stays as it was."""
+    config_path, pairs_path = tmp_path / "config.json", tmp_path / "pairs_config.json"
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        rig = await api_rig(config_files=(config_path, pairs_path), metric_interval_seconds=0.3)
+        assert rig.pipeline.reloader is not None
+        generators = rig.pipeline.router.generators
+        before = {p: g.params.entry_z for p, g in generators.items()}
+        assert set(before.values()) == {0.3}
+        raw = json.loads(config_path.read_text())
+        raw["signal"]["entry_threshold"] = 0.4
+        config_path.write_text(json.dumps(raw))
+        async with aiohttp.ClientSession(rig.base_url, headers=rig.headers()) as http:
+            status, body = await _json(http, "POST", "/config/reload")
+            assert (status, body["ok"]) == (200, True), body
+            assert {g.params.entry_z for g in generators.values()} == {0.4}
+            raw["signal"]["entry_threshold"] = "high"
+            config_path.write_text(json.dumps(raw))
+            status, body = await _json(http, "POST", "/config/reload")
+            assert (status, body["ok"]) == (422, False), body
+            assert "signal.entry_threshold" in body["message"] and "\n" not in body["message"]
+            assert {g.params.entry_z for g in generators.values()} == {0.4}  # untouched by the refusal
+        results = [e["detail"]["result"].get("ok") for e in _operator_events(rig, "operator_reload")]
+        assert results == [True, False]
