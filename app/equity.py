@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from app import performance as perf
-from app.report import MidSource
+from app.report import MidSource, open_pnl
 from execution.journal import Journal
-from execution.journal_models import Side
 
 ZERO = Decimal(0)
 
@@ -87,7 +86,7 @@ class EquityRecorder:
                 continue
             mids = {pos.symbol_a: self._mids(pos.symbol_a), pos.symbol_b: self._mids(pos.symbol_b)}
             marks[pair_id] = OpenMark(mids[pos.symbol_a], mids[pos.symbol_b],
-                                      open_trip_pnl(self._journal, pos, mids.get))
+                                      open_pnl(self._journal, pos, mids.get))
         return marks
 
     def sample(self) -> perf.EquityPoint | None:
@@ -125,35 +124,6 @@ class EquityRecorder:
         if stopped:
             self._final = section
         return section
-
-
-def open_trip_pnl(journal: Journal, position: Any, mids: MidSource) -> Decimal:
-    """The pair's open round trip marked to ``mids``: the cash of its fills so far + the quantity
-    those same fills hold x mid, less their fees, plus the funding on the trip. Quantities come
-    from the fills, not from the position: a sample taken while an execution is recording its
-    fills (one leg's fills in, the position not yet updated) would otherwise count a leg twice or
-    not at all (a demo's curve dipped one leg's notional, about 450 USDT, for one sample). A
-    closed trip is realized, so 0; with a leg that has no mid, only the fees and funding (as
-    ``app.report.open_pnl``)."""
-    if position.round_trip_id is None:
-        return ZERO
-    trip = journal.get_round_trip(position.round_trip_id)
-    if trip is None or not trip.is_open:
-        return ZERO
-    cash, fees, held = ZERO, ZERO, {}
-    for fill in journal.fills_for_pair_since(position.pair_id, trip.opened_ts_ms - 1):
-        signed = fill.qty if fill.side is Side.BUY else -fill.qty
-        cash -= signed * fill.price
-        fees += fill.fee
-        held[fill.symbol] = held.get(fill.symbol, ZERO) + signed
-    funding = sum((f.amount for f in journal.funding_for_round_trip(trip.id)), ZERO)
-    value = ZERO
-    for symbol, qty in held.items():
-        mid = mids(symbol) if qty else ZERO
-        if mid is None:
-            return funding - fees
-        value += qty * mid
-    return cash + value - fees + funding
 
 
 @dataclass(frozen=True, slots=True)

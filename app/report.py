@@ -124,8 +124,7 @@ def pnl_rows(journal: Journal, positions: dict[str, PairPosition], mids: MidSour
         realized = sum((t.net_pnl for t in trips if t.net_pnl is not None), ZERO)
         fees = sum((t.fees for t in trips if t.fees is not None), ZERO)
         funding = sum((t.funding for t in trips if t.funding is not None), ZERO)
-        unrealized, open_fees = _unrealized(journal, position, mids)
-        open_funding = _open_funding(journal, position)
+        unrealized, open_fees, open_funding = open_trip_parts(journal, position, mids)
         rows.append({
             "pair": pair_id, "state": position.state.value, "round_trips": len(trips),
             "wins": sum(1 for t in trips if t.net_pnl is not None and t.net_pnl > 0),
@@ -137,48 +136,47 @@ def pnl_rows(journal: Journal, positions: dict[str, PairPosition], mids: MidSour
     return rows
 
 
-def open_pnl(journal: Journal, position: PairPosition, mids: MidSource) -> Decimal:
-    """The open legs' unrealized PnL, exact: mark to mid, less the fees paid on them, plus the
-    funding received on them (0 when flat, or when a leg has no mid)."""
-    unrealized, open_fees = _unrealized(journal, position, mids)
-    return unrealized - open_fees + _open_funding(journal, position)
+def open_pnl(journal: Journal, position: Any, mids: MidSource) -> Decimal:
+    """The open round trip's unrealized PnL, exact: marked to mid, less the fees paid on it, plus
+    the funding received on it (0 when no trip is open)."""
+    marked, fees, funding = open_trip_parts(journal, position, mids)
+    return marked - fees + funding
+
+
+def open_trip_parts(journal: Journal, position: Any, mids: MidSource) -> tuple[Decimal, Decimal, Decimal]:
+    """The pair's open round trip as (marked PnL before fees, fees, funding).
+
+    Marked PnL is the cash of the trip's fills so far plus the quantity those same fills hold x
+    mid. Quantities come from the fills, not from the position: a read while an execution is
+    recording its fills (one leg's fills in, the position not yet updated) would otherwise count
+    a leg twice or not at all (a demo's equity curve dipped one leg's notional, about 450 USDT,
+    for one sample). A closed trip is realized: all zero. A leg with fills but no mid: marked 0,
+    the fees and funding still count.
+    """
+    if position.round_trip_id is None:
+        return ZERO, ZERO, ZERO
+    trip = journal.get_round_trip(position.round_trip_id)
+    if trip is None or not trip.is_open:
+        return ZERO, ZERO, ZERO
+    cash, fees, held = ZERO, ZERO, {}
+    for fill in journal.fills_for_pair_since(position.pair_id, trip.opened_ts_ms - 1):
+        signed = fill.qty if fill.side is Side.BUY else -fill.qty
+        cash -= signed * fill.price
+        fees += fill.fee
+        held[fill.symbol] = held.get(fill.symbol, ZERO) + signed
+    funding = sum((f.amount for f in journal.funding_for_round_trip(trip.id)), ZERO)
+    value = ZERO
+    for symbol, qty in held.items():
+        mid = mids(symbol) if qty else ZERO
+        if mid is None:
+            return ZERO, fees, funding
+        value += qty * mid
+    return cash + value, fees, funding
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("round_trips", "wins", "realized_usdt", "unrealized_usdt", "fees_usdt", "funding_usdt")
     return {k: round(sum(r[k] for r in rows), 6) if k.endswith("usdt") else sum(r[k] for r in rows) for k in keys}
-
-
-def _open_funding(journal: Journal, position: PairPosition) -> Decimal:
-    """Funding recorded so far for the pair's open round trip (0 when none is open)."""
-    if position.round_trip_id is None:
-        return ZERO
-    trip = journal.get_round_trip(position.round_trip_id)
-    if trip is None or not trip.is_open:
-        return ZERO
-    return sum((f.amount for f in journal.funding_for_round_trip(trip.id)), ZERO)
-
-
-def _unrealized(journal: Journal, position: PairPosition, mids: MidSource) -> tuple[Decimal, Decimal]:
-    """Mark-to-mid PnL of the open legs and the fees already paid on them."""
-    if position.round_trip_id is None or (position.qty_a == 0 and position.qty_b == 0):
-        return ZERO, ZERO
-    trip = journal.get_round_trip(position.round_trip_id)
-    if trip is None:
-        return ZERO, ZERO
-    cash = ZERO
-    fees = ZERO
-    for fill in journal.fills_for_pair_since(position.pair_id, trip.opened_ts_ms - 1):
-        notional = fill.qty * fill.price
-        cash += notional if fill.side is Side.SELL else -notional
-        fees += fill.fee
-    value = ZERO
-    for symbol, qty in ((position.symbol_a, position.qty_a), (position.symbol_b, position.qty_b)):
-        mid = mids(symbol)
-        if qty and mid is None:
-            return ZERO, fees
-        value += qty * (mid or ZERO)
-    return cash + value, fees
 
 
 def _max_drawdown(pnls: list[Decimal]) -> Decimal:

@@ -171,7 +171,7 @@ def test_open_trip_is_marked_by_what_its_fills_hold_while_an_exit_is_being_recor
     shows both legs. The open trip is worth its fills' cash + what those fills still hold (leg a
     only) x mid; counting leg b from the position as well would add its value a second time (the
     demo's 450 USDT dip of one sample)."""
-    from app.equity import open_trip_pnl
+    from app.report import open_pnl as open_trip_pnl
     from execution.journal import Journal
 
     with Journal.open(tmp_path / "j.sqlite", mode="demo") as journal:
