@@ -46,14 +46,15 @@ class _Hub:
 
 
 class _Journal:
-    """The reads the table makes: the open trip, its fills (bought qty_a at 1.50, fee 0.50), no funding,
-    and the entry signal's z."""
+    """The reads the table makes: the open trip, its fills (bought qty_a at 1.50, fee 0.50; sold 45.13
+    of b at 1.60, no fee), no funding, and the entry signal's z."""
 
     def get_round_trip(self, trip_id: int) -> SimpleNamespace:
         return SimpleNamespace(id=trip_id, opened_ts_ms=1, is_open=True)
 
     def fills_for_pair_since(self, pair_id: str, ts_ms: int) -> list[SimpleNamespace]:
-        return [SimpleNamespace(qty=D("1746.7"), price=D("1.5"), side=Side.BUY, fee=D("0.5"))]
+        return [SimpleNamespace(symbol=f"{pair_id}:A", qty=D("1746.7"), price=D("1.5"), side=Side.BUY, fee=D("0.5")),
+                SimpleNamespace(symbol=f"{pair_id}:B", qty=D("45.13"), price=D("1.6"), side=Side.SELL, fee=D("0"))]
 
     def funding_for_round_trip(self, trip_id: int) -> list[SimpleNamespace]:
         return []
@@ -83,12 +84,12 @@ def test_status_table_fits_100_columns_with_every_cell_whole() -> None:
     header = next(line for line in lines if line.startswith("pair"))
     assert header.split() == ["pair", "state", "z", "pos_a", "pos_b", "entry_z", "held", "upnl", "age_ms", "refused"]
     # held: 90_061_000 - 1_000 ms = 1 d 01:01:00 of exchange time; upnl: the fill's cash (bought 1746.7
-    # at 1.50) + both legs marked at 1.49 - the 0.50 fee
+    # at 1.50, sold 45.13 at 1.60) + both legs marked at 1.49 - the 0.50 fee
     rows = {line.split()[0]: line for line in lines if line.startswith("CRV_WAVES")}
     assert len(rows) == 10  # one line per pair: nothing wrapped
     held = rows["CRV_WAVES0"].split()
     assert held[:8] == ["CRV_WAVES0", "STALE", "SHORT", "-2.35", "+1746.7", "-45.13", "+2.62", "1d01h"]
-    upnl = D("1746.7") * D("-1.5") + D("1746.7") * D("1.49") + D("-45.13") * D("1.49") - D("0.5")
+    upnl = D("1746.7") * (D("1.49") - D("1.5")) + D("45.13") * (D("1.6") - D("1.49")) - D("0.5")
     assert held[8:] == [f"{upnl:,.2f}", "65000/65000", "123"]
     assert rows["CRV_WAVES2"].split()[1:4] == ["STALE", "SHORT*", "-2.35"]  # * = warming
     flat = rows["CRV_WAVES1"].split()
