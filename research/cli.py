@@ -137,7 +137,7 @@ def ranked_table(report: Any, show: int, *, shipped: set[str], signal: Any) -> T
                   title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     for column in RANKED_COLUMNS:
         table.add_column(column, justify="left" if column in ("pair X_Y", "verdict") else "right",
-                         overflow="fold", max_width=12 if column == "verdict" else None)
+                         overflow="fold", max_width=10 if column == "verdict" else None)
     for i, r in enumerate(report.results[:show], start=1):
         table.add_row(
             str(i), ("*" if r.pair_id in shipped else "") + r.pair_id, f"{r.beta:.3f}", _p(r.p_value), _p(r.p_adj),
