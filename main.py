@@ -449,7 +449,7 @@ def _positive_speed(text: str) -> float:
     return value
 
 
-CHECK_CONFIG_COLUMNS = ("pair", "legs", "hedge", "z entry/exit/stop", "window", "price", "half-life",
+CHECK_CONFIG_COLUMNS = ("pair", "legs", "hedge", "z", "window", "price", "half-life",
                         "max hold", "USDT", "on", "scan")
 
 

@@ -85,15 +85,12 @@ class PairResult:
     leg_y: str
     beta: float
     alpha: float
-    eg_stat: float        # chosen direction (Y on X)
+    eg_stat: float        # chosen direction (Y on X): the more negative statistic
     eg_lag: int
-    eg_p: float
     eg_stat_reverse: float  # X on Y
-    eg_p_reverse: float
-    p_value: float
+    p_value: float        # the larger of both directions' p-values: the reverse one's
     p_adj: float
     adf_stat: float
-    adf_p: float
     half_life: float
     hurst: float
     crossings: int
@@ -108,6 +105,23 @@ class PairResult:
     @property
     def passed(self) -> bool:
         return not self.failed
+
+    # Computed when read: scipy's norm.cdf inside mackinnonp costs ~60 us a call, half the
+    # scan's time if every figure of every pair were priced up front.
+    @property
+    def eg_p(self) -> float:
+        """Engle-Granger p-value of the traded direction (Y on X)."""
+        return eg_pvalue(self.eg_stat)
+
+    @property
+    def eg_p_reverse(self) -> float:
+        """Engle-Granger p-value of X on Y (equal to ``p_value``)."""
+        return eg_pvalue(self.eg_stat_reverse)
+
+    @property
+    def adf_p(self) -> float:
+        """ADF (with constant) p-value of the in-sample spread."""
+        return adf_pvalue(self.adf_stat)
 
     @property
     def pair_id(self) -> str:
@@ -178,9 +192,10 @@ def build_results(rows: np.ndarray, ia: np.ndarray, ib: np.ndarray, symbols: tup
                   volume: np.ndarray, split: int, settings: ScanSettings) -> list[PairResult]:
     """Kernel rows -> p-values, the family correction, the checks (unranked)."""
     col = {name: rows[:, k] for k, name in enumerate(RESULT_FIELDS)}
-    p_ab = np.array([eg_pvalue(s) for s in col["stat_ab"]])
-    p_ba = np.array([eg_pvalue(s) for s in col["stat_ba"]])
-    p_pair = np.maximum(p_ab, p_ba)
+    # MacKinnon's p rises with the statistic, so the larger p of the two directions is the p of
+    # the larger (less negative) statistic: one mackinnonp call per pair, not two
+    weaker = np.where(col["direction"] == 1.0, col["stat_ab"], col["stat_ba"])
+    p_pair = np.array([eg_pvalue(s) for s in weaker])
     p_adj = adjust(p_pair, settings.correction)
     results = []
     for k in range(rows.shape[0]):
@@ -196,11 +211,9 @@ def build_results(rows: np.ndarray, ia: np.ndarray, ib: np.ndarray, symbols: tup
             alpha=float(col["alpha_ba" if flip else "alpha_ab"][k]),
             eg_stat=float(col["stat_ba" if flip else "stat_ab"][k]),
             eg_lag=int(col["lag_ba" if flip else "lag_ab"][k]),
-            eg_p=float(p_ba[k] if flip else p_ab[k]),
             eg_stat_reverse=float(col["stat_ab" if flip else "stat_ba"][k]),
-            eg_p_reverse=float(p_ab[k] if flip else p_ba[k]),
             p_value=float(p_pair[k]), p_adj=float(p_adj[k]),
-            adf_stat=float(col["adf_stat"][k]), adf_p=adf_pvalue(col["adf_stat"][k]),
+            adf_stat=float(col["adf_stat"][k]),
             half_life=float(col["half_life"][k]), hurst=float(col["hurst"][k]),
             crossings=int(col["crossings"][k]), correlation=float(col["correlation"][k]),
             oos_stat=float(col["oos_stat"][k]), oos_p=oos_p, oos_beta=float(oos_beta), beta_drift=float(drift),

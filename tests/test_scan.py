@@ -12,6 +12,7 @@ calls (both directions in-sample, the tail, the spread's ADF), so a unit test ca
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import math
@@ -32,7 +33,7 @@ from research.bars import load_bars
 from research.cli import ranked_table
 from research.cointegration import eg_autolag, hurst_exponent, hurst_lags, mean_crossings
 from research.multiple_testing import adjust
-from research.scan import CHECKS, ScanReport, ScanSettings, proposed_pairs, run_scan
+from research.scan import CHECKS, ScanReport, ScanSettings, proposed_pairs, run_scan, scan_mark
 from tests.conftest import PROJECT_DIR, read_json
 
 H1 = PROJECT_DIR / "data" / "binance-spot-1h-2020-12_2021-07"
@@ -269,6 +270,10 @@ def test_research_code_never_imports_ccxt_or_the_simulator() -> None:
         assert not names & {"ccxt", "simulator", "execution"}, path
 
 
-def test_proposal_json_is_plain_data(report_5m) -> None:
-    text = json.dumps(proposed_pairs(report_5m, SignalConfig()))
-    assert "NaN" not in text and "Infinity" not in text
+def test_a_figure_that_could_not_be_computed_is_written_as_null(report_5m) -> None:
+    """pairs_config.json must stay strict JSON: NaN p-values and infinite drifts become null."""
+    broken = dataclasses.replace(report_5m.results[0], oos_stat=math.nan, oos_p=math.nan, beta_drift=math.inf)
+    mark = scan_mark(broken, report_5m)
+    assert (mark["oos_p"], mark["beta_drift"]) == (None, None)
+    json.dumps(mark, allow_nan=False)
+    json.dumps(proposed_pairs(report_5m, SignalConfig()), allow_nan=False)
