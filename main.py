@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
                       help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
     sub.add_parser("check-config", parents=[common, live], help="validate both files, print the pairs, exit")
-    add_scan_parser(sub, parents=[common])
+    add_scan_parser(sub)
     return parser
 
 

@@ -31,10 +31,14 @@ EXIT_OK = 0
 TABLE_WIDTH = 100
 
 
-def add_scan_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """The ``scan`` subcommand and its options (``parents`` bring --config and --pairs)."""
-    scan = sub.add_parser("scan", parents=parents,
+def add_scan_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``scan`` subcommand and its options."""
+    scan = sub.add_parser("scan",
                           help="test every pair of the local candles for cointegration and propose pairs_config.json")
+    scan.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                      help="bot settings: signal bar, thresholds (default: config.json next to main.py)")
+    scan.add_argument("--pairs", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                      help="the pairs file --write replaces (default: pairs_config.json next to main.py)")
     scan.add_argument("--data", type=Path, default=PROJECT_DIR / "data", metavar="DIR",
                       help="folder searched for <SYMBOL>-<TF>.csv.gz candle files (default: the bundled data/)")
     scan.add_argument("--timeframe", default=None, metavar="TF",

@@ -38,6 +38,7 @@ DOCTEST_MODULES = (
     "matching.fill_model",
     "matching.orders",
     "matching.rules",
+    "research.multiple_testing",
     "signals.generator",
     "signals.kernels",
     "signals.spread",
