@@ -31,6 +31,7 @@ from core.events import EventKind, Severity
 from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_mode, retry_start
 from core.log_setup import LogPaths, RunContext, progress, reset_logging, setup_logging
 from core.stats import SessionStats, final_statistics_text, new_session_id, render_tables
+from research.cli import add_scan_parser, scan_command
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a session statistics file (logs/session-*.json; default: the newest)")
     scope.add_argument("--since", default=argparse.SUPPRESS, metavar="DATE",
                        help="every session of the configured mode (paper or live) from this ISO date (UTC)")
+    add_scan_parser(sub)
     return parser
 
 
@@ -499,8 +501,8 @@ def _positive_speed(text: str) -> float:
     return value
 
 
-CHECK_CONFIG_COLUMNS = ("pair", "legs", "hedge", "z entry/exit/stop", "window", "price", "half-life",
-                        "max hold", "USDT", "on")
+CHECK_CONFIG_COLUMNS = ("pair", "legs", "hedge", "z", "window", "price", "half-life",
+                        "max hold", "USDT", "on", "scan")
 
 
 def check_config(options: CliOptions, console: Console) -> int:
@@ -515,7 +517,7 @@ def check_config(options: CliOptions, console: Console) -> int:
     table = Table(title=f"{len(pairs)} pairs from {options.pairs_path}", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     for column in CHECK_CONFIG_COLUMNS:
-        table.add_column(column, justify="left" if column in ("pair", "legs", "price", "on") else "right",
+        table.add_column(column, justify="left" if column in ("pair", "legs", "price", "on", "scan") else "right",
                          overflow="fold")
     for pair in pairs:
         params = signal_params(config.signal, pair)
@@ -524,10 +526,12 @@ def check_config(options: CliOptions, console: Console) -> int:
                       f"{params.entry_z:g}/{params.exit_z:g}/{params.stop_z:g}", str(params.lookback_bars),
                       params.price_transform, "-" if pair.half_life_candles is None else f"{pair.half_life_candles:g}",
                       "-" if params.max_holding_bars is None else str(params.max_holding_bars),
-                      f"{notional:g}", "yes" if pair.enabled else "no")
+                      f"{notional:g}", "yes" if pair.enabled else "no",
+                      "-" if pair.scan is None else ("pass" if pair.scan.passed else "fail"))
     console.print(table)
     console.print("legs: X (leg_a) above Y (leg_b); z: entry/exit/stop thresholds; window (lookback), half-life, "
-                  "max hold: bars; price: the spread's price transform; USDT: notional per pair", highlight=False)
+                  "max hold: bars; price: the spread's price transform; USDT: notional per pair; scan: whether the "
+                  "pair passed `main.py scan`'s checks (README, \"Choosing pairs\")", highlight=False)
     mode = "paper (dry_run)" if config.dry_run else "live (needs --live and API keys)"
     console.print(f"config OK: {options.config_path} | exchange {config.exchange.id} | {mode}")
     return EXIT_OK
@@ -560,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.command == "download":
             from app.download import download_command
             return download_command(options.command_args, config_path=options.config_path, console=console)
+        if options.command == "scan":
+            return scan_command(build_parser().parse_args(argv), console)
         if options.command == "resume":
             from app.resume import resume_pairs
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,

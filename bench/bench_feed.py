@@ -4,7 +4,7 @@ Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_feed.py [--quick]``. 
 object on stdout (progress goes to stderr). About 2.5 minutes; ``--quick`` about 40 s.
 
 Setup. The simulator runs in its own process (this file with ``--serve``: a ``SimulatorServer``
-replaying the bundled 5-minute candles of the 12 symbols the shipped ``pairs_config.json``
+replaying the bundled 5-minute candles of the 11 symbols the shipped ``pairs_config.json``
 trades) and the client in this one, on a single asyncio thread: the client's numbers are for
 one core. On the 2-core dev box that is the honest arrangement; server and client on one event
 loop would share that core and halve both. The ``--serve`` wrapper instead of
@@ -79,7 +79,7 @@ from loguru import logger  # noqa: E402
 TARGETS = {"throughput_qps": 20_000.0, "lag_p99_ms_at_2k": 5.0, "trading_ready_s": 3.0}
 RATES = (2_000, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000)
 QUICK_RATES = (2_000, 20_000, 40_000)
-STEPS_PER_BAR = 600  # 12 symbols x 600 steps = one 5-minute bar per 7,200 quotes
+STEPS_PER_BAR = 600  # 11 symbols x 600 steps = one 5-minute bar per 6,600 quotes
 BAR_SECONDS = 300
 GROWTH_MS = 5.0  # last-quarter median lag may exceed the first quarter's by this much
 MIN_DELIVERED = 0.95

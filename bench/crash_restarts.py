@@ -8,7 +8,7 @@ as an exchange does. The bot is ``python main.py run --live`` in LIVE mode (``dr
 ``--live``, the simulator's default key pair in ``BINANCE_API_KEY``/``BINANCE_API_SECRET``)
 with ``exchange.base_url`` pointing at the simulator: real ccxt, real journal, real startup
 reconciliation. The settings make it trade every few seconds (entry |z| >= 0.8, exit 0.5, no
-cooldowns, fast replay) on four pairs with shared legs (EOS in two, ETC in two), and the
+cooldowns, fast replay) on four pairs with shared legs (EOS in two, SAND in two), and the
 simulator injects partial fills, permanent leg rejects (-2010, so rollbacks happen), lost
 responses and 20-80 ms of REST latency (so an execution spans several round trips).
 
@@ -48,7 +48,7 @@ from execution.journal import Journal
 from simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from tests.conftest import PROJECT_DIR, BotProcess, clean_env, read_json, start_simulator, write_json
 
-CRASH_PAIRS = ("EOS_AXS", "SAND_EOS", "SXP_ETC", "CRV_ETC")
+CRASH_PAIRS = ("AXS_EOS", "ADA_EOS", "COMP_SAND", "SAND_DOT")  # of the shipped pairs_config.json
 # None: a random moment. "outcome unknown": an order is unresolved and the resolver is looking it
 # up; "resending under the same id": a confirmed-absent order is being sent again.
 TRIGGERS = ("sending", "rolling it back", "repairing the hedge", "outcome unknown", "resending under the same id",

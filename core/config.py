@@ -349,6 +349,21 @@ class AppConfig(_Strict):
     api: ApiConfig = ApiConfig()
 
 
+class ScanMark(_Strict):
+    """What ``python main.py scan`` found for a pair it proposed (``research/scan.py``): shown by
+    ``check-config``; the bot does not act on it. ``half_life`` is in bars of ``timeframe`` (the
+    scanned one), ``failed`` lists the checks not passed (README, "Choosing pairs")."""
+
+    passed: bool
+    p_adj: float | None = Field(default=None, ge=0, le=1)
+    correction: Literal["bh", "bonferroni"] = "bh"
+    oos_p: float | None = Field(default=None, ge=0, le=1)
+    beta_drift: float | None = Field(default=None, ge=0)
+    half_life: float | None = Field(default=None, ge=0)
+    timeframe: str | None = None
+    failed: list[str] = Field(default_factory=list)
+
+
 class PairConfig(_Strict):
     """One pair of ``pairs_config.json``. Optional fields override ``config.json``'s defaults.
 
@@ -370,6 +385,7 @@ class PairConfig(_Strict):
     notional_usdt: float | None = Field(default=None, gt=0, le=10_000_000)
     price_transform: Literal["log", "raw"] | None = None
     enabled: bool = True
+    scan: ScanMark | None = None
 
     @field_validator("pair_id")
     @classmethod

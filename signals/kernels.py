@@ -469,7 +469,7 @@ def half_life(spread: np.ndarray) -> float:
     Why this form and not ``-ln 2 / b``: for the discrete AR(1) ``s_t = a + phi s_{t-1}`` a
     deviation decays as ``phi**k``, so it halves after exactly ``ln 0.5 / ln phi`` bars; ``-ln2/b``
     is its first-order approximation (off by ~b/2 relative, 5% at b = -0.1). This is also what
-    ``scripts/compute_pairs.py`` uses for ``half_life_candles``.
+    ``python main.py scan`` (research/scan.py) uses for ``half_life_candles``.
     ``+inf`` when ``phi >= 1`` (no mean reversion). For ``-1 < phi < 0`` (overshooting every bar)
     the half-life of the deviation's magnitude ``-ln 2 / ln|phi|``; ``phi <= -1`` is explosive:
     ``+inf``. ``phi == 0`` gives 0.

@@ -116,7 +116,7 @@ def _table_rows(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
     for i, line in enumerate(lines):
         cells = line.split()
-        if len(cells) == 10 and cells[0] in ids:
+        if len(cells) == 11 and cells[0] in ids:
             rows[cells[0]] = cells + lines[i + 1].split()
     return rows
 
@@ -127,13 +127,13 @@ def test_check_config_prints_each_pairs_effective_settings(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = _table_rows(proc.stdout)
     # pair_id, leg_a, hedge_ratio, entry/exit/stop z, lookback, price transform, half_life, max_hold_bars,
-    # notional, enabled, then leg_b (the cell's second line)
+    # notional, enabled, scan verdict ("-": never scanned), then leg_b (the cell's second line)
     assert rows == {
-        "EOS_AXS": ["EOS_AXS", "EOS/USDT", "1.1664", "1.7/0.25/3.3", "40", "raw", "48.7", "17", "750", "yes",
+        "EOS_AXS": ["EOS_AXS", "EOS/USDT", "1.1664", "1.7/0.25/3.3", "40", "raw", "48.7", "17", "750", "yes", "-",
                     "AXS/USDT"],
-        "BTC_ETH": ["BTC_ETH", "BTCUSDT", "0.9", "2.1/0.1/4.4", "50", "log", "10", "25", "1200", "yes",
+        "BTC_ETH": ["BTC_ETH", "BTCUSDT", "0.9", "2.1/0.1/4.4", "50", "log", "10", "25", "1200", "yes", "-",
                     "ETH/USDT:USDT"],
-        "DOT_ETH": ["DOT_ETH", "DOT/USDT", "1.3", "1.5/0.1/4.4", "50", "log", "-", "-", "300", "no", "ETH/USDT"],
+        "DOT_ETH": ["DOT_ETH", "DOT/USDT", "1.3", "1.5/0.1/4.4", "50", "log", "-", "-", "300", "no", "-", "ETH/USDT"],
     }, proc.stdout
     assert f"config OK: {config_path}" in proc.stdout
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["conf", "config.json", "pairs.json"]  # wrote nothing
@@ -159,7 +159,7 @@ def test_relative_paths_resolve_against_the_config_folder_and_run_adopt_writes_t
     write_json(conf / "config.json", config)
     pairs_dir.mkdir()
     shipped = read_json(PROJECT_DIR / "pairs_config.json")["pairs"]
-    assert (shipped[0]["pair_id"], shipped[0]["leg_a"]) == ("EOS_AXS", "EOS/USDT")
+    assert "EOS/USDT" in (shipped[0]["leg_a"], shipped[0]["leg_b"])  # the pair trades the user's EOS
     write_json(pairs_dir / "pairs.json", {"pairs": shipped[:1]})
     elsewhere.mkdir()
     user = ccxt.binanceusdm({"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET, "timeout": 5000,

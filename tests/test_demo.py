@@ -73,13 +73,15 @@ def run_main_on_terminal(args: list[str], *, cwd: Path, timeout: float, columns:
 def demo_8s(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One ``demo --duration 8`` run on a 100-column terminal, shared by the tests that read its
     output. Funding every 15 min of replay time (the default is 8 h) so that 80 min of replay
-    pay some: the final figures' funding is then not a trivial zero."""
+    pay some: the final figures' funding is then not a trivial zero. At 1200x (32 bars of 5m): the
+    shipped pairs' windows are two half-lives (93 to 448 bars, README "Choosing pairs"), so at 600x
+    8 s need not close a round trip, and the final screen's realized figures need one."""
     tmp_path = tmp_path_factory.mktemp("demo8")
     config = read_json(PROJECT_DIR / "config.json")
     config["demo"] = {"funding_interval_hours": 0.25}
     (tmp_path / "config.json").write_text(json.dumps(config))
     proc = run_main_on_terminal(["demo", "--config", str(tmp_path / "config.json"), "--duration", "8",
-                                 "--speed", "600"], cwd=tmp_path, timeout=120)
+                                 "--speed", "1200"], cwd=tmp_path, timeout=120)
     return proc, tmp_path
 
 

@@ -44,6 +44,7 @@ DOCTEST_MODULES = (
     "matching.orders",
     "matching.rules",
     "research.store",
+    "research.multiple_testing",
     "signals.generator",
     "signals.kernels",
     "signals.spread",

@@ -125,5 +125,6 @@ def test_check_config_reads_at_80_columns(tmp_path: Path) -> None:
         i = next(n for n, line in enumerate(lines) if line.startswith(pair["pair_id"] + " "))
         first, second = lines[i].split(), lines[i + 1].split()
         assert first[1] == pair["leg_a"] and second == [pair["leg_b"]]
-        assert first[-1] == ("yes" if pair.get("enabled", True) else "no")
+        assert first[-2] == ("yes" if pair.get("enabled", True) else "no")
+        assert first[-1] == ("-" if "scan" not in pair else "pass" if pair["scan"]["passed"] else "fail")
         assert first[2] == f"{pair['hedge_ratio']:g}"
