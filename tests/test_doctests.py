@@ -41,8 +41,8 @@ DOCTEST_MODULES = (
     "signals.generator",
     "signals.kernels",
     "signals.spread",
-    "simulator.formats",
-    "simulator.paths",
+    "market_replay.formats",
+    "market_replay.paths",
 )
 
 
