@@ -1,0 +1,195 @@
+"""``python main.py backtest`` (research/backtest.py): money, identity with the demo's replay, bad input.
+
+Bounded: a few pairs over a few hundred 5m bars of the bundled data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from core.config import compact_symbol, load_app_config, load_pairs_config, signal_params
+from core.types import Quote
+from market_replay.config import demo_replay_config
+from research.backtest import Backtest, BacktestRequest, parse_date
+from research.replay_feed import unified_symbol
+from signals.generator import SignalGenerator
+from simulator.config import SimulatorConfig
+from simulator.server import SimulatorServer
+from tests.conftest import PROJECT_DIR, run_main
+
+PAIRS = ("EOS_AXS", "SAND_EOS", "ADA_CELO", "SXP_CELO")  # EOS and CELO shared: one portfolio
+
+
+def _inputs(pair_ids: tuple[str, ...] = PAIRS):
+    config = load_app_config(PROJECT_DIR / "config.json")
+    pairs = [p for p in load_pairs_config(PROJECT_DIR / "pairs_config.json", config.signal, risk=config.risk)
+             if p.pair_id in pair_ids]
+    return config, pairs
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory):
+    config, pairs = _inputs()
+    out = tmp_path_factory.mktemp("bt")
+    request = BacktestRequest(from_ms=parse_date("2023-07-05"), to_ms=parse_date("2023-07-06T06:00"), out_dir=out,
+                              progress=False)
+    bt = Backtest(config=config, pairs=pairs, request=request, console=Console(file=open("/dev/null", "w")))
+    return asyncio.run(bt.run()), out, config, pairs, request
+
+
+def _fills(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_summary_pnl_equals_the_cash_flows_of_fills_csv(short_run) -> None:
+    result, out, *_ = short_run
+    rows = _fills(out / "fills.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(rows[0].keys()) == ["ts", "pair", "symbol", "side", "qty", "price", "fee", "funding"]
+    trades = [r for r in rows if r["side"]]
+    assert len(trades) == summary["fills"] > 20 and summary["round_trips"] > 5
+    total = Decimal(0)
+    for r in rows:  # recomputed here, independently: sells bring qty x price in, buys pay it out
+        sign = {"sell": 1, "buy": -1, "": 0}[r["side"]]
+        total += sign * Decimal(r["qty"]) * Decimal(r["price"]) - Decimal(r["fee"]) + Decimal(r["funding"])
+    assert abs(Decimal(summary["pnl_usdt"]) - total) <= Decimal("1e-8"), (summary["pnl_usdt"], total)
+    # every position was closed at the end, so the round trips' realized PnL is that same money
+    assert summary["open_positions_at_end"] == []
+    assert abs(Decimal(summary["realized_round_trips_usdt"]) + Decimal(summary["unattributed_funding_usdt"])
+               - total) <= Decimal("1e-8")
+    fees = sum(Decimal(r["fee"]) for r in trades)
+    notional = sum(Decimal(r["qty"]) * Decimal(r["price"]) for r in trades)
+    assert abs(fees / notional - Decimal("0.0005")) < Decimal("1e-6")  # taker 0.05 % of every market fill
+    assert summary["settings"]["taker_fee_rate"] == 0.0005 and summary["settings"]["maker_fee_rate"] == 0.0002
+    assert sorted({r["pair"] for r in trades}) == sorted(PAIRS)
+    # the per-symbol net of all pairs is flat at the end: one portfolio, shared legs netted
+    net: dict[str, Decimal] = {}
+    for r in trades:
+        net[r["symbol"]] = net.get(r["symbol"], Decimal(0)) + (1 if r["side"] == "buy" else -1) * Decimal(r["qty"])
+    assert all(v == 0 for v in net.values()), net
+
+
+def test_funding_is_charged_at_funding_times(short_run) -> None:
+    result, out, config, *_ = short_run
+    funding = [r for r in _fills(out / "fills.csv") if not r["side"]]
+    assert funding, "no funding time with a position open in the window: the test guards nothing"
+    interval = int(config.demo.funding_interval_hours * 3_600_000)
+    assert all(int(r["ts"]) % interval == 0 for r in funding)
+    assert all(Decimal(r["funding"]) != 0 for r in funding)
+
+
+def _demo_replay_signals(config, pairs, start_bar: int, end_ms: int, executed: dict[str, bool]) -> list[tuple]:
+    """The demo's path: the simulator's own replay (what the demo's exchange streams), its quotes
+    formatted as its WebSocket sends them and parsed as ccxt parses them, its klines for the warm-up,
+    straight into SignalGenerators; each signal's outcome is the backtest's (the same engine)."""
+    legs = sorted({compact_symbol(leg) for p in pairs for leg in (p.leg_a, p.leg_b)})
+    sim = SimulatorServer(SimulatorConfig(symbols=tuple(legs), port=0, replay=demo_replay_config(warmup_bars=start_bar)))
+    replay = sim.replay
+    emitted: list[tuple] = []
+
+    async def outcome(signal) -> bool:
+        emitted.append((signal.signal_id, signal.signal_type.value, signal.ts_ms))
+        return executed.get(signal.signal_id, False)
+
+    gens = {}
+    for p in pairs:
+        params = signal_params(config.signal, p)
+        sa, sb = unified_symbol(compact_symbol(p.leg_a)), unified_symbol(compact_symbol(p.leg_b))
+        gen = SignalGenerator(params, symbol_a=sa, symbol_b=sb)
+        bars = params.lookback_bars + 5
+        history = {}
+        for s in (sa, sb):
+            rows = replay.klines(s.split("/")[0] + "USDT", 300_000, limit=bars + 1)
+            history[s] = [[float(x) for x in r[:6]] for r in rows if int(r[0]) + 300_000 <= replay.now_ms][-bars:]
+        gen.warm_up(history[sa], history[sb])
+        gen.register_signal_callback(outcome)
+        gens[p.pair_id] = gen
+    by_symbol: dict[str, list[SignalGenerator]] = {}
+    for gen in gens.values():
+        for s in (gen.symbol_a, gen.symbol_b):
+            by_symbol.setdefault(s, []).append(gen)
+    pfmt, qfmt = replay.inst.price_fmt, replay.inst.qty_fmt
+
+    async def run() -> None:
+        while not replay.finished:
+            nxt = replay.source.next_event_ms()
+            if nxt is None or nxt >= end_ms:
+                return
+            for i, ts, bid, ask, bq, aq, _ in replay.advance_to(nxt):
+                symbol = unified_symbol(replay.symbols[i])
+                quote = Quote(symbol, float(pfmt[i](bid)), float(pfmt[i](ask)), ts, float(qfmt[i](bq)),
+                              float(qfmt[i](aq)))
+                for gen in by_symbol.get(symbol, ()):
+                    await gen.on_quote(quote)
+
+    asyncio.run(run())
+    return emitted
+
+
+def test_backtest_emits_the_demo_replays_signal_sequence(short_run) -> None:
+    result, _, config, pairs, request = short_run
+    history_bars = max(signal_params(config.signal, p).lookback_bars for p in pairs) + 5
+    from research.backtest import load_market, replay_window
+
+    candles, _ = load_market(request, pairs)
+    start_bar, end_ms = replay_window(request, candles, history_bars)
+    demo = _demo_replay_signals(config, pairs, start_bar, end_ms, result.executed)
+    backtest = [s for s in result.signals if s[1] != "FLATTEN"]  # the backtest's own close at the end
+    assert len(backtest) > 20 and sum(result.executed.values()) > 10
+    assert demo == backtest
+
+
+def test_signal_ids_come_from_exchange_time_and_pair(short_run) -> None:
+    result = short_run[0]
+    for signal_id, _, ts in result.signals:
+        assert f"-{ts}-" in signal_id
+    assert len({s[0] for s in result.signals}) == len(result.signals)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data", "/nonexistent/candles"], "data folder /nonexistent/candles not found"),
+    (["--from", "2023-07-20", "--to", "2023-07-10"], "is not before --to"),
+    (["--from", "2024-01-01"], "no bar to replay in the range"),
+    (["--from", "July"], "is not a date"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_main(["backtest", *args, "--out", str(tmp_path / "out")], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_pair_symbol_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    pairs = json.loads((PROJECT_DIR / "pairs_config.json").read_text())
+    pairs["pairs"] = [dict(pairs["pairs"][0], pair_id="FOO_EOS", leg_a="FOO/USDT")]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    proc = run_main(["backtest", "--pairs", str(tmp_path / "pairs.json"), "--out", str(tmp_path / "out")],
+                    cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "FOO_EOS" in lines[0] and "FOO/USDT" in lines[0], proc.stderr
+
+
+def test_cli_end_to_end_on_a_short_range(tmp_path: Path) -> None:
+    pairs = json.loads((PROJECT_DIR / "pairs_config.json").read_text())
+    pairs["pairs"] = [p for p in pairs["pairs"] if p["pair_id"] in ("EOS_AXS", "SAND_EOS")]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "out"
+    proc = run_main(["backtest", "--pairs", str(tmp_path / "pairs.json"), "--from", "2023-07-05T00:00",
+                     "--to", "2023-07-05T12:00", "--out", str(out)], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == ["EOS_AXS", "SAND_EOS"] and summary["bars"] == 144
+    assert summary["from"] == "2023-07-05T00:00:00Z" and summary["to"] == "2023-07-05T12:00:00Z"
+    assert (out / "fills.csv").read_text().startswith("ts,pair,symbol,side,qty,price,fee,funding")
+    for line in ("FINAL STATISTICS", "Signals processed:", "Net PnL", "bars/s"):
+        assert line in proc.stdout, line
