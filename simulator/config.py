@@ -11,10 +11,8 @@ local fake exchange, not secrets. Configure more accounts with ``accounts=(Accou
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from market_replay.config import ReplayConfig
 from matching.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, AccountConfig, FillConfig

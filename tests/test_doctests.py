@@ -43,6 +43,8 @@ DOCTEST_MODULES = (
     "signals.spread",
     "market_replay.formats",
     "market_replay.paths",
+    "research.backtest",
+    "research.replay_feed",
 )
 
 
