@@ -22,6 +22,7 @@ import csv
 import json
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -54,6 +55,7 @@ EXCHANGE_INFO = Path(__file__).resolve().parent.parent / "data" / "exchange-info
     "binance_usdm_fapi_v1_exchangeInfo_2021-07-21.json"
 FILL_COLUMNS = ("ts", "pair", "symbol", "side", "qty", "price", "fee", "funding")
 ZERO = Decimal(0)
+Audit = Callable[[int, ExecutionEngine, PaperExchange], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,10 @@ class Backtest:
     """One run; ``await run()`` replays, then writes ``fills.csv`` and ``summary.json``."""
 
     def __init__(self, *, config: AppConfig, pairs: list[PairConfig], request: BacktestRequest,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, audit: Audit | None = None) -> None:
+        """``audit(ts_ms, engine, paper)`` is awaited after every execution (tests check the
+        portfolio at that moment, not only at the end)."""
+        self.audit = audit
         self.config = config
         self.pairs = [p for p in pairs if p.enabled]
         self.request = request
@@ -241,6 +246,8 @@ class Backtest:
                     quotes += 1
                     if router.in_flight:
                         await router.settle()
+                        if self.audit is not None:
+                            await self.audit(markets.now_ms, engine, paper)
                         if closed_any[0]:
                             closed_any[0] = False
                             await engine.collect_funding()  # learn the next funding time of a new position

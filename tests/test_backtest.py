@@ -34,14 +34,46 @@ def _inputs(pair_ids: tuple[str, ...] = PAIRS):
     return config, pairs
 
 
+class PortfolioAudit:
+    """After every execution: the paper account's position on each symbol is the sum of what the
+    engine holds on it over all pairs (shared legs net in one account), and no leg is naked."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+        self.mismatches: list[tuple[int, str, Decimal, Decimal]] = []
+        self.naked: list[tuple[int, str]] = []
+
+    async def __call__(self, ts_ms: int, engine, paper) -> None:
+        held: dict[str, Decimal] = {}
+        for pos in engine.positions.values():
+            for symbol, qty in ((pos.symbol_a, pos.qty_a), (pos.symbol_b, pos.qty_b)):
+                held[symbol] = held.get(symbol, Decimal(0)) + qty
+            if (pos.qty_a == 0) != (pos.qty_b == 0):
+                self.naked.append((ts_ms, pos.pair_id))
+        account = {s: p.qty for s, p in (await paper.fetch_positions([])).items()}
+        for symbol in set(held) | set(account):
+            if held.get(symbol, Decimal(0)) != account.get(symbol, Decimal(0)):
+                self.mismatches.append((ts_ms, symbol, held.get(symbol, Decimal(0)), account.get(symbol, Decimal(0))))
+        self.checks += 1
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory):
     config, pairs = _inputs()
     out = tmp_path_factory.mktemp("bt")
     request = BacktestRequest(from_ms=parse_date("2023-07-05"), to_ms=parse_date("2023-07-06T06:00"), out_dir=out,
                               progress=False)
-    bt = Backtest(config=config, pairs=pairs, request=request, console=Console(file=open("/dev/null", "w")))
-    return asyncio.run(bt.run()), out, config, pairs, request
+    audit = PortfolioAudit()
+    bt = Backtest(config=config, pairs=pairs, request=request, console=Console(file=open("/dev/null", "w")),
+                  audit=audit)
+    result = asyncio.run(bt.run())
+    return result, out, config, pairs, request, audit
+
+
+def test_the_account_holds_what_the_pairs_hold_after_every_execution(short_run) -> None:
+    audit = short_run[5]
+    assert audit.checks > 20
+    assert audit.mismatches == [] and audit.naked == []
 
 
 def _fills(path: Path) -> list[dict[str, str]]:
@@ -135,7 +167,7 @@ def _demo_replay_signals(config, pairs, start_bar: int, end_ms: int, executed: d
 
 
 def test_backtest_emits_the_demo_replays_signal_sequence(short_run) -> None:
-    result, _, config, pairs, request = short_run
+    result, _, config, pairs, request, _ = short_run
     history_bars = max(signal_params(config.signal, p).lookback_bars for p in pairs) + 5
     from research.backtest import load_market, replay_window
 
