@@ -120,9 +120,30 @@ class ReplayFeed:
         self.source = CandleSource(self.inst, candles, config)
         self.symbols = [unified_symbol(r.symbol, r.quote_asset) for r in self.inst.rules]
         self._index = {s: i for i, s in enumerate(self.symbols)}
-        self._qty_fmt = [UnitFormatter(r.step_size, cache=True) for r in self.inst.rules]
+        self._qty_fmt = [UnitFormatter(r.step_size) for r in self.inst.rules]
         self.bar_ms = self.source.base_interval_ms
         self.now_ms = self.source.start_ms
+        # float(text) of a tick count, remembered: a replay revisits the same few hundred prices
+        self._price_cache: list[dict[int, float]] = [{} for _ in self.symbols]
+        self._qty_cache: list[dict[int, float]] = [{} for _ in self.symbols]
+
+    def _price(self, i: int, ticks: int) -> float:
+        cache = self._price_cache[i]
+        value = cache.get(ticks)
+        if value is None:
+            if len(cache) > 65_536:
+                cache.clear()
+            value = cache[ticks] = float(self.inst.price_fmt[i](ticks))
+        return value
+
+    def _qty(self, i: int, lots: int) -> float:
+        cache = self._qty_cache[i]
+        value = cache.get(lots)
+        if value is None:
+            if len(cache) > 65_536:
+                cache.clear()
+            value = cache[lots] = float(self._qty_fmt[i](lots))
+        return value
 
     @property
     def finished(self) -> bool:
@@ -138,9 +159,9 @@ class ReplayFeed:
         if nxt is None:
             return []
         events = self.source.advance_to(nxt)
-        price_fmt, qty_fmt, symbols = self.inst.price_fmt, self._qty_fmt, self.symbols
-        out = [Quote(symbols[i], float(price_fmt[i](bid)), float(price_fmt[i](ask)), ts,
-                     float(qty_fmt[i](bq)), float(qty_fmt[i](aq))) for i, ts, bid, ask, bq, aq, _ in events]
+        price, qty, symbols = self._price, self._qty, self.symbols
+        out = [Quote(symbols[i], price(i, bid), price(i, ask), ts, qty(i, bq), qty(i, aq))
+               for i, ts, bid, ask, bq, aq, _ in events]
         if out:
             self.now_ms = max(self.now_ms, out[-1].ts_ms, nxt)
         return out
