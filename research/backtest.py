@@ -153,10 +153,10 @@ class Backtest:
             raise UsageError("backtest: no enabled pair")
 
     def replay_config(self, start_bar: int) -> ReplayConfig:
-        cfg = demo_replay_config(warmup_bars=start_bar)
-        if self.request.seed is not None:
-            cfg = demo_replay_config(warmup_bars=start_bar, seed=self.request.seed)
-        return cfg
+        """The demo's replay from ``start_bar`` (its seed unless the request names one)."""
+        if self.request.seed is None:
+            return demo_replay_config(warmup_bars=start_bar)
+        return demo_replay_config(warmup_bars=start_bar, seed=self.request.seed)
 
     async def run(self) -> BacktestResult:
         candles, rules = load_market(self.request, self.pairs)
