@@ -57,17 +57,30 @@ class PortfolioAudit:
         self.checks += 1
 
 
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=[0.0, 0.3], ids=["whole-fills", "partial-fills-0.3"])
+def short_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """One short run per fill model: whole fills, and paper partial fills with probability 0.3
+    (the engine's repair protocol then tops up and trims legs)."""
     config, pairs = _inputs()
+    config = config.model_copy(update={"paper": config.paper.model_copy(
+        update={"partial_fill_probability": request.param})})
     out = tmp_path_factory.mktemp("bt")
-    request = BacktestRequest(from_ms=parse_date("2023-07-05"), to_ms=parse_date("2023-07-06T06:00"), out_dir=out,
-                              progress=False)
+    window = BacktestRequest(from_ms=parse_date("2023-07-05"), to_ms=parse_date("2023-07-06T06:00"), out_dir=out,
+                             progress=False)
     audit = PortfolioAudit()
-    bt = Backtest(config=config, pairs=pairs, request=request, console=Console(file=open("/dev/null", "w")),
+    bt = Backtest(config=config, pairs=pairs, request=window, console=Console(file=open("/dev/null", "w")),
                   audit=audit)
     result = asyncio.run(bt.run())
-    return result, out, config, pairs, request, audit
+    return result, out, config, pairs, window, audit
+
+
+def test_partial_fills_are_repaired_in_the_partial_run(short_run) -> None:
+    result, _, config, *_ = short_run
+    protocols = result.snapshot["sections"]["execution"]["protocols"]
+    if config.paper.partial_fill_probability > 0:
+        assert protocols["partial_fills_repaired"] > 0 and protocols["halts"] == 0
+    else:
+        assert protocols["partial_fills_repaired"] == 0
 
 
 def test_the_account_holds_what_the_pairs_hold_after_every_execution(short_run) -> None:
