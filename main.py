@@ -54,6 +54,10 @@ class CliOptions:
     command_args: Mapping[str, Any] = field(default_factory=dict)  # a subcommand's own options, as parsed
     report_session: Path | None = None
     report_since: str | None = None
+    data_dir: Path | None = None  # backtest
+    date_from: str | None = None
+    date_to: str | None = None
+    out_dir: Path | None = None
 
 
 class TradingBot:
@@ -459,6 +463,16 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--since", default=argparse.SUPPRESS, metavar="DATE",
                        help="every session of the configured mode (paper or live) from this ISO date (UTC)")
     add_scan_parser(sub)
+    backtest = sub.add_parser("backtest", parents=[common],
+                              help="replay the bundled candles through the bot's signals, engine and paper fills")
+    backtest.add_argument("--data", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                          help="folder of <SYMBOL>-5m.csv.gz candles (default: data/binance-usdm-perp-5m-2023-07)")
+    backtest.add_argument("--from", dest="date_from", default=argparse.SUPPRESS, metavar="DATE",
+                          help="first day (YYYY-MM-DD, UTC) or moment (YYYY-MM-DDTHH:MM); default: after the warm-up")
+    backtest.add_argument("--to", dest="date_to", default=argparse.SUPPRESS, metavar="DATE",
+                          help="last day (inclusive) or moment (exclusive); default: the end of the data")
+    backtest.add_argument("--out", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                          help="where fills.csv and summary.json go (default: logs/backtest-<UTC time>)")
     return parser
 
 
@@ -478,6 +492,10 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         command_args=args,
         report_session=args.get("session"),
         report_since=args.get("since"),
+        data_dir=args.get("data"),
+        date_from=args.get("date_from"),
+        date_to=args.get("date_to"),
+        out_dir=args.get("out"),
     )
 
 
@@ -499,6 +517,20 @@ def _positive_speed(text: str) -> float:
     if not 0 < value <= 1e6:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a speed factor above 0 (1 = real time)")
     return value
+
+
+def backtest(options: CliOptions, console: Console) -> int:
+    """``python main.py backtest``: validate, then replay (research/backtest.py); bad input exits 2."""
+    from research.backtest import DEFAULT_DATA_DIR, BacktestRequest, parse_date, run_backtest
+
+    config = load_app_config(options.config_path)
+    pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
+    request = BacktestRequest(
+        data_dir=options.data_dir or DEFAULT_DATA_DIR,
+        from_ms=None if options.date_from is None else parse_date(options.date_from),
+        to_ms=None if options.date_to is None else parse_date(options.date_to, end=True),
+        out_dir=options.out_dir, progress=sys.stderr.isatty())
+    return run_backtest(config=config, pairs=pairs, request=request, console=console)
 
 
 CHECK_CONFIG_COLUMNS = ("pair", "legs", "hedge", "z", "window", "price", "half-life",
@@ -566,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             return download_command(options.command_args, config_path=options.config_path, console=console)
         if options.command == "scan":
             return scan_command(build_parser().parse_args(argv), console)
+        if options.command == "backtest":
+            return backtest(options, console)
         if options.command == "resume":
             from app.resume import resume_pairs
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,

@@ -12,14 +12,11 @@ from typing import Any, Iterable
 from loguru import logger
 
 from core.config import DemoConfig, compact_symbol
-from simulator.config import FundingConfig, ReplayConfig, SimulatorConfig
+from market_replay.config import demo_replay_config
+from simulator.config import FundingConfig, SimulatorConfig
 from simulator.server import SimulatorServer
 
 DEFAULT_DEMO_SPEED = 600.0
-DEMO_STEPS_PER_BAR = 30
-# Realism of the replayed book (simulator/replay.py): the spread widens with the bar's range (1 %
-# of it, never below one tick) and each symbol stamps its own quotes, as live feeds do.
-DEMO_SPREAD_RANGE_FRACTION = 0.01
 
 
 class EmbeddedSimulator:
@@ -36,9 +33,7 @@ class EmbeddedSimulator:
                                 default_interval_seconds=int(demo.funding_interval_hours * 3600))
         self._config = SimulatorConfig(
             symbols=symbols, port=0,
-            replay=ReplayConfig(source="candles", speed=speed, steps_per_bar=DEMO_STEPS_PER_BAR,
-                                warmup_bars=warmup_bars, spread_range_fraction=DEMO_SPREAD_RANGE_FRACTION,
-                                stamp_jitter=True), funding=funding)
+            replay=demo_replay_config(speed=speed, warmup_bars=warmup_bars), funding=funding)
         self._server: SimulatorServer | None = None
 
     async def start(self) -> None:

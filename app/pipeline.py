@@ -428,6 +428,17 @@ class SignalRouter:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    @property
+    def in_flight(self) -> int:
+        """Signals whose execution task has not finished."""
+        return len(self._tasks)
+
+    async def settle(self) -> None:
+        """Wait until no signal is in flight: the backtest's clock stands still meanwhile, so an
+        execution takes no exchange time (research/backtest.py)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     def stats(self) -> dict[str, Any]:
         rows = []
         for pair_id, gen in self.generators.items():

@@ -231,13 +231,14 @@ class Journal:
 
     @classmethod
     def open(cls, path: Path, *, mode: JournalMode | str, now_ms: Callable[[], int] | None = None,
-             busy_timeout_ms: int = 5_000) -> Journal:
+             busy_timeout_ms: int = 5_000, durable: bool = True) -> Journal:
         """Open (creating it and its folders if needed) and migrate the journal at ``path``.
 
         ``mode`` (paper/live/demo, or a ``RunMode``) must match the one the file was created
         with. ``now_ms`` is the clock for record times (default wall clock, ms since epoch).
         ``busy_timeout_ms`` is how long a write waits for another process's lock before
-        ``JournalStorageError``.
+        ``JournalStorageError``. ``durable`` False (a backtest's throw-away journal only) skips the
+        fsync of every commit (``synchronous = OFF``): nothing has to survive a crash there.
         """
         wanted = JournalMode.parse(mode)
         path = Path(path)
@@ -248,7 +249,7 @@ class Journal:
             (journal_mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(journal_mode).lower() != "wal":
                 raise JournalOpenError(f"{path}: cannot switch to WAL mode (got {journal_mode!r})")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = OFF")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn, mode=wanted)
         except sqlite3.DatabaseError as exc:

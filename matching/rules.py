@@ -2,7 +2,7 @@
 
 What the matching engine checks every order against (``matching/filters.py``). The source of
 the symbol object does not matter here: the simulator serves the recorded 2021 file with a
-few derived or refined entries (``simulator/markets.py``), the paper exchange passes what the
+few derived or refined entries (``market_replay/markets.py``), the paper exchange passes what the
 live venue answered (ccxt's ``market['info']``). Exact decimals throughout.
 """
 

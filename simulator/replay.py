@@ -4,7 +4,7 @@ Two sources (``ReplayConfig.source``):
 
 - ``"candles"`` (default): the bundled 5-minute perp candles. Each candle becomes
   ``steps_per_bar`` quotes along the path open -> first extreme -> second extreme -> close,
-  in whole ticks (``simulator/paths.py``). The extreme nearer to the open comes first
+  in whole ticks (``market_replay/paths.py``). The extreme nearer to the open comes first
   (``path_order "nearest"``, ties by a seeded coin) or a seeded coin decides (``"random"``).
   The path price is the bid (less half the spread); ask = bid + the spread: ``spread_ticks``
   (>= 1), or with ``spread_range_fraction`` > 0 the larger of that and the bar's range in ticks
@@ -48,8 +48,8 @@ from decimal import Decimal
 from matching.fill_model import BookTop
 from matching.rules import SymbolRules
 from simulator.config import ReplayConfig
-from simulator.datasets import CandleSeries, TickSeries
-from simulator.replay_sources import (
+from market_replay.datasets import CandleSeries, TickSeries
+from market_replay.sources import (
     CandleSource,
     Instruments,
     QuoteTick,

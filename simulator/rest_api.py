@@ -50,7 +50,7 @@ from matching.requests import (
 from simulator import auth
 from simulator.faults import FaultInjector
 from simulator.funding import FundingSchedule
-from simulator.markets import exchange_info_payload, leverage_bracket_payload
+from market_replay.markets import exchange_info_payload, leverage_bracket_payload
 from simulator.rate_limits import RateLimiter
 from simulator.replay import MarketReplay
 

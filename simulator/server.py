@@ -37,10 +37,10 @@ from matching.fill_model import BookTop
 from matching.rules import rules_from_info
 from simulator.admin_api import AdminApi
 from simulator.config import LOOPBACK_HOST, SimulatorConfig
-from simulator.datasets import CandleSeries, TickSeries, load_candles, load_ticks
+from market_replay.datasets import CandleSeries, TickSeries, load_candles, load_ticks
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.funding import FundingSchedule
-from simulator.markets import build_rules, load_exchange_info
+from market_replay.markets import build_rules, load_exchange_info
 from simulator.rate_limits import RateLimitConfig, RateLimiter
 from simulator.replay import MarketReplay, QuoteTick, ReplayClock
 from simulator.rest_api import ListenKeys, RestApi, json_response, wall_ms

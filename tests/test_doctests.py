@@ -48,8 +48,10 @@ DOCTEST_MODULES = (
     "signals.generator",
     "signals.kernels",
     "signals.spread",
-    "simulator.formats",
-    "simulator.paths",
+    "market_replay.formats",
+    "market_replay.paths",
+    "research.backtest",
+    "research.replay_feed",
 )
 
 

@@ -25,7 +25,7 @@ from matching.engine import PartialFills, VenueFaults
 from simulator.faults import FaultConfig, FaultInjector
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION_PACKAGES = ("execution", "core", "signals", "matching")
+PRODUCTION_PACKAGES = ("execution", "core", "signals", "matching", "market_replay", "research")
 MATCHING_MAY_IMPORT = frozenset(sys.stdlib_module_names) | {"matching"}
 
 

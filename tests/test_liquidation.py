@@ -22,7 +22,7 @@ from matching.config import AccountConfig, FillConfig
 from matching.engine import PartialFills, TradingEngine
 from matching.fill_model import BookTop
 from matching.requests import NewOrder
-from simulator.markets import PriceHint, build_rules, load_exchange_info
+from market_replay.markets import PriceHint, build_rules, load_exchange_info
 from simulator.config import SimulatorConfig
 from tests.engine_rig import (D, FAST_EXEC, TEST_TIMEOUT_S, ZERO, assert_journal_matches_exchange,
                               assert_round_trip_pnl, wait_for_state)

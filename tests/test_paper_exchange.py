@@ -28,7 +28,7 @@ from execution.paper import PaperExchange, translate_binance_error
 from matching.errors import BinanceError
 from matching.fill_model import BookTop, FillRules, OrderSpec, take_liquidity
 from matching.rules import rules_from_info
-from simulator.markets import load_exchange_info
+from market_replay.markets import load_exchange_info
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 EXCHANGE_INFO = DATA / "exchange-info" / "binance_usdm_fapi_v1_exchangeInfo_2021-07-21.json"

@@ -24,7 +24,7 @@ from execution.journal import Journal
 from execution.journal_models import PairPosition
 from execution.results import ExecutionStatus, Reason
 from simulator.config import SimulatorConfig
-from simulator.markets import PriceHint, derive_symbol_info
+from market_replay.markets import PriceHint, derive_symbol_info
 from simulator.server import MarketData, SimulatorServer
 from tests.engine_rig import (BTC_ETH, D, EOS_AXS, FAST_EXEC, REPLAY, TEST_TIMEOUT_S, assert_journal_matches_exchange,
                               wait_for_state)

@@ -9,7 +9,7 @@ import pytest
 
 from simulator.config import ReplayConfig, SimulatorConfig
 from simulator.faults import FaultConfig, FaultInjector
-from simulator.markets import build_rules
+from market_replay.markets import build_rules
 from simulator.replay import MarketReplay
 from simulator.server import MarketData
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from simulator.markets import PriceHint
+from market_replay.markets import PriceHint
 
 CANDLE_SUFFIX = "-5m.csv.gz"
 _TICK_FILE = re.compile(r"hftbacktest_binance_usdm_([A-Z0-9]+)_(\d{8})_bookTicker\.csv\.gz$")

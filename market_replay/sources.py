@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from matching.rules import SymbolRules
-from simulator.config import ReplayConfig
-from simulator.datasets import CandleSeries, TickSeries
-from simulator.formats import UnitFormatter
-from simulator.paths import bar_rng, choose_low_first, intrabar_path
+from market_replay.config import ReplayConfig
+from market_replay.datasets import CandleSeries, TickSeries
+from market_replay.formats import UnitFormatter
+from market_replay.paths import bar_rng, choose_low_first, intrabar_path
 
 # (symbol index, event time ms, bid ticks, ask ticks, bid lots, ask lots, update id)
 QuoteTick = tuple[int, int, int, int, int, int, int]
