@@ -52,6 +52,7 @@ DOCTEST_MODULES = (
     "market_replay.paths",
     "research.backtest",
     "research.replay_feed",
+    "research.sweep",
 )
 
 
