@@ -207,3 +207,25 @@ def test_bad_scheduler_exits_2_bounded(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot reach the Dask scheduler tcp://127.0.0.1:{port}" in lines[0], done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_running_scheduler_gives_the_serial_figures(tmp_path: Path) -> None:
+    """``scheduler=`` an address: a cluster already running (started here, 1 worker process on
+    127.0.0.1), two backtests on it, the same figures as in-process."""
+    from distributed import LocalCluster
+
+    from research.sweep import run_dask
+
+    config = load_app_config(PROJECT_DIR / "config.json")
+    pairs = load_pairs_config(_pairs_file(tmp_path), config.signal, risk=config.risk)
+    blocks = make_blocks(parse_date("2023-07-05"), parse_date("2023-07-05T06:00"), 1, BAR_MS)
+    tasks = build_tasks(config, pairs, [{"entry": 1.5}], blocks, str(PROJECT_DIR / "data" / "binance-usdm-perp-5m-2023-07"))
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        remote = run_dask(tasks, scheduler=cluster.scheduler_address)
+        assert "run_task" in cluster.scheduler.task_prefixes  # the tasks ran on that cluster's scheduler
+        assert len(cluster.scheduler.workers) == 1  # and it is still up: the sweep closed only its client
+    local = run_serial(tasks)
+    assert [{k: v for k, v in r.items() if k != "wall_seconds"} for r in remote] == \
+        [{k: v for k, v in r.items() if k != "wall_seconds"} for r in local]
+    assert all(r["bars"] == 36 for r in local)
