@@ -288,8 +288,9 @@ def run_dask(tasks: list[Task], *, scheduler: str | None = None, workers: int | 
             cluster.close()
 
 
-class SweepTaskError(UsageError):
-    """A backtest of the sweep failed on a worker (its configuration and block named)."""
+class SweepTaskError(RuntimeError):
+    """A backtest of the sweep failed on a worker (its configuration and block named): a runtime
+    failure (exit 1 with the cause chained), not bad input, which is all checked before the run."""
 
 
 # ---------------------------------------------------------------------------------------- scoring

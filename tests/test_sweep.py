@@ -229,3 +229,17 @@ def test_running_scheduler_gives_the_serial_figures(tmp_path: Path) -> None:
     assert [{k: v for k, v in r.items() if k != "wall_seconds"} for r in remote] == \
         [{k: v for k, v in r.items() if k != "wall_seconds"} for r in local]
     assert all(r["bars"] == 36 for r in local)
+
+
+def test_a_failing_backtest_names_its_configuration_and_block(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from research.sweep import SweepTaskError, run_dask
+
+    config = load_app_config(PROJECT_DIR / "config.json")
+    pairs = load_pairs_config(_pairs_file(tmp_path), config.signal, risk=config.risk)
+    blocks = make_blocks(parse_date("2023-07-05"), parse_date("2023-07-05T01:00"), 1, BAR_MS)
+    tasks = build_tasks(config, pairs, [{"entry": 1.5}], blocks, str(tmp_path / "no-such-data"))
+    tasks = [replace(tasks[0], config_index=3, block_index=1)]
+    with pytest.raises(SweepTaskError, match=r"configuration #3 over block 1 failed: UsageError: .*not found"):
+        run_dask(tasks, workers=1)
