@@ -64,6 +64,8 @@ def sweep_command(args: argparse.Namespace, console: Console) -> int:
     grid = parse_grid(args.grid)
     if args.folds < 1:
         raise UsageError("sweep: --folds must be at least 1")
+    if args.show < 1:
+        raise UsageError("sweep: --show must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError("sweep: --workers must be at least 1")
     config = load_app_config(args.config)

@@ -222,7 +222,9 @@ def test_running_scheduler_gives_the_serial_figures(tmp_path: Path) -> None:
     tasks = build_tasks(config, pairs, [{"entry": 1.5}], blocks, str(PROJECT_DIR / "data" / "binance-usdm-perp-5m-2023-07"))
     with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
                       host="127.0.0.1") as cluster:
-        remote = run_dask(tasks, scheduler=cluster.scheduler_address)
+        seen: list[tuple[int, int]] = []
+        remote = run_dask(tasks, scheduler=cluster.scheduler_address, progress=lambda d, t: seen.append((d, t)))
+        assert seen == [(1, 2), (2, 2)]  # one step per completed backtest, as the progress bar shows
         assert "run_task" in cluster.scheduler.task_prefixes  # the tasks ran on that cluster's scheduler
         assert len(cluster.scheduler.workers) == 1  # and it is still up: the sweep closed only its client
     local = run_serial(tasks)
