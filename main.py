@@ -33,6 +33,7 @@ from core.launch import ENV_KEY, ENV_SECRET, RunMode, load_secrets, resolve_run_
 from core.log_setup import LogPaths, RunContext, progress, reset_logging, setup_logging
 from core.stats import SessionStats, final_statistics_text, new_session_id, render_tables
 from research.cli import add_scan_parser, scan_command
+from research.sweep_cli import add_sweep_parser, sweep_command
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--since", default=argparse.SUPPRESS, metavar="DATE",
                        help="every session of the configured mode (paper or live) from this ISO date (UTC)")
     add_scan_parser(sub)
+    add_sweep_parser(sub)
     backtest = sub.add_parser("backtest", parents=[common],
                               help="replay the bundled candles through the bot's signals, engine and paper fills")
     backtest.add_argument("--data", type=Path, default=argparse.SUPPRESS, metavar="DIR",
@@ -581,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             return scan_command(build_parser().parse_args(argv), console)
         if options.command == "backtest":
             return backtest(options, console)
+        if options.command == "sweep":
+            return sweep_command(build_parser().parse_args(argv), console)
         if options.command == "resume":
             from app.resume import resume_pairs
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,

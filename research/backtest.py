@@ -279,7 +279,8 @@ class Backtest:
         stats.mark_stopped("end of range")
         trips = journal.round_trips()
         open_positions = {pid: pos for pid, pos in engine.positions.items() if pos.state.value != "FLAT"}
-        marks = {pid: OpenMark(None, None, ZERO) for pid in open_positions}  # closed at the end: none left
+        # Every pair was flattened above; one still open (a refused close) is marked at zero, as before.
+        marks = {pid: OpenMark(None, None, ZERO) for pid in open_positions}
         perf = performance_section(session_trips=trips, all_trips=trips, marks=marks,
                                    positions=engine.positions, start_equity=start_balance, end_balance=end_balance,
                                    samples=samples)

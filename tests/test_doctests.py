@@ -53,6 +53,7 @@ DOCTEST_MODULES = (
     "market_replay.paths",
     "research.backtest",
     "research.replay_feed",
+    "research.sweep",
 )
 
 
