@@ -258,7 +258,8 @@ async def test_entries_exits_stop_losses_and_summaries_arrive_with_the_right_tex
     rig = await make_rig()
     bus, stats = EventBus(), SessionStats(mode="DEMO")
     gen, _router_ = _router(rig, bus, stats)
-    notifier = Notifier(settings=_settings(), urls=[receiver.url], events=bus,
+    # A stop budget this test cannot exhaust under load: it checks the content; the budget has its own test.
+    notifier = Notifier(settings=_settings(stop_timeout_seconds=20.0), urls=[receiver.url], events=bus,
                         facts=PipelineFacts(rig.engine, rig.journal, stats, "DEMO"))
     await notifier.start()
     spec = rig.pairs["EOS_AXS"]
