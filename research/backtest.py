@@ -189,7 +189,7 @@ class Backtest:
             generators[pair.pair_id] = SignalGenerator(params[pair.pair_id], symbol_a=sa, symbol_b=sb)
             notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
             specs.append(PairSpec(pair.pair_id, sa, sb, Decimal(repr(pair.hedge_ratio)), Decimal(repr(notional)),
-                                  params[pair.pair_id].price_transform))
+                                  params[pair.pair_id].price_transform, params[pair.pair_id].hedge_ratio_mode))
         # latency_ms is a wall-clock sleep in the paper exchange; on the replay's clock an execution
         # takes no time (docs/architecture.md, "Backtest"), so it is left out here.
         paper_config = config.paper.model_copy(update={"latency_ms": 0})
