@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.component import Component
+from core.cli_args import positive_seconds, speed_factor
 from core.config import AppConfig, PairConfig, Secrets, load_app_config, load_pairs_config, signal_params
 from core.errors import AccountSetupError, AuthenticationError, ConfigurationError, RetryableError, UsageError
 from core.errors import StartupFailed
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(it never trades them) instead of keeping those pairs out of trading")
     trading.add_argument("--resume-halted", action="store_true", default=argparse.SUPPRESS,
                          help="at start, clear every HALTED or BLOCKED pair and reconcile it afresh")
-    common.add_argument("--duration", type=_positive_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+    common.add_argument("--duration", type=positive_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="stop by itself after this many seconds, as gracefully as Ctrl+C")
     common.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=argparse.SUPPRESS,
                         metavar="LEVEL", help=f"console log level, one of {', '.join(LOG_LEVELS)} "
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "reconciles them")
     resume.add_argument("resume_pairs", nargs="+", metavar="PAIR", help="pair ids, e.g. EOS_AXS")
     demo = sub.add_parser("demo", parents=[common], help="run offline against the bundled exchange simulator")
-    demo.add_argument("--speed", type=_positive_speed, default=argparse.SUPPRESS, metavar="X",
+    demo.add_argument("--speed", type=speed_factor, default=argparse.SUPPRESS, metavar="X",
                       help="replay speed: exchange seconds per wall second (default 600: a 5m bar each 0.5 s)")
     sub.add_parser("check-config", parents=[common, live], help="validate both files, print the pairs, exit")
     from app.download import add_download_parser
@@ -497,26 +498,6 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         date_to=args.get("date_to"),
         out_dir=args.get("out"),
     )
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and value < 1e9):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
-    return value
-
-
-def _positive_speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1e6:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a speed factor above 0 (1 = real time)")
-    return value
 
 
 def backtest(options: CliOptions, console: Console) -> int:

@@ -33,7 +33,7 @@ from loguru import logger
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from app.equity import performance_section
+from app.equity import OpenMark, performance_section
 from app.performance import EquityPoint
 from app.pipeline import SignalRouter
 from core.config import AppConfig, PairConfig, compact_symbol, signal_params
@@ -279,8 +279,8 @@ class Backtest:
         stats.mark_stopped("end of range")
         trips = journal.round_trips()
         open_positions = {pid: pos for pid, pos in engine.positions.items() if pos.state.value != "FLAT"}
-        unrealized = {pid: ZERO for pid in open_positions}
-        perf = performance_section(session_trips=trips, all_trips=trips, unrealized=unrealized,
+        marks = {pid: OpenMark(None, None, ZERO) for pid in open_positions}  # closed at the end: none left
+        perf = performance_section(session_trips=trips, all_trips=trips, marks=marks,
                                    positions=engine.positions, start_equity=start_balance, end_balance=end_balance,
                                    samples=samples)
         stats.register_section("performance", lambda: perf)

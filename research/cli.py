@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.cli_args import open_fraction, positive_int
 from core.config import KLINE_SECONDS, PairsFile, load_app_config, validate_pair_rules
 from core.errors import UsageError
 from core.files import write_json_atomically
@@ -49,15 +50,15 @@ def add_scan_parser(sub: Any) -> argparse.ArgumentParser:
                       help="also replace the --pairs file (default pairs_config.json), keeping a timestamped backup")
     scan.add_argument("--out", type=Path, default=None, metavar="FILE",
                       help=f"where the proposal is written (default: {DEFAULT_OUT} next to main.py)")
-    scan.add_argument("--top", type=_positive_int, default=10, metavar="N", help="pairs to propose (default 10)")
+    scan.add_argument("--top", type=positive_int, default=10, metavar="N", help="pairs to propose (default 10)")
     scan.add_argument("--correction", choices=("bh", "bonferroni"), default="bh",
                       help="multiple-testing control: Benjamini-Hochberg (default) or Bonferroni")
-    scan.add_argument("--alpha", type=_fraction, default=0.05, help="level of the corrected test (default 0.05)")
-    scan.add_argument("--in-sample", type=_fraction, default=0.7, metavar="FRACTION", dest="in_sample",
+    scan.add_argument("--alpha", type=open_fraction, default=0.05, help="level of the corrected test (default 0.05)")
+    scan.add_argument("--in-sample", type=open_fraction, default=0.7, metavar="FRACTION", dest="in_sample",
                       help="share of the bars the selection sees; the rest is the held-out tail (default 0.7)")
     scan.add_argument("--min-volume", type=float, default=5e6, metavar="USDT", dest="min_volume",
                       help="liquidity floor: median daily quote volume of each leg (default 5000000)")
-    scan.add_argument("--show", type=_positive_int, default=20, metavar="N",
+    scan.add_argument("--show", type=positive_int, default=20, metavar="N",
                       help="rows of the ranked table to print (default 20)")
     return scan
 
@@ -181,23 +182,3 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return False
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or more")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number between 0 and 1")
-    return value

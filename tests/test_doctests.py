@@ -25,6 +25,7 @@ DOCTEST_MODULES = (
     "app.report_data",
     "bench.exposure_audit",
     "core.backoff",
+    "core.cli_args",
     "core.config",
     "core.stats",
     "core.venue",

@@ -197,7 +197,7 @@ async def test_report_since_covers_the_configured_modes_journal_from_that_date(m
     trips = rig.journal.round_trips()
     assert len(trips) == 2 and all(not t.is_open for t in trips)
     day = datetime.fromtimestamp(min(t.opened_ts_ms for t in trips) / 1000, tz=timezone.utc).date()
-    pair_ids = sorted({*(p["pair_id"] for p in read_json(PROJECT_DIR / "pairs_config.json")["pairs"]), "BTC_ETH"})
+    pair_ids = sorted({*(p["pair_id"] for p in read_json(PROJECT_DIR / "pairs_config.json")["pairs"]), "EOS_AXS", "BTC_ETH"})
 
     def report(since: str) -> tuple[subprocess.CompletedProcess[str], str]:
         proc = run_main(["report", "--since", since, "--config", str(tmp_path / "config.json")], cwd=tmp_path)
