@@ -378,6 +378,7 @@ def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows
             "partial_fill_probability": config.paper.partial_fill_probability,
             "funding_rate": config.demo.funding_rate, "funding_interval_hours": config.demo.funding_interval_hours,
             "starting_balance_usdt": config.paper.starting_balance_usdt,
+            "hedge_ratio_mode": config.signal.hedge_ratio_mode,  # the default; a pair may override it
         },
         "performance": {k: v for k, v in perf.items() if k != "equity_curve"},
     }

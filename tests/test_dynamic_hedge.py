@@ -9,6 +9,7 @@ window numpy (centred two-pass sums) for the residual's z, on the bundled 5m dat
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import math
 from dataclasses import replace
@@ -23,15 +24,18 @@ from statsmodels.regression.rolling import RollingOLS
 from core.config import ConfigurationError, SignalConfig, load_app_config, load_pairs_config, signal_params
 from core.types import Quote, SignalType
 from execution.results import ExecutionStatus
+from research.backtest import cash_pnl
 from signals import kernels as kn
 from signals.generator import Gate, SignalGenerator
 from signals.spread import RollingOLSCalculator, SpreadCalculator
 from tests.engine_rig import TEST_TIMEOUT_S, entry_plan
+from tests.conftest import run_main
 from tests.signal_data import BAR_MS, load_ohlcv
 from tests.test_generator import make_params
 
 AXS, EOS = load_ohlcv("AXSUSDT"), load_ohlcv("EOSUSDT")
 N = 93  # AXS_EOS's lookback in pairs_config.json
+BACKTEST_PAIRS = Path(__file__).with_name("backtest_pairs.json")
 
 
 def reference(x: np.ndarray, y: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,3 +253,39 @@ def test_config_mode_default_override_and_unknown_value(tmp_path: Path) -> None:
 
 # fixtures, imported last so the tests' parameters do not shadow them (ruff F811)
 from tests.engine_rig import make_rig, sim_data  # noqa: E402,F401
+
+
+def test_backtest_compare_hedge_runs_both_modes_on_the_same_data(tmp_path: Path) -> None:
+    pairs = json.loads(BACKTEST_PAIRS.read_text())
+    pairs["pairs"] = [p for p in pairs["pairs"] if p["pair_id"] in ("EOS_AXS", "SAND_EOS")]
+    pairs["pairs"][0]["hedge_ratio_mode"] = "rolling_ols"  # a pair's own override: replaced in both runs
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "out"
+    proc = run_main(["backtest", "--pairs", str(tmp_path / "pairs.json"), "--from", "2023-07-05", "--to",
+                     "2023-07-05", "--out", str(out), "--compare-hedge"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    combined = json.loads((out / "summary.json").read_text())
+    assert combined["compare_hedge"] == ["static", "rolling_ols"]
+    static, rolling = combined["static"], combined["rolling_ols"]
+    for key in ("pairs", "from", "to", "bars", "quotes"):  # the same data
+        assert static[key] == rolling[key], key
+    assert static["bars"] == 288 and static["pairs"] == ["EOS_AXS", "SAND_EOS"]
+    assert (static["settings"]["hedge_ratio_mode"], rolling["settings"]["hedge_ratio_mode"]) == ("static", "rolling_ols")
+    for mode, summary in (("static", static), ("rolling_ols", rolling)):
+        with (out / mode / "fills.csv").open() as handle:  # each run's PnL is its own fills' cash flows
+            rows = list(csv.DictReader(handle))
+        flows = cash_pnl([(r["ts"], r["pair"], r["symbol"], r["side"], r["qty"], r["price"], r["fee"]) for r in rows
+                          if r["side"]], [(r["ts"], r["pair"], r["symbol"], r["funding"]) for r in rows if not r["side"]])
+        assert str(flows[0]) == summary["pnl_usdt"], mode
+        assert json.loads((out / mode / "summary.json").read_text())["pnl_usdt"] == summary["pnl_usdt"]
+    assert static["signals"] > 0 and rolling["signals"] > 0
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if "static" in line and "rolling_ols" in line)
+    assert header.index("static") < header.index("rolling_ols")
+    pnl_row = next(line for line in lines if "PnL (USDT)" in line)
+    assert _money(static["pnl_usdt"]) in pnl_row and _money(rolling["pnl_usdt"]) in pnl_row
+
+
+def _money(text: str) -> str:
+    from research.hedge_compare import money_cell
+    return money_cell(text)
