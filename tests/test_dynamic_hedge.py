@@ -25,6 +25,7 @@ from core.config import ConfigurationError, SignalConfig, load_app_config, load_
 from core.types import Quote, SignalType
 from execution.results import ExecutionStatus
 from research.backtest import cash_pnl
+from research.hedge_compare import money_cell
 from signals import kernels as kn
 from signals.generator import Gate, SignalGenerator
 from signals.spread import RollingOLSCalculator, SpreadCalculator
@@ -251,9 +252,6 @@ def test_config_mode_default_override_and_unknown_value(tmp_path: Path) -> None:
         SignalGenerator(make_params(hedge_ratio_mode="kalman"))
 
 
-# fixtures, imported last so the tests' parameters do not shadow them (ruff F811)
-from tests.engine_rig import make_rig, sim_data  # noqa: E402,F401
-
 
 def test_backtest_compare_hedge_runs_both_modes_on_the_same_data(tmp_path: Path) -> None:
     pairs = json.loads(BACKTEST_PAIRS.read_text())
@@ -283,9 +281,8 @@ def test_backtest_compare_hedge_runs_both_modes_on_the_same_data(tmp_path: Path)
     header = next(line for line in lines if "static" in line and "rolling_ols" in line)
     assert header.index("static") < header.index("rolling_ols")
     pnl_row = next(line for line in lines if "PnL (USDT)" in line)
-    assert _money(static["pnl_usdt"]) in pnl_row and _money(rolling["pnl_usdt"]) in pnl_row
+    assert money_cell(static["pnl_usdt"]) in pnl_row and money_cell(rolling["pnl_usdt"]) in pnl_row
 
 
-def _money(text: str) -> str:
-    from research.hedge_compare import money_cell
-    return money_cell(text)
+# fixtures, imported last so the tests' parameters do not shadow them (ruff F811)
+from tests.engine_rig import make_rig, sim_data  # noqa: E402,F401
