@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from statsmodels.regression.rolling import RollingOLS
 
-from core.config import ConfigurationError, SignalConfig, load_app_config, load_pairs_config, signal_params
+from core.config import (ConfigurationError, SignalConfig, compact_symbol, load_app_config, load_pairs_config,
+                         signal_params)
 from core.types import Quote, SignalType
 from execution.results import ExecutionStatus
 from research.backtest import cash_pnl
@@ -253,6 +254,32 @@ def test_config_mode_default_override_and_unknown_value(tmp_path: Path) -> None:
 
 
 
+def entry_value_ratios(fills_csv: Path, pairs: dict) -> list[tuple[str, float]]:
+    """Per entry in a backtest's fills.csv (the fills from flat until the first that shrinks a leg):
+    (pair, value of leg A / value of leg B), the ratio log sizing makes equal to beta."""
+    legs = {p["pair_id"]: (compact_symbol(p["leg_a"]), compact_symbol(p["leg_b"])) for p in pairs["pairs"]}
+    held: dict[tuple[str, str], Decimal] = {}
+    entry: dict[str, dict[str, Decimal]] = {}
+    out = []
+    with fills_csv.open() as handle:
+        for r in csv.DictReader(handle):
+            if not r["side"]:  # a funding row
+                continue
+            pid, sym = r["pair"], compact_symbol(r["symbol"])
+            a, b = legs[pid]
+            if held.get((pid, a), 0) == 0 and held.get((pid, b), 0) == 0:
+                entry[pid] = {a: Decimal(0), b: Decimal(0)}
+            before = held.get((pid, sym), Decimal(0))
+            after = before + Decimal(r["qty"]) * (1 if r["side"] == "buy" else -1)
+            held[(pid, sym)] = after
+            if pid in entry and abs(after) > abs(before):
+                entry[pid][sym] += Decimal(r["qty"]) * Decimal(r["price"])
+            elif pid in entry:
+                legs_value = entry.pop(pid)
+                out.append((pid, float(legs_value[a] / legs_value[b])))
+    return out
+
+
 def test_backtest_compare_hedge_runs_both_modes_on_the_same_data(tmp_path: Path) -> None:
     pairs = json.loads(BACKTEST_PAIRS.read_text())
     pairs["pairs"] = [p for p in pairs["pairs"] if p["pair_id"] in ("EOS_AXS", "SAND_EOS")]
@@ -277,6 +304,13 @@ def test_backtest_compare_hedge_runs_both_modes_on_the_same_data(tmp_path: Path)
         assert str(flows[0]) == summary["pnl_usdt"], mode
         assert json.loads((out / mode / "summary.json").read_text())["pnl_usdt"] == summary["pnl_usdt"]
     assert static["signals"] > 0 and rolling["signals"] > 0
+    # the rolling run's entries are sized with the window's beta (the backtest's PairSpec carries the
+    # mode), the static run's with the configured ratio (within max_hedge_error after lot rounding)
+    betas = {p["pair_id"]: p["hedge_ratio"] for p in pairs["pairs"]}
+    static_rel = [ratio / betas[pid] for pid, ratio in entry_value_ratios(out / "static" / "fills.csv", pairs)]
+    rolling_rel = [ratio / betas[pid] for pid, ratio in entry_value_ratios(out / "rolling_ols" / "fills.csv", pairs)]
+    assert static_rel and all(abs(r - 1) <= 0.05 for r in static_rel), static_rel
+    assert rolling_rel and sum(abs(r - 1) > 0.1 for r in rolling_rel) >= len(rolling_rel) // 2, rolling_rel
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if "static" in line and "rolling_ols" in line)
     assert header.index("static") < header.index("rolling_ols")
