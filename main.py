@@ -543,7 +543,8 @@ def check_config(options: CliOptions, console: Console) -> int:
     for pair in pairs:
         params = signal_params(config.signal, pair)
         notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
-        table.add_row(pair.pair_id, f"{pair.leg_a}\n{pair.leg_b}", f"{pair.hedge_ratio:g}",
+        hedge = f"{pair.hedge_ratio:g}" if params.hedge_ratio_mode == "static" else f"ols({pair.hedge_ratio:g})"
+        table.add_row(pair.pair_id, f"{pair.leg_a}\n{pair.leg_b}", hedge,
                       f"{params.entry_z:g}/{params.exit_z:g}/{params.stop_z:g}", str(params.lookback_bars),
                       params.price_transform, "-" if pair.half_life_candles is None else f"{pair.half_life_candles:g}",
                       "-" if params.max_holding_bars is None else str(params.max_holding_bars),

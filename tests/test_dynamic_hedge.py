@@ -253,6 +253,16 @@ def test_config_mode_default_override_and_unknown_value(tmp_path: Path) -> None:
         SignalGenerator(make_params(hedge_ratio_mode="kalman"))
 
 
+def test_check_config_shows_the_rolling_pairs(tmp_path: Path) -> None:
+    pair = {"pair_id": "AXS_EOS", "leg_a": "AXS/USDT", "leg_b": "EOS/USDT", "hedge_ratio": 0.77}
+    (tmp_path / "pairs.json").write_text(json.dumps({"pairs": [pair, {**pair, "pair_id": "P2",
+                                                                      "hedge_ratio_mode": "rolling_ols"}]}))
+    proc = run_main(["check-config", "--pairs", str(tmp_path / "pairs.json")], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["AXS_EOS"], ["P2"])}
+    assert rows["AXS_EOS"][2] == "0.77" and rows["P2"][2] == "ols(0.77)", proc.stdout
+
+
 
 def entry_value_ratios(fills_csv: Path, pairs: dict) -> list[tuple[str, float]]:
     """Per entry in a backtest's fills.csv (the fills from flat until the first that shrinks a leg):
