@@ -60,6 +60,7 @@ class CliOptions:
     date_from: str | None = None
     date_to: str | None = None
     out_dir: Path | None = None
+    compare_hedge: bool = False  # backtest --compare-hedge
 
 
 class TradingBot:
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="last day (inclusive) or moment (exclusive); default: the end of the data")
     backtest.add_argument("--out", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                           help="where fills.csv and summary.json go (default: logs/backtest-<UTC time>)")
+    backtest.add_argument("--compare-hedge", dest="compare_hedge", action="store_true", default=argparse.SUPPRESS,
+                          help="run the range twice, every pair on the static and then on the rolling-OLS hedge "
+                               "ratio; both summaries side by side in summary.json, a two-column table printed")
     return parser
 
 
@@ -499,6 +503,7 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         date_from=args.get("date_from"),
         date_to=args.get("date_to"),
         out_dir=args.get("out"),
+        compare_hedge=bool(args.get("compare_hedge", False)),
     )
 
 
@@ -513,6 +518,9 @@ def backtest(options: CliOptions, console: Console) -> int:
         from_ms=None if options.date_from is None else parse_date(options.date_from),
         to_ms=None if options.date_to is None else parse_date(options.date_to, end=True),
         out_dir=options.out_dir, progress=sys.stderr.isatty())
+    if options.compare_hedge:
+        from research.hedge_compare import run_comparison
+        return run_comparison(config=config, pairs=pairs, request=request, console=console)
     return run_backtest(config=config, pairs=pairs, request=request, console=console)
 
 
@@ -537,7 +545,8 @@ def check_config(options: CliOptions, console: Console) -> int:
     for pair in pairs:
         params = signal_params(config.signal, pair)
         notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
-        table.add_row(pair.pair_id, f"{pair.leg_a}\n{pair.leg_b}", f"{pair.hedge_ratio:g}",
+        hedge = f"{pair.hedge_ratio:g}" if params.hedge_ratio_mode == "static" else f"ols({pair.hedge_ratio:g})"
+        table.add_row(pair.pair_id, f"{pair.leg_a}\n{pair.leg_b}", hedge,
                       f"{params.entry_z:g}/{params.exit_z:g}/{params.stop_z:g}", str(params.lookback_bars),
                       params.price_transform, "-" if pair.half_life_candles is None else f"{pair.half_life_candles:g}",
                       "-" if params.max_holding_bars is None else str(params.max_holding_bars),

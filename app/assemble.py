@@ -95,7 +95,7 @@ async def assemble(*, config: AppConfig, pairs: list[PairConfig], mode: RunMode,
         generators[pair.pair_id] = SignalGenerator(params, symbol_a=symbol_a, symbol_b=symbol_b)
         notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
         specs.append(PairSpec(pair.pair_id, symbol_a, symbol_b, Decimal(repr(pair.hedge_ratio)),
-                              Decimal(repr(notional)), params.price_transform))
+                              Decimal(repr(notional)), params.price_transform, params.hedge_ratio_mode))
 
     journal = Journal.open(_journal_path(config, mode, storage_dir), mode=mode.value)
     pipeline.journal = journal

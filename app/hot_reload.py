@@ -254,7 +254,8 @@ class ConfigReloader:
         spec = None
         if engine is not None and pair_id in engine.pairs:
             spec = replace(engine.pairs[pair_id], hedge_ratio=Decimal(repr(after.hedge_ratio)),
-                           price_transform=after.price_transform, notional_usdt=notional)
+                           price_transform=after.price_transform, notional_usdt=notional,
+                           hedge_ratio_mode=after.hedge_ratio_mode)
         if self._router.schedule_rewindow(pair_id, after, spec):
             lines.append(f"{pair_id}: {', '.join(window)}: new window, warming up")
         else:
@@ -275,7 +276,7 @@ class ConfigReloader:
         for cfg, symbol_a, symbol_b in tradable:
             params = signal_params(signal, cfg)
             spec = PairSpec(cfg.pair_id, symbol_a, symbol_b, Decimal(repr(cfg.hedge_ratio)), self._notional(cfg),
-                            params.price_transform)
+                            params.price_transform, params.hedge_ratio_mode)
             if self._engine is not None:
                 try:
                     await self._engine.add_pair(spec)

@@ -65,11 +65,11 @@ TARGETS = {"p50_us": 3.0, "p99_us": 10.0, "batch_bars_per_s": 100e6, "batch_vs_p
            "mb_per_pair": 0.5}
 
 
-def params(pair_id: str, beta: float) -> SignalParams:
+def params(pair_id: str, beta: float, hedge_ratio_mode: str = "static") -> SignalParams:
     return SignalParams(pair_id=pair_id, leg_a=SYMBOLS[0], leg_b=SYMBOLS[1], hedge_ratio=beta,
                         bar_seconds=BAR_SECONDS, lookback_bars=LOOKBACK, entry_z=2.0, exit_z=0.0, stop_z=4.0,
                         price_transform="log", min_std=1e-12, max_quote_age_ms=5_000, cooldown_seconds=30.0,
-                        stop_loss_cooldown_seconds=300.0, max_holding_bars=120)
+                        stop_loss_cooldown_seconds=300.0, max_holding_bars=120, hedge_ratio_mode=hedge_ratio_mode)
 
 
 def one_second_bars(quotes: list[Quote], symbol: str) -> list[list[float]]:
@@ -88,12 +88,12 @@ def split_capture() -> tuple[list[Quote], list[Quote]]:
     return [q for q in quotes if q.ts_ms < cut], [q for q in quotes if q.ts_ms >= cut]
 
 
-def make_pairs(n: int, warm: list[Quote]) -> list[SignalGenerator]:
+def make_pairs(n: int, warm: list[Quote], hedge_ratio_mode: str = "static") -> list[SignalGenerator]:
     bars_a = one_second_bars(warm, SYMBOLS[0])
     bars_b = one_second_bars(warm, SYMBOLS[1])
     out = []
     for i in range(n):
-        gen = SignalGenerator(params(f"P{i:04d}", 0.6 + 0.8 * i / max(1, n - 1)))
+        gen = SignalGenerator(params(f"P{i:04d}", 0.6 + 0.8 * i / max(1, n - 1), hedge_ratio_mode))
         gen.warm_up(bars_a, bars_b)
         out.append(gen)
     return out
@@ -312,6 +312,16 @@ def measure_per_quote(warm: list[Quote], live: list[Quote], budget: int) -> dict
     return out
 
 
+def measure_rolling_ols(warm: list[Quote], live: list[Quote], budget: int) -> dict[str, object]:
+    """The same per-quote timing with ``hedge_ratio_mode: rolling_ols`` (beta re-fitted every quote)."""
+    out: dict[str, object] = {}
+    for n_pairs in (1, 10):
+        pairs = make_pairs(n_pairs, warm, "rolling_ols")
+        n_quotes = min(len(live), max(200, budget // n_pairs))
+        out[str(n_pairs)] = time_generators(pairs, live[:n_quotes]) | {"quotes": n_quotes}
+    return out
+
+
 def measure_naive(warm: list[Quote], live: list[Quote], budget: int, ours_p50_us: float) -> dict[str, object]:
     naive: dict[str, object] = {
         "numpy_deque": time_naive(live[:min(len(live), budget // 10)], warm, use_pandas=False),
@@ -370,6 +380,7 @@ def main() -> None:
         "lookback_bars": LOOKBACK, "bar_seconds": BAR_SECONDS, "timer_overhead_ns": timer_overhead_ns(),
     }
     result["per_quote"] = measure_per_quote(warm, live, budget)
+    result["per_quote_rolling_ols"] = measure_rolling_ols(warm, live, budget)
     result["naive"] = measure_naive(warm, live, budget, result["per_quote"]["1"]["decided"]["p50_us"])
     result["query"] = time_query(20_000 if args.quick else 200_000)
     result["batch_z"] = measure_batch(args.quick)

@@ -131,6 +131,10 @@ class SignalConfig(_Strict):
     stop_loss_threshold: float = Field(default=4.0, gt=0, le=100)
     entry_max_z: float | None = Field(default=None, gt=0, le=100)
     price_transform: Literal["log", "raw"] = "log"
+    # "static": the pair's configured hedge_ratio; "rolling_ols": beta re-fitted by OLS over the
+    # pair's lookback window on every update (signals/spread.py RollingOLSCalculator), the signal
+    # carries it and the engine sizes the entry with it.
+    hedge_ratio_mode: Literal["static", "rolling_ols"] = "static"
     min_std: float = Field(default=1e-9, ge=0)
     max_quote_age_ms: int = Field(default=5_000, ge=1, le=3_600_000)
     cooldown_seconds: float = Field(default=30.0, ge=0, le=86_400)
@@ -384,6 +388,7 @@ class PairConfig(_Strict):
     max_holding_bars: int | None = Field(default=None, ge=1)
     notional_usdt: float | None = Field(default=None, gt=0, le=10_000_000)
     price_transform: Literal["log", "raw"] | None = None
+    hedge_ratio_mode: Literal["static", "rolling_ols"] | None = None
     enabled: bool = True
     scan: ScanMark | None = None
 
@@ -434,6 +439,7 @@ class SignalParams:
     # stop-loss cooldown, resolved by the generator.
     entry_max_z: float | None = None
     time_stop_cooldown_seconds: float | None = None
+    hedge_ratio_mode: str = "static"  # or "rolling_ols": ``hedge_ratio`` is then only the start value
 
     @property
     def entry_max(self) -> float:
@@ -515,6 +521,7 @@ def signal_params(signal: SignalConfig, pair: PairConfig) -> SignalParams:
         max_holding_bars=max_hold,
         entry_max_z=pair.entry_max_z if pair.entry_max_z is not None else signal.entry_max_z,
         time_stop_cooldown_seconds=signal.time_stop_cooldown_seconds,
+        hedge_ratio_mode=pair.hedge_ratio_mode or signal.hedge_ratio_mode,
     )
 
 

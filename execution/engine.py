@@ -410,7 +410,8 @@ class ExecutionEngine:
         old = self.pairs[spec.pair_id]
         if (spec.symbol_a, spec.symbol_b) != (old.symbol_a, old.symbol_b):
             raise ValueError(f"{spec.pair_id}: legs cannot change on a running pair")
-        if (spec.hedge_ratio, spec.price_transform) != (old.hedge_ratio, old.price_transform) \
+        if (spec.hedge_ratio, spec.price_transform, spec.hedge_ratio_mode) \
+                != (old.hedge_ratio, old.price_transform, old.hedge_ratio_mode) \
                 and self.pair_state(spec.pair_id) is not PairState.FLAT:
             raise ValueError(f"{spec.pair_id}: hedge ratio or transform changed while "
                              f"{self.pair_state(spec.pair_id).value}")
@@ -748,7 +749,7 @@ class ExecutionEngine:
         """Size and check an entry (P4, then risk); the plan, or the refusal as a result."""
         try:
             plan = plan_entry(signal_type=signal.signal_type, symbol_a=spec.symbol_a, symbol_b=spec.symbol_b,
-                              gross_usdt=spec.notional_usdt, beta=spec.hedge_ratio, mid_a=_dec(signal.mid_a),
+                              gross_usdt=spec.notional_usdt, beta=_entry_beta(signal, spec), mid_a=_dec(signal.mid_a),
                               mid_b=_dec(signal.mid_b), transform=spec.price_transform,
                               max_hedge_error=Decimal(str(self._exec.max_hedge_error)), precision=self.adapter)
         except SizingRefused as exc:
@@ -1232,6 +1233,14 @@ class _KnownSignal(PairsBotError):
 
 def _dec(value: float) -> Decimal:
     return Decimal(repr(value))
+
+
+def _entry_beta(signal: TradingSignal, spec: PairSpec) -> Decimal:
+    """The hedge ratio an entry is sized with: the configured one, or under ``rolling_ols`` the
+    beta the signal carries (fitted at the quote that fired; a static spec's ratio never moves)."""
+    if spec.hedge_ratio_mode == "rolling_ols":
+        return _dec(signal.hedge_ratio)
+    return spec.hedge_ratio
 
 
 def _excess(have: Decimal, other: Decimal, want: Decimal, want_other: Decimal, step: Decimal) -> Decimal:

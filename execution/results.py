@@ -79,6 +79,9 @@ class PairSpec:
     hedge_ratio: Decimal
     notional_usdt: Decimal
     price_transform: str
+    # "rolling_ols": the entry is sized with the hedge ratio the signal carries (the window's beta
+    # at that quote), not ``hedge_ratio``; exits close the position's quantities either way.
+    hedge_ratio_mode: str = "static"
 
 
 @dataclass(frozen=True, slots=True)

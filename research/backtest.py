@@ -189,7 +189,7 @@ class Backtest:
             generators[pair.pair_id] = SignalGenerator(params[pair.pair_id], symbol_a=sa, symbol_b=sb)
             notional = pair.notional_usdt or config.execution.notional_per_pair_usdt
             specs.append(PairSpec(pair.pair_id, sa, sb, Decimal(repr(pair.hedge_ratio)), Decimal(repr(notional)),
-                                  params[pair.pair_id].price_transform))
+                                  params[pair.pair_id].price_transform, params[pair.pair_id].hedge_ratio_mode))
         # latency_ms is a wall-clock sleep in the paper exchange; on the replay's clock an execution
         # takes no time (docs/architecture.md, "Backtest"), so it is left out here.
         paper_config = config.paper.model_copy(update={"latency_ms": 0})
@@ -379,6 +379,7 @@ def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows
             "partial_fill_probability": config.paper.partial_fill_probability,
             "funding_rate": config.demo.funding_rate, "funding_interval_hours": config.demo.funding_interval_hours,
             "starting_balance_usdt": config.paper.starting_balance_usdt,
+            "hedge_ratio_mode": config.signal.hedge_ratio_mode,  # the default; a pair may override it
         },
         "performance": {k: v for k, v in perf.items() if k != "equity_curve"},
     }

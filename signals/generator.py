@@ -43,7 +43,7 @@ from loguru import logger
 
 from core.config import SignalParams
 from core.types import PairState, Quote, SignalType, TradingSignal
-from signals.spread import SpreadCalculator
+from signals.spread import RollingOLSCalculator, SpreadCalculator
 
 SignalCallback = Callable[[TradingSignal], Awaitable[bool]]
 
@@ -64,7 +64,8 @@ _FLATTEN = SignalType.FLATTEN
 _TYPE_CODES: dict[SignalType, str] = {_EL: "EL", _ES: "ES", _EXIT: "X", _STOP: "SL", _TSTOP: "TS", _FLATTEN: "FL"}
 SIGNAL_ID_MAX_LEN = 26
 #: Parameters that shape the window: changing one needs a new window (``rewindow``), not ``retune``.
-WINDOW_FIELDS = ("hedge_ratio", "lookback_bars", "bar_seconds", "price_transform")
+WINDOW_FIELDS = ("hedge_ratio", "lookback_bars", "bar_seconds", "price_transform", "hedge_ratio_mode")
+HEDGE_RATIO_MODES = ("static", "rolling_ols")
 
 
 class RejectReason(str, Enum):
@@ -94,6 +95,7 @@ class Gate(str, Enum):
     LOW_STD = "low_std"  # std <= min_std (or a flat window)
     WARMING = "warming"  # bars are missing after a gap; no decision until they are backfilled
     STALE_LEG = "stale_leg"  # the other leg's quote is older than max_quote_age_ms
+    BAD_BETA = "bad_beta"  # rolling_ols: the window's beta is <= 0, no entry can be sized with it
 
 
 class Suppression(str, Enum):
@@ -105,7 +107,7 @@ class Suppression(str, Enum):
 
 _R = {reason: i for i, reason in enumerate(RejectReason)}
 _G = {gate: i for i, gate in enumerate(Gate)}
-_G_NO_QUOTE, _G_IN_FLIGHT, _G_HALTED, _G_NOT_FULL, _G_LOW_STD, _G_WARMING, _G_STALE = range(len(Gate))
+_G_NO_QUOTE, _G_IN_FLIGHT, _G_HALTED, _G_NOT_FULL, _G_LOW_STD, _G_WARMING, _G_STALE, _G_BAD_BETA = range(len(Gate))
 
 
 def pair_tag(pair_id: str) -> str:
@@ -212,9 +214,7 @@ class SignalGenerator:
         self.params = params
         self.pair_id = params.pair_id
         self._tag = pair_tag(params.pair_id)
-        self._calc = SpreadCalculator(hedge_ratio=params.hedge_ratio, lookback_bars=params.lookback_bars,
-                                      bar_seconds=params.bar_seconds, price_transform=params.price_transform,
-                                      name=params.pair_id)
+        self._calc = _make_calculator(params)
         self._set_thresholds(params)
         self._no_entry: str | None = None
         self.bind_symbols(symbol_a or params.leg_a, symbol_b or params.leg_b)
@@ -271,9 +271,7 @@ class SignalGenerator:
         _validate_params(params)
         if self._state is not _FLAT or self._busy is not None:
             raise ValueError(f"{self.pair_id}: a new window only while FLAT and idle (now {self._state.value})")
-        self._calc = SpreadCalculator(hedge_ratio=params.hedge_ratio, lookback_bars=params.lookback_bars,
-                                      bar_seconds=params.bar_seconds, price_transform=params.price_transform,
-                                      name=params.pair_id)
+        self._calc = _make_calculator(params)
         self._set_thresholds(params)
         self.params = params
         self.request_warm_up()
@@ -385,6 +383,9 @@ class SignalGenerator:
             elif self._entry <= z < self._entry_max:
                 kind = _ES
             else:  # inside the band, or beyond entry_max where the stop would fire at once
+                return None
+            if not calc.hedge_ratio > 0.0:  # rolling_ols only (a static ratio is > 0): cannot be sized
+                self._gated[_G_BAD_BETA] += 1
                 return None
             if ts < self._stop_until:
                 self._suppressed[Suppression.STOP_COOLDOWN] += 1
@@ -609,7 +610,7 @@ class SignalGenerator:
                 break
             if not (0.0 < close_a < _INF and 0.0 < close_b < _INF):
                 continue
-            used += calc.seed_bar(ts, calc.spread_of(close_a, close_b))
+            used += calc.seed_bar(ts, calc.bar_value(close_a, close_b))
         if live_bucket >= 0:
             calc.seed_bar(live_bucket * bar_ms, live_value)
         if calc.seed_missing:
@@ -702,6 +703,13 @@ def _closes_by_ts(bars: Sequence[Sequence[float]], bar_ms: int, name: str) -> di
     return out
 
 
+def _make_calculator(params: SignalParams) -> SpreadCalculator:
+    """The pair's window: the static hedge ratio's, or the rolling-OLS one (``hedge_ratio_mode``)."""
+    cls = RollingOLSCalculator if params.hedge_ratio_mode == "rolling_ols" else SpreadCalculator
+    return cls(hedge_ratio=params.hedge_ratio, lookback_bars=params.lookback_bars, bar_seconds=params.bar_seconds,
+               price_transform=params.price_transform, name=params.pair_id)
+
+
 def _validate_params(p: SignalParams) -> None:
     """The generator can be built without the config loader (tests, bench): check the rules."""
     checks = [
@@ -709,6 +717,8 @@ def _validate_params(p: SignalParams) -> None:
          f"thresholds need exit_z < entry_z < entry_max_z <= stop_z, got "
          f"{p.exit_z}, {p.entry_z}, {p.entry_max}, {p.stop_z}"),
         (p.bar_seconds > 0, f"bar_seconds must be > 0, got {p.bar_seconds}"),
+        (p.hedge_ratio_mode in HEDGE_RATIO_MODES, f"hedge_ratio_mode must be one of {HEDGE_RATIO_MODES}, "
+                                                  f"got {p.hedge_ratio_mode!r}"),
         (p.max_quote_age_ms > 0, f"max_quote_age_ms must be > 0, got {p.max_quote_age_ms}"),
         (min(p.cooldown_seconds, p.stop_loss_cooldown_seconds, p.time_stop_cooldown, p.min_std) >= 0,
          "cooldowns and min_std must be >= 0"),

@@ -589,3 +589,229 @@ def engle_granger(x: np.ndarray, y: np.ndarray, lags: int) -> tuple[float, float
     if sst == 0.0 or 1.0 - ssr / sst >= 1.0 - 100.0 * math.sqrt(_EPS):
         return -math.inf, beta, alpha
     return adf_stat(resid, lags, False), beta, alpha
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming pair window: rolling OLS hedge ratio and the residual's Z (hedge_ratio_mode rolling_ols)
+# ---------------------------------------------------------------------------------------------
+#
+# State (created by :func:`pair_window_new`), the bivariate twin of the streaming window above:
+# ``buf``     float64[2, N-1]  rings of the last N-1 completed bars' x = f(X) and y = f(Y)
+# ``fstate``  float64[9]       refs rx, ry; shifted sums Sx, Sy, Sxx, Sxy, Syy (around the refs);
+#                              squared deviations of x and of y moved since the last recompute
+# ``istate``  int64[4]         capacity N-1, count, head, pushes since recompute
+# Same scheme as the Z window: the refs are re-centred on the exact means and the sums recomputed
+# two-pass every N-1 pushes (or earlier when a leg's rounding bound grows past 1e4 eps of its
+# sum of squared deviations), so nothing drifts however long the stream runs.
+
+P_RX, P_RY, P_SX, P_SY, P_SXX, P_SXY, P_SYY, P_MX, P_MY = 0, 1, 2, 3, 4, 5, 6, 7, 8
+#: below this 1 - R^2 the O(1) query refits the window two-pass (:func:`pair_window_exact`)
+ILL_FIT = 1e-3
+#: a residual sum of squares below this fraction of Y's (std below 1e-10 of Y's) is a perfect fit
+PERFECT_FIT = 1e-20
+
+
+def pair_window_new(window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh state for a streaming pair window of ``window`` bars (N-1 completed + the current one)."""
+    if window < 3:
+        raise ValueError("window must be >= 3 bars")
+    istate = np.zeros(4, dtype=np.int64)
+    istate[I_CAP] = window - 1
+    return np.zeros((2, window - 1)), np.zeros(9), istate
+
+
+@njit(**_JIT)
+def pair_window_reset(buf: np.ndarray, fstate: np.ndarray, istate: np.ndarray) -> None:
+    """Empty the pair window."""
+    buf[:, :] = 0.0
+    fstate[:] = 0.0
+    cap = istate[I_CAP]
+    istate[:] = 0
+    istate[I_CAP] = cap
+
+
+@njit(**_JIT)
+def pair_window_recompute(buf: np.ndarray, fstate: np.ndarray, istate: np.ndarray) -> None:
+    """Re-centre both refs on the exact means and recompute the five shifted sums (two-pass)."""
+    count = istate[I_COUNT]
+    istate[I_SINCE] = 0
+    fstate[P_MX] = 0.0
+    fstate[P_MY] = 0.0
+    if count == 0:
+        fstate[P_SX:P_SYY + 1] = 0.0
+        return
+    rx = buf[0, :count].sum() / count
+    ry = buf[1, :count].sum() / count
+    sx = sy = sxx = sxy = syy = 0.0
+    for k in range(count):
+        dx = buf[0, k] - rx
+        dy = buf[1, k] - ry
+        sx += dx
+        sy += dy
+        sxx += dx * dx
+        sxy += dx * dy
+        syy += dy * dy
+    fstate[P_RX] = rx
+    fstate[P_RY] = ry
+    fstate[P_SX] = sx
+    fstate[P_SY] = sy
+    fstate[P_SXX] = sxx
+    fstate[P_SXY] = sxy
+    fstate[P_SYY] = syy
+
+
+@njit(**_JIT)
+def pair_window_push(buf: np.ndarray, fstate: np.ndarray, istate: np.ndarray, x: float, y: float) -> None:
+    """Append one completed bar ``(x, y)``; the oldest leaves once N-1 are held. O(1) amortised."""
+    cap = istate[I_CAP]
+    count = istate[I_COUNT]
+    head = istate[I_HEAD]
+    if count == 0:
+        fstate[:] = 0.0
+        fstate[P_RX] = x
+        fstate[P_RY] = y
+    rx = fstate[P_RX]
+    ry = fstate[P_RY]
+    dx = x - rx
+    dy = y - ry
+    if count == cap:
+        ox = buf[0, head] - rx
+        oy = buf[1, head] - ry
+        fstate[P_SX] += dx - ox
+        fstate[P_SY] += dy - oy
+        fstate[P_SXX] += dx * dx - ox * ox
+        fstate[P_SXY] += dx * dy - ox * oy
+        fstate[P_SYY] += dy * dy - oy * oy
+        fstate[P_MX] += dx * dx + ox * ox
+        fstate[P_MY] += dy * dy + oy * oy
+    else:
+        fstate[P_SX] += dx
+        fstate[P_SY] += dy
+        fstate[P_SXX] += dx * dx
+        fstate[P_SXY] += dx * dy
+        fstate[P_SYY] += dy * dy
+        fstate[P_MX] += dx * dx
+        fstate[P_MY] += dy * dy
+        count += 1
+        istate[I_COUNT] = count
+    buf[0, head] = x
+    buf[1, head] = y
+    head += 1
+    if head == cap:
+        head = 0
+    istate[I_HEAD] = head
+    istate[I_SINCE] += 1
+    cxx = fstate[P_SXX] - fstate[P_SX] * fstate[P_SX] / count
+    cyy = fstate[P_SYY] - fstate[P_SY] * fstate[P_SY] / count
+    if istate[I_SINCE] >= cap or fstate[P_SXX] + fstate[P_MX] > _RECOMPUTE_RATIO * cxx \
+            or fstate[P_SYY] + fstate[P_MY] > _RECOMPUTE_RATIO * cyy:
+        pair_window_recompute(buf, fstate, istate)
+
+
+@njit(**_JIT)
+def pair_window_query(buf: np.ndarray, fstate: np.ndarray, istate: np.ndarray, x: float,
+                      y: float) -> tuple[float, float, float, float, float]:
+    """``(beta, alpha, z, mean, std)`` over the last N-1 completed bars plus the candidate ``(x, y)``.
+
+    ``beta = cov(x, y) / var(x)``, ``alpha = mean(y) - beta mean(x)``; the spread ``s = y - beta x``
+    with that beta has window mean ``alpha`` and sample (ddof 1) variance
+    ``var(y) - 2 beta cov + beta**2 var(x)``: z is the OLS residual's z. NaNs until N-1 bars are
+    held; z NaN and std 0 when x or the residual is flat. Does not change the state. O(1).
+    (:class:`signals.spread.RollingOLSCalculator` runs the same arithmetic in Python floats.)
+    """
+    cap = istate[I_CAP]
+    if istate[I_COUNT] < cap:
+        return math.nan, math.nan, math.nan, math.nan, math.nan
+    n = cap + 1.0
+    dx = x - fstate[P_RX]
+    dy = y - fstate[P_RY]
+    sx = fstate[P_SX] + dx
+    sy = fstate[P_SY] + dy
+    sxx = fstate[P_SXX] + dx * dx
+    mx = sx / n
+    my = sy / n
+    cxx = sxx - sx * mx
+    if not cxx > _RECOMPUTE_RATIO * _EPS * sxx:
+        return math.nan, math.nan, math.nan, math.nan, 0.0
+    cxy = fstate[P_SXY] + dx * dy - sx * my
+    syy = fstate[P_SYY] + dy * dy
+    cyy = syy - sy * my
+    if cyy * cxx - cxy * cxy < ILL_FIT * cyy * cxx:  # R^2 near 1: the sums cancel, refit two-pass
+        return pair_window_exact(buf, istate, x, y)
+    beta = cxy / cxx
+    alpha = fstate[P_RY] + my - beta * (fstate[P_RX] + mx)
+    ssr = cyy - beta * cxy
+    if not ssr > _RECOMPUTE_RATIO * _EPS * syy:
+        return beta, alpha, math.nan, alpha, 0.0
+    std = math.sqrt(ssr / cap)
+    return beta, alpha, ((dy - my) - beta * (dx - mx)) / std, alpha, std
+
+
+@njit(**_JIT)
+def pair_window_exact(buf: np.ndarray, istate: np.ndarray, x: float,
+                      y: float) -> tuple[float, float, float, float, float]:
+    """:func:`pair_window_query` from the raw window, two-pass around the exact means. O(N).
+
+    For the rare fit with ``1 - R^2 < ILL_FIT``: there ``ssr = Syy - beta Sxy`` from running sums
+    loses up to ``log10(1 / (1 - R^2))`` digits, while the residuals themselves keep them all.
+    """
+    cap = istate[I_CAP]
+    n = cap + 1.0
+    mx = x
+    my = y
+    for k in range(cap):
+        mx += buf[0, k]
+        my += buf[1, k]
+    mx /= n
+    my /= n
+    cxx = (x - mx) * (x - mx)
+    cxy = (x - mx) * (y - my)
+    for k in range(cap):
+        dx = buf[0, k] - mx
+        cxx += dx * dx
+        cxy += dx * (buf[1, k] - my)
+    if not cxx > 0.0:
+        return math.nan, math.nan, math.nan, math.nan, 0.0
+    beta = cxy / cxx
+    alpha = my - beta * mx
+    # centred residuals: y - beta x - alpha would lose the digits a tight fit has; their own mean
+    # (0 up to the rounding of mx, my) is taken out too, a shift that is not small next to them
+    e = (y - my) - beta * (x - mx)
+    ebar = e
+    for k in range(cap):
+        ebar += (buf[1, k] - my) - beta * (buf[0, k] - mx)
+    ebar /= n
+    e -= ebar
+    ssr = e * e
+    for k in range(cap):
+        r = (buf[1, k] - my) - beta * (buf[0, k] - mx) - ebar
+        ssr += r * r
+    ssy = (y - my) * (y - my)
+    for k in range(cap):
+        ssy += (buf[1, k] - my) * (buf[1, k] - my)
+    if not ssr > PERFECT_FIT * ssy:  # a perfect fit: the residual is rounding noise
+        return beta, alpha, math.nan, alpha, 0.0
+    std = math.sqrt(ssr / cap)
+    return beta, alpha, e / std, alpha, std
+
+
+@njit(**_JIT)
+def stream_rolling_ols(x: np.ndarray, y: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(beta, z)`` of every bar as the live pair window sees it at its bar close: query, then push.
+
+    The streaming rolling-OLS path in one compiled loop: the tests' bridge to the statsmodels
+    reference, and the batch form of the live calculator. Requires finite ``x`` and ``y``.
+    """
+    buf = np.zeros((2, window - 1))
+    fstate = np.zeros(9)
+    istate = np.zeros(4, dtype=np.int64)
+    istate[I_CAP] = window - 1
+    n = x.shape[0]
+    betas = np.empty(n)
+    zs = np.empty(n)
+    for i in range(n):
+        q = pair_window_query(buf, fstate, istate, x[i], y[i])
+        betas[i] = q[0]
+        zs[i] = q[2]
+        pair_window_push(buf, fstate, istate, x[i], y[i])
+    return betas, zs

@@ -145,11 +145,11 @@ class SpreadCalculator:
         if prev >= 0:
             empty = bucket - prev - 1
             if empty > 0 and seeding:  # history has a hole: restart after it
-                kn.window_reset(self._buf, self._fstate, self._istate)
+                self._clear_window()
                 self.gap_resets += 1
                 self.seed_missing += empty
             else:
-                kn.window_push(self._buf, self._fstate, self._istate, self._cur)
+                self._push_bar()
                 self.bars_closed += 1
                 if empty > 0:
                     self.gaps += 1
@@ -161,6 +161,13 @@ class SpreadCalculator:
                     self.awaiting_backfill = True
             self._sync()
         self._bucket = bucket
+
+    def _push_bar(self) -> None:
+        """Push the open bar's value into the window (once per bar; the subclass pushes two)."""
+        kn.window_push(self._buf, self._fstate, self._istate, self._cur)
+
+    def _clear_window(self) -> None:
+        kn.window_reset(self._buf, self._fstate, self._istate)
 
     def _sync(self) -> None:
         """Copy the kernel state into Python floats for the O(1) query."""
@@ -190,6 +197,10 @@ class SpreadCalculator:
         self._cur = float(spread)
         return True
 
+    def bar_value(self, mid_a: float, mid_b: float) -> float:
+        """What one bar of these prices records (:meth:`seed_bar`'s ``spread``): here the spread."""
+        return self.spread_of(mid_a, mid_b)
+
     def spread_of(self, mid_a: float, mid_b: float) -> float:
         """The spread of two prices with this pair's transform and hedge ratio."""
         if self._log:
@@ -201,7 +212,7 @@ class SpreadCalculator:
 
         A warm-up rebuilds the window from candles, so it also ends a wait for a backfill.
         """
-        kn.window_reset(self._buf, self._fstate, self._istate)
+        self._clear_window()
         self.awaiting_backfill = False
         self.seed_missing = 0
         self._bucket = -1
@@ -236,3 +247,140 @@ class SpreadCalculator:
     def open_value(self) -> float:
         """Last spread recorded in the open bar (NaN if none)."""
         return self._cur
+
+
+class RollingOLSCalculator(SpreadCalculator):
+    """``hedge_ratio_mode: rolling_ols``: the hedge ratio re-estimated by OLS over the window.
+
+    Same bars, gaps, warm-up and counters as :class:`SpreadCalculator` (it is one); what a bar
+    records is the pair ``(x, y) = (f(X), f(Y))`` instead of a spread, and on every update
+
+    * ``beta = cov(x, y) / var(x)`` over the last ``lookback_bars - 1`` completed bars plus the
+      current prices (the same window the static Z uses), ``alpha = mean(y) - beta mean(x)``;
+    * ``spread = y - beta x`` with that beta, ``mean = alpha``, ``std`` the sample std of the
+      window's spreads under that same beta, ``z = (spread - mean) / std``: the OLS residual's z.
+
+    ``hedge_ratio`` is that beta (the signal carries it, the engine sizes the entry with it).
+    O(1) per quote in Python floats over the running sums of ``kernels.pair_window_*``, which
+    are recomputed exactly every ``lookback_bars - 1`` pushes. Why rolling OLS and not a Kalman
+    filter: it has no extra parameters to tune (its only one is the lookback the pair already
+    has), it is exact and checkable against statsmodels ``RollingOLS``, and a replay gives the
+    same window as live; a Kalman filter's noise variances are two more unfitted knobs.
+    """
+
+    __slots__ = ("_pbuf", "_pfs", "_pis", "_cx", "_cy", "_rx", "_ry", "_sx", "_sy", "_sxx", "_sxy", "_syy",
+                 "_mean", "alpha")
+
+    def __init__(self, *, hedge_ratio: float, lookback_bars: int, bar_seconds: int,
+                 price_transform: str | PriceTransform = PriceTransform.LOG, name: str = "spread") -> None:
+        if lookback_bars < 3:
+            raise ValueError(f"lookback_bars must be >= 3, got {lookback_bars!r}")
+        self._pbuf, self._pfs, self._pis = kn.pair_window_new(int(lookback_bars))
+        self._cx = self._cy = _NAN
+        self._mean = self.alpha = _NAN
+        super().__init__(hedge_ratio=hedge_ratio, lookback_bars=lookback_bars, bar_seconds=bar_seconds,
+                         price_transform=price_transform, name=name)
+
+    def update(self, ts_ms: int, mid_a: float, mid_b: float) -> float:
+        """Record these mids at exchange time ``ts_ms``; re-fit beta; return the residual's Z. O(1)."""
+        if self._log:
+            x = math.log(mid_a)
+            y = math.log(mid_b)
+        else:
+            x = mid_a
+            y = mid_b
+        bucket = ts_ms // self.bar_ms
+        if bucket > self._bucket:
+            self._roll(bucket, seeding=False)
+        self._cx = x
+        self._cy = y
+        if not self._ready or self.awaiting_backfill:
+            self.spread = y - self.hedge_ratio * x
+            self.z = self.std = self._mean = _NAN
+            return _NAN
+        n = self._n
+        dx = x - self._rx
+        dy = y - self._ry
+        sx = self._sx + dx
+        sy = self._sy + dy
+        sxx = self._sxx + dx * dx
+        mx = sx / n
+        my = sy / n
+        cxx = sxx - sx * mx
+        if not cxx > _FLAT_TOL * sxx:  # X flat over the window: no regression
+            self.spread = y - self.hedge_ratio * x
+            self.z = self._mean = _NAN
+            self.std = 0.0
+            return _NAN
+        cxy = self._sxy + dx * dy - sx * my
+        syy = self._syy + dy * dy
+        cyy = syy - sy * my
+        if cyy * cxx - cxy * cxy < kn.ILL_FIT * cyy * cxx:  # R^2 near 1: the sums cancel (rare)
+            beta, alpha, z, _, std = kn.pair_window_exact(self._pbuf, self._pis, x, y)
+        else:
+            beta = cxy / cxx
+            alpha = self._ry + my - beta * (self._rx + mx)
+            ssr = cyy - beta * cxy
+            if ssr > _FLAT_TOL * syy:
+                std = math.sqrt(ssr / self._nm1)
+                z = ((dy - my) - beta * (dx - mx)) / std
+            else:  # a perfect fit: the residual is flat
+                std = 0.0
+                z = _NAN
+        self.hedge_ratio = beta
+        self.alpha = self._mean = alpha
+        self.spread = y - beta * x
+        self.std = std
+        self.z = z
+        return z
+
+    def _push_bar(self) -> None:
+        kn.pair_window_push(self._pbuf, self._pfs, self._pis, self._cx, self._cy)
+
+    def _clear_window(self) -> None:
+        kn.pair_window_reset(self._pbuf, self._pfs, self._pis)
+
+    def _sync(self) -> None:
+        fs = self._pfs.tolist()
+        self._rx, self._ry = fs[kn.P_RX], fs[kn.P_RY]
+        self._sx, self._sy = fs[kn.P_SX], fs[kn.P_SY]
+        self._sxx, self._sxy, self._syy = fs[kn.P_SXX], fs[kn.P_SXY], fs[kn.P_SYY]
+        self._ready = int(self._pis[kn.I_COUNT]) == self._cap
+
+    def seed_bar(self, open_ts_ms: int, spread: tuple[float, float]) -> bool:  # type: ignore[override]
+        """Feed one historical bar: ``spread`` is the bar's ``(x, y)`` (:meth:`bar_value`)."""
+        bucket = int(open_ts_ms) // self.bar_ms
+        if bucket < self._bucket:
+            return False
+        if bucket > self._bucket:
+            self._roll(bucket, seeding=True)
+        self._cx, self._cy = float(spread[0]), float(spread[1])
+        return True
+
+    def bar_value(self, mid_a: float, mid_b: float) -> tuple[float, float]:  # type: ignore[override]
+        """``(f(X), f(Y))``: a bar of this window holds both legs, not a spread."""
+        if self._log:
+            return math.log(mid_a), math.log(mid_b)
+        return float(mid_a), float(mid_b)
+
+    def reset(self) -> None:
+        super().reset()
+        self._cx = self._cy = _NAN
+        self._mean = _NAN
+
+    @property
+    def mean(self) -> float:
+        """``alpha``: the mean of the window's spreads under the current beta."""
+        return self._mean
+
+    @property
+    def bars_in_window(self) -> int:
+        return int(self._pis[kn.I_COUNT])
+
+    @property
+    def open_value(self) -> tuple[float, float]:  # type: ignore[override]
+        """``(x, y)`` of the open bar (NaNs if none)."""
+        return self._cx, self._cy
+
+
+_FLAT_TOL = 1e4 * 2.220446049250313e-16  # kernels' flat-window tolerance (1e4 eps of the sum of squares)

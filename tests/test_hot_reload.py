@@ -406,3 +406,23 @@ async def test_a_new_lookback_on_a_flat_pair_warms_it_up_again_at_once(make_rig,
                 await asyncio.sleep(0.02)
         assert gen.params.lookback_bars == 40 and gen.calculator.bars_in_window == 39
         assert live.rig.engine.pairs["EOS_AXS"].hedge_ratio == Decimal("1.1664")
+
+
+async def test_a_new_hedge_ratio_mode_on_a_flat_pair_is_a_new_window(make_rig, tmp_path: Path) -> None:
+    """hedge_ratio_mode static -> rolling_ols: a new (rolling-OLS) window warmed from history, and
+    the engine's spec says rolling_ols, so the next entry is sized with the signal's beta."""
+    from signals.spread import RollingOLSCalculator
+
+    async with _live(make_rig, tmp_path, [QUIET_EOS], engine_pairs=(EOS_AXS,)) as live:
+        gen = live.router.generators["EOS_AXS"]
+        assert gen.calculator.is_ready and live.rig.engine.pairs["EOS_AXS"].hedge_ratio_mode == "static"
+        live.write_pairs([{**QUIET_EOS, "hedge_ratio_mode": "rolling_ols"}])
+        result = await live.reloader.reload("test")
+        assert result.ok and result.changes == [
+            "EOS_AXS: hedge_ratio_mode static -> rolling_ols: new window, warming up"], result
+        assert isinstance(gen.calculator, RollingOLSCalculator) and gen.needs_backfill
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            while not gen.calculator.is_ready:
+                await asyncio.sleep(0.02)
+        assert gen.params.hedge_ratio_mode == "rolling_ols" and gen.calculator.bars_in_window == 29
+        assert live.rig.engine.pairs["EOS_AXS"].hedge_ratio_mode == "rolling_ols"
