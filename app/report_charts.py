@@ -3,7 +3,7 @@
 Each function draws one chart on its own ``Figure`` through the object API (never ``pyplot``,
 whose global state is not safe in the thread the report runs in at stop) and returns the PNG.
 Times are UTC; the pair charts use exchange time (the signals' and the bars'), the equity chart
-the wall clock of its samples.
+the clock of its samples (a session's wall clock, a backtest's replayed exchange time).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ def _times(ms: Sequence[int]) -> list[datetime]:
     return [datetime.fromtimestamp(t / 1000, tz=timezone.utc) for t in ms]
 
 
+def _clock_label(clock: str) -> str:
+    return "exchange time (UTC)" if clock == "exchange" else "wall-clock time (UTC)"
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -60,12 +64,13 @@ def drawdown_of(points: Sequence[tuple[int, Decimal]]) -> list[tuple[int, Decima
     return out
 
 
-def equity_chart(points: Sequence[tuple[int, Decimal]], label: str) -> bytes:
+def equity_chart(points: Sequence[tuple[int, Decimal]], label: str, clock: str = "wall") -> bytes:
     fig = Figure(figsize=WIDE)
     fig.subplots_adjust(**WIDE_MARGINS)
     ax = fig.add_subplot()
     ax.set_title("Equity curve")
     ax.set_ylabel("USDT")
+    ax.set_xlabel(_clock_label(clock))
     if points:
         ax.plot(_times([p[0] for p in points]), [float(p[1]) for p in points], color=NEUTRAL, marker=".",
                 label=label)
@@ -76,12 +81,13 @@ def equity_chart(points: Sequence[tuple[int, Decimal]], label: str) -> bytes:
     return _png(fig)
 
 
-def drawdown_chart(points: Sequence[tuple[int, Decimal]]) -> bytes:
+def drawdown_chart(points: Sequence[tuple[int, Decimal]], clock: str = "wall") -> bytes:
     fig = Figure(figsize=WIDE)
     fig.subplots_adjust(**WIDE_MARGINS)
     ax = fig.add_subplot()
     ax.set_title("Drawdown from the running peak")
     ax.set_ylabel("USDT")
+    ax.set_xlabel(_clock_label(clock))
     dd = drawdown_of(points)
     if dd:
         times, values = _times([p[0] for p in dd]), [float(p[1]) for p in dd]

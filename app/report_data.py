@@ -96,6 +96,7 @@ class ReportData:
     equity_label: str
     pnl: list[PairPnl]
     pairs: list[PairSeries]
+    equity_clock: str = "wall"  # the equity samples' clock: "wall", or "exchange" (a backtest's replay)
 
     @property
     def total_net_usdt(self) -> Decimal:
@@ -205,13 +206,23 @@ def load_session(session_json: Path) -> ReportData:
     pairs_meta = series.get("pairs") or {}
     markers = markers_of(view)
     equity = _equity_curve(stats)
-    label = "equity (USDT, marked to market; wall-clock time)"
+    # A backtest's statistics say "clock": "exchange": its equity samples and its period are the
+    # replay's exchange time (research/backtest.py), a session's are the wall clock.
+    clock = "exchange" if stats.get("clock") == "exchange" else "wall"
+    label = f"equity (USDT, marked to market; {'exchange time of the replay' if clock == 'exchange' else 'wall-clock time'})"
     if not equity:
         equity, label = realized_curve(view.trips), "cumulative realized PnL (USDT; no equity sample was taken)"
+        # (the round trips' close times: the journal's clock, the same as the samples' would be)
     session_id = stats.get("session_id") or series.get("session_id") or "?"
+    if stats.get("clock") == "exchange":
+        period = (f"{stats.get('replay_from_utc')} to {stats.get('replay_to_utc')} (UTC, replayed exchange time; "
+                  f"run at {stats.get('started_at_utc')})")
+    else:
+        period = f"{stats.get('started_at_utc')} to {stats.get('stopped_at_utc')} (UTC)"
+    mode = str(stats.get("mode", "?")).lower()
     return ReportData(
-        title=f"pairs-bot session {session_id}", scope="session", mode=str(stats.get("mode", "?")).lower(),
-        session_ids=[session_id], period=f"{stats.get('started_at_utc')} to {stats.get('stopped_at_utc')} (UTC)",
+        title=f"pairs-bot {'backtest' if mode == 'backtest' else 'session'} {session_id}", scope="session", mode=mode,
+        session_ids=[session_id], period=period, equity_clock=clock,
         journals=[str(journal)], equity=equity, equity_label=label,
         pnl=pnl_by_pair(view.trips, pairs_meta), pairs=[
             PairSeries(pair_id=pid, legs=f"{meta.get('leg_a')} / {meta.get('leg_b')}",

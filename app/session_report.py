@@ -37,8 +37,8 @@ def render_charts(data: ReportData) -> dict[str, bytes]:
     """Chart file name -> PNG, in the order the report shows them."""
     from app import report_charts as charts  # matplotlib loads only when a report is drawn
 
-    images = {"equity.png": charts.equity_chart(data.equity, data.equity_label),
-              "drawdown.png": charts.drawdown_chart(data.equity),
+    images = {"equity.png": charts.equity_chart(data.equity, data.equity_label, data.equity_clock),
+              "drawdown.png": charts.drawdown_chart(data.equity, data.equity_clock),
               "pnl_per_pair.png": charts.pnl_chart(data.pnl)}
     for series in data.pairs:
         images[f"pair-{_safe(series.pair_id)}.png"] = charts.pair_chart(series)
@@ -179,12 +179,14 @@ def newest_session(logs_dir: Path) -> Path:
 
 
 async def report_at_stop(*, series: Any, session_json: Path, logs_dir: Path, session_id: str, mode: str,
-                         timeout_seconds: float = REPORT_AT_STOP_TIMEOUT_SECONDS) -> Path | None:
+                         timeout_seconds: float = REPORT_AT_STOP_TIMEOUT_SECONDS,
+                         report_dir: Path | None = None) -> Path | None:
     """At stop, after the statistics are saved: the series file, then the report, drawn in a
     daemon thread so the shutdown waits at most ``timeout_seconds`` (a report still drawing
     then is abandoned; its files are written atomically, so none is left half-written). Any
     failure is one ERROR line with its cause; it never raises, and the statistics are already
-    on disk. ``timeout_seconds`` 0 writes only the series file."""
+    on disk. ``timeout_seconds`` 0 writes only the series file. ``report_dir`` (default
+    ``logs/reports/<session>/``): where the backtest puts it, its ``--out``."""
     try:
         if series is None:
             raise ReportInputError("no series recorder in this run (it stopped before the pipeline was built)")
@@ -193,7 +195,7 @@ async def report_at_stop(*, series: Any, session_json: Path, logs_dir: Path, ses
             logger.info("session report at stop off (logging.report_timeout_seconds 0): python main.py report "
                         "--session {} draws it", session_json)
             return None
-        out_dir = session_report_dir(logs_dir, session_json)
+        out_dir = report_dir if report_dir is not None else session_report_dir(logs_dir, session_json)
         path = await _in_daemon_thread(lambda: write_report(load_session(session_json), out_dir), timeout_seconds)
     except TimeoutError:
         logger.error("session report not written: drawing took longer than {:g}s; shutdown goes on "

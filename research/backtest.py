@@ -13,7 +13,11 @@ What runs is what a session runs (docs/architecture.md, "Backtest"):
   collected at each funding time of the replay instead, and the one account is the paper
   exchange in this process, so there is nothing for a reconciliation to find;
 - at the end every open pair is closed through its generator's FLATTEN, so the PnL is realized
-  and equals the cash flows of ``fills.csv`` (signed notional, fees, funding).
+  and equals the cash flows of ``fills.csv`` (signed notional, fees, funding);
+- the session report of a live session (``app/session_report.py``), from the same files: the
+  run's journal (``journal-backtest.sqlite``), its statistics (``session-backtest.json``, marked
+  ``"clock": "exchange"`` so the report shows replay time) and the ``SeriesRecorder``'s spread/z
+  per bar (``series-backtest.json``), drawn into ``report.html`` beside ``fills.csv``.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from app.equity import OpenMark, performance_section
 from app.performance import EquityPoint
 from app.pipeline import SignalRouter
+from app.series import MAX_BARS_PER_PAIR, SeriesRecorder
+from app.session_report import report_at_stop
 from core.config import AppConfig, PairConfig, compact_symbol, signal_params
 from core.errors import UsageError
 from core.events import EventBus
+from core.files import write_json_atomically
 from core.stats import SessionStats, final_statistics_text, render_tables
 from execution.engine import ExecutionEngine
 from execution.journal import Journal
@@ -54,6 +61,11 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "binance-us
 EXCHANGE_INFO = Path(__file__).resolve().parent.parent / "data" / "exchange-info" / \
     "binance_usdm_fapi_v1_exchangeInfo_2021-07-21.json"
 FILL_COLUMNS = ("ts", "pair", "symbol", "side", "qty", "price", "fee", "funding")
+#: The run's files in ``--out`` besides fills.csv and summary.json: what the session report reads
+#: (``python main.py report --session <out>/session-backtest.json`` draws it again).
+JOURNAL_FILE, STATS_FILE = "journal-backtest.sqlite", "session-backtest.json"
+#: The report is drawn after the replay, not at a shutdown: a wider bound than a session's 15 s.
+REPORT_TIMEOUT_SECONDS = 120.0
 ZERO = Decimal(0)
 Audit = Callable[[int, ExecutionEngine, PaperExchange], Awaitable[None]]
 
@@ -68,6 +80,7 @@ class BacktestRequest:
     out_dir: Path | None = None
     progress: bool = True
     seed: int | None = None  # the replay's seed (None: the demo's)
+    report_timeout_seconds: float = REPORT_TIMEOUT_SECONDS  # 0: the series file only, no report.html
 
 
 @dataclass(slots=True)
@@ -77,6 +90,7 @@ class BacktestResult:
     executed: dict[str, bool] = field(default_factory=dict)  # signal_id -> True for every executed one
     out_dir: Path | None = None
     snapshot: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None  # report.html (None: not written; the ERROR line says why)
 
 
 def parse_date(text: str, *, end: bool = False) -> int:
@@ -169,17 +183,24 @@ class Backtest:
         funding = FundingSchedule(Decimal(repr(demo.funding_rate)), int(demo.funding_interval_hours * 3_600_000))
         markets = OfflineMarkets(rules, funding)
         markets.now_ms = feed.now_ms
+        out_dir = self.request.out_dir or default_out_dir()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        journal_path = out_dir / JOURNAL_FILE
+        for stale in (journal_path, journal_path.with_name(f"{JOURNAL_FILE}-wal"),
+                      journal_path.with_name(f"{JOURNAL_FILE}-shm")):
+            stale.unlink(missing_ok=True)  # an earlier run's journal in the same --out: this run's replaces it
         with tempfile.TemporaryDirectory(prefix="backtest-") as tmp:
-            journal = Journal.open(Path(tmp) / "journal-backtest.sqlite", mode="paper", now_ms=lambda: markets.now_ms,
-                                   durable=False)
+            # The journal is kept in --out (the report reads it); its clock is the replay's.
+            journal = Journal.open(journal_path, mode="paper", now_ms=lambda: markets.now_ms, durable=False)
             try:
-                result = await self._replay(feed, markets, journal, params, end_ms, replay, Path(tmp))
+                result = await self._replay(feed, markets, journal, params, end_ms, replay, Path(tmp), out_dir)
             finally:
                 journal.close()
         return result
 
     async def _replay(self, feed: ReplayFeed, markets: OfflineMarkets, journal: Journal,
-                      params: dict[str, Any], end_ms: int, replay: ReplayConfig, tmp: Path) -> BacktestResult:
+                      params: dict[str, Any], end_ms: int, replay: ReplayConfig, tmp: Path,
+                      out_dir: Path) -> BacktestResult:
         config = self.config
         stats = SessionStats(mode="BACKTEST")
         generators: dict[str, SignalGenerator] = {}
@@ -202,8 +223,11 @@ class Backtest:
                                  books=lambda s: router.book(s),
                                  external_positions_path=tmp / "external-positions.json",
                                  seed=config.paper.seed, events=events)
+        # Spread/z per bar for the report, as app/assemble.py attaches it; room for every bar of the range.
+        series = SeriesRecorder(generators, journal=journal,
+                                max_bars=max(MAX_BARS_PER_PAIR, (end_ms - feed.now_ms) // feed.bar_ms + 2))
         router = SignalRouter(generators=generators, engine=engine, stats=stats, history=feed.history,
-                              observers=[paper.on_quote], on_feed_loss="hold", events=events)
+                              observers=[paper.on_quote, series.on_quote], on_feed_loss="hold", events=events)
         signals: list[tuple[str, str, int]] = []
         executed: dict[str, bool] = {}
         closed_any = [False]
@@ -290,12 +314,24 @@ class Backtest:
                            config=config, replay=replay, request=self.request, first_ms=first_ms, end_ms=end_ms,
                            bars=total_bars, quotes=quotes, wall=wall, pairs=[p.pair_id for p in self.pairs],
                            open_positions=sorted(open_positions), flattened=flattened, signals=len(signals))
-        out_dir = self.request.out_dir or default_out_dir()
-        out_dir.mkdir(parents=True, exist_ok=True)
         _write_fills(out_dir / "fills.csv", fills, funding_rows)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         snapshot = stats.snapshot()
-        return BacktestResult(summary=summary, signals=signals, executed=executed, out_dir=out_dir, snapshot=snapshot)
+        report = await self._report(snapshot, series, out_dir, summary)
+        return BacktestResult(summary=summary, signals=signals, executed=executed, out_dir=out_dir, snapshot=snapshot,
+                              report=report)
+
+    async def _report(self, snapshot: dict[str, Any], series: SeriesRecorder, out_dir: Path,
+                      summary: dict[str, Any]) -> Path | None:
+        """The live session's report (same function, bounded, never fatal) into ``out_dir``:
+        the statistics file it reads, marked with the replay's clock and range, then the series
+        file and ``report.html``."""
+        stats_json = write_json_atomically(out_dir / STATS_FILE, {
+            **snapshot, "clock": "exchange", "replay_from_utc": summary["from"], "replay_to_utc": summary["to"]},
+            indent=2, default=str)
+        return await report_at_stop(series=series, session_json=stats_json, logs_dir=out_dir,
+                                    session_id=snapshot["session_id"], mode="backtest",
+                                    timeout_seconds=self.request.report_timeout_seconds, report_dir=out_dir)
 
     def print_statistics(self, result: BacktestResult) -> None:
         """The final statistics screen of a live session, from the same code."""
@@ -305,6 +341,13 @@ class Backtest:
         self.console.print(f"backtest: {s['bars']:,} bars x {len(s['pairs'])} pairs in {s['wall_seconds']:.1f} s "
                            f"({s['bars_per_second']:,.0f} bars/s); fills.csv and summary.json in {result.out_dir}",
                            highlight=False)
+        if result.report is not None:
+            self.console.print(f"backtest report: {result.report}", highlight=False)
+        elif self.request.report_timeout_seconds <= 0:
+            self.console.print(f"backtest report: off; python main.py report --session {result.out_dir / STATS_FILE} "
+                               "draws it", highlight=False)
+        else:
+            self.console.print("backtest report: not written (the ERROR line above says why)", highlight=False)
 
 
 def _recorder(signals: list[tuple[str, str, int]], executed: dict[str, bool]) -> Any:

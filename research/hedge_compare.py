@@ -3,7 +3,8 @@
 Two full backtests (research/backtest.py) over the same range, replay seed and pairs, one with
 every pair on ``hedge_ratio_mode: static`` and one with every pair on ``rolling_ols`` (a pair's
 own override is replaced in both runs, so the two columns differ only in the mode). Each run
-writes its ``fills.csv`` and ``summary.json`` under ``<out>/static/`` and ``<out>/rolling_ols/``;
+writes its ``fills.csv``, ``summary.json`` and session report (``report.html``, with the journal,
+statistics and series files it is drawn from) under ``<out>/static/`` and ``<out>/rolling_ols/``;
 ``<out>/summary.json`` holds both summaries side by side, and a two-column table is printed.
 """
 
@@ -46,17 +47,22 @@ async def compare(*, config: AppConfig, pairs: list[PairConfig], request: Backte
     """Run both modes one after the other; write and return the side-by-side summary."""
     out_dir = request.out_dir or default_out_dir()
     summaries: dict[str, Any] = {}
+    reports: dict[str, Any] = {}
     for mode in MODES:
         mode_config, mode_pairs = in_mode(config, pairs, mode)
         run = Backtest(config=mode_config, pairs=mode_pairs, request=replace(request, out_dir=out_dir / mode),
                        console=console)
         result = await run.run()
         summaries[mode] = result.summary | {"hedge_ratio_mode": mode}
+        reports[mode] = result.report
         logger.info("compare-hedge: {} run done: PnL {} USDT over {} round trips", mode,
                     result.summary["pnl_usdt"], result.summary["round_trips"])
     combined = {"compare_hedge": list(MODES), **summaries}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(combined, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for mode in MODES:
+        console.print(f"backtest report: {reports[mode]}" if reports[mode] is not None else
+                      f"backtest report: {mode} run's not written (the ERROR line above says why)", highlight=False)
     return combined
 
 

@@ -6,8 +6,12 @@ Bounded: a few pairs over a few hundred 5m bars of the bundled data.
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
+import html
 import json
+import re
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -272,3 +276,48 @@ def test_cli_end_to_end_on_a_short_range(tmp_path: Path) -> None:
     assert (out / "fills.csv").read_text().startswith("ts,pair,symbol,side,qty,price,fee,funding")
     for line in ("FINAL STATISTICS", "Signals processed:", "Net PnL", "bars/s"):
         assert line in proc.stdout, line
+    assert f"backtest report: {out / 'report.html'}" in proc.stdout
+    _assert_backtest_report(out, summary)
+
+
+#: The session report's chart sections (app/session_report.py), and what "self-contained" excludes.
+REPORT_CHARTS = ("equity", "drawdown", "pnl-per-pair", "pnl-table")
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def _assert_backtest_report(out: Path, summary: dict) -> None:
+    """``report.html`` in ``out``: self-contained, every chart, one section per pair of the run,
+    per-pair net PnL = the summary's and the kept journal's, times on the replay's clock."""
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert not EXTERNAL.search(page), EXTERNAL.search(page)
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    for chart in REPORT_CHARTS:
+        assert f'<section id="{chart}">' in page, chart
+    assert re.findall(r'<section class="pair" id="pair-[^"]+" data-pair="([^"]+)">', page) == summary["pairs"]
+    images = re.findall(r'<img alt="[^"]*" data-file="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
+    assert len(images) == 3 + len(summary["pairs"])
+    for name, encoded in images:
+        assert base64.b64decode(encoded) == (out / name).read_bytes(), name
+    nets = {html.unescape(pair): Decimal(net)
+            for pair, net in re.findall(r'<tr data-pair="([^"]+)" data-net-usdt="([^"]+)"', page)}
+    per_pair = {row["pair"]: row for row in summary["performance"]["pairs"]}
+    assert sum(row["round_trips"] for row in per_pair.values()) > 0, "no round trip: the PnL check guards nothing"
+    with sqlite3.connect(out / "journal-backtest.sqlite") as db:
+        journal: dict[str, Decimal] = {}
+        for pair, net in db.execute("SELECT pair_id, net_pnl FROM round_trips WHERE closed_ts_ms IS NOT NULL"):
+            journal[pair] = journal.get(pair, Decimal(0)) + Decimal(str(net))
+        trips = dict(db.execute("SELECT pair_id, COUNT(*) FROM round_trips GROUP BY pair_id").fetchall())
+    for pair in summary["pairs"]:
+        assert nets[pair] == Decimal(per_pair[pair]["realized_usdt"]) == journal.get(pair, Decimal(0)), pair
+        section = page.split(f'data-pair="{pair}">', 1)[1].split("</section>", 1)[0]
+        assert re.search(rf"\b{trips.get(pair, 0)} entries,", section), (pair, section[:300])
+    assert nets["TOTAL"] == Decimal(summary["realized_round_trips_usdt"]) == Decimal(summary["pnl_usdt"])
+    # the period and the spread/z samples are the replay's exchange time, not the wall clock of the run
+    assert f"{summary['from']} to {summary['to']} (UTC, replayed exchange time" in page
+    series = json.loads((out / "series-backtest.json").read_text())
+    assert series["mode"] == "backtest" and Path(series["journal"]) == (out / "journal-backtest.sqlite").resolve()
+    start, end = parse_date(summary["from"]), parse_date(summary["to"])
+    for pair in summary["pairs"]:
+        samples = series["pairs"][pair]["samples"]
+        assert len(samples) >= summary["bars"] - 1, (pair, len(samples))
+        assert all(start < s[0] <= end for s in samples), pair

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import json
 import math
+import re
 from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
@@ -313,6 +314,10 @@ def test_backtest_compare_hedge_runs_both_modes_on_the_same_data(tmp_path: Path)
                           if r["side"]], [(r["ts"], r["pair"], r["symbol"], r["funding"]) for r in rows if not r["side"]])
         assert str(flows[0]) == summary["pnl_usdt"], mode
         assert json.loads((out / mode / "summary.json").read_text())["pnl_usdt"] == summary["pnl_usdt"]
+        page = (out / mode / "report.html").read_text(encoding="utf-8")  # each run's own report, in its folder
+        total = re.search(r'<tr data-pair="TOTAL" data-net-usdt="([^"]+)"', page)
+        assert total and Decimal(total.group(1)) == Decimal(summary["realized_round_trips_usdt"]), mode
+        assert f"backtest report: {out / mode / 'report.html'}" in proc.stdout, mode
     assert static["signals"] > 0 and rolling["signals"] > 0
     # the rolling run's entries are sized with the window's beta (the backtest's PairSpec carries the
     # mode), the static run's with the configured ratio (within max_hedge_error after lot rounding)
