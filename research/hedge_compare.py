@@ -108,6 +108,6 @@ def run_comparison(*, config: AppConfig, pairs: list[PairConfig], request: Backt
     combined = asyncio.run(compare(config=config, pairs=pairs, request=request, console=console))
     console.print(comparison_table(combined))
     out_dir = request.out_dir
-    console.print(f"compare-hedge: both summaries in {out_dir}/summary.json; each run's fills.csv in "
+    console.print(f"compare-hedge: both summaries in {out_dir}/summary.json; each run's fills.csv and report.html in "
                   f"{out_dir}/static/ and {out_dir}/rolling_ols/", highlight=False)
     return 0

@@ -203,7 +203,8 @@ def run_task(task: Task) -> dict[str, Any]:
     pairs = [PairConfig.model_validate(p) for p in task.pairs]
     with tempfile.TemporaryDirectory(prefix="sweep-task-") as tmp:
         request = BacktestRequest(data_dir=Path(task.data_dir), from_ms=task.from_ms, to_ms=task.to_ms,
-                                  out_dir=Path(tmp), progress=False)
+                                  out_dir=Path(tmp), progress=False,
+                                  report_timeout_seconds=0)  # the folder is thrown away: no report.html
         result = asyncio.run(Backtest(config=config, pairs=pairs, request=request,
                                       console=Console(file=io.StringIO())).run())
     s = result.summary
