@@ -91,17 +91,19 @@ class EquityRecorder:
 
     def sample(self) -> perf.EquityPoint | None:
         """One point of the curve now (None without an equity at start)."""
-        self._closed_seen = len(self._session_trips())
-        point = self.current()
+        trips = self._session_trips()
+        self._closed_seen = len(trips)
+        point = self.current(trips)
         if point is not None:
             self.samples.append(point)
         return point
 
-    def current(self) -> perf.EquityPoint | None:
-        """The marked-to-market equity now, not recorded on the curve (the operator API reads it)."""
+    def current(self, trips: list[Any] | None = None) -> perf.EquityPoint | None:
+        """The marked-to-market equity now, not recorded on the curve (the operator API reads it).
+        ``trips``: this session's round trips when the caller has just read them."""
         if self._start_equity is None:
             return None
-        realized = sum((t.net_pnl or ZERO for t in self._session_trips()), ZERO)
+        realized = sum((t.net_pnl or ZERO for t in (self._session_trips() if trips is None else trips)), ZERO)
         return perf.EquityPoint(self._wall_ms(), self._start_equity + realized + sum(self._unrealized().values(), ZERO))
 
     def stats(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def _clock_label(clock: str) -> str:
     return "exchange time (UTC)" if clock == "exchange" else "wall-clock time (UTC)"
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # no URL inside the file
@@ -78,7 +78,7 @@ def equity_chart(points: Sequence[tuple[int, Decimal]], label: str, clock: str =
     else:
         _empty(ax, "no equity sample")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def drawdown_chart(points: Sequence[tuple[int, Decimal]], clock: str = "wall") -> bytes:
@@ -96,7 +96,7 @@ def drawdown_chart(points: Sequence[tuple[int, Decimal]], clock: str = "wall") -
     else:
         _empty(ax, "no equity sample")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def pnl_chart(rows: Sequence[PairPnl]) -> bytes:
@@ -113,7 +113,7 @@ def pnl_chart(rows: Sequence[PairPnl]) -> bytes:
     else:
         _empty(ax, "no pair")
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def pair_chart(series: PairSeries) -> bytes:
@@ -153,7 +153,7 @@ def pair_chart(series: PairSeries) -> bytes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize="x-small", ncol=4)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _markers(ax_s: object, ax_z: object, markers: Sequence[Marker]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
-import os
 import threading
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -23,6 +22,7 @@ from typing import Any, Callable
 from loguru import logger
 
 from app.report_data import ReportData, ReportInputError, Thresholds, load_session, load_since
+from core.files import write_bytes_atomically
 
 REPORTS_DIR = "reports"
 REPORT_HTML = "report.html"
@@ -119,16 +119,10 @@ def write_report(data: ReportData, out_dir: Path) -> Path:
     images = render_charts(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, png in images.items():
-        _write_atomically(out_dir / name, png)
+        write_bytes_atomically(out_dir / name, png)
     page = out_dir / REPORT_HTML
-    _write_atomically(page, build_html(data, images).encode("utf-8"))
+    write_bytes_atomically(page, build_html(data, images).encode("utf-8"))
     return page
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
 
 
 def session_report_dir(logs_dir: Path, session_json: Path) -> Path:

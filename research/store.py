@@ -33,11 +33,12 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
+
+from core.files import write_bytes_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,19 +166,3 @@ def write_rows(directory: Path | str, symbol: str, timeframe: str, rows: Iterabl
     payload = gzip.compress(text.getvalue().encode("ascii"), compresslevel=6, mtime=0)
     write_bytes_atomically(path, payload)
     return path
-
-
-def write_bytes_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

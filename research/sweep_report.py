@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from app.session_report import _write_atomically
+from core.files import write_bytes_atomically
 
 TABLE_WIDTH = 100
 CSV_COLUMNS = ("oos_rank", "label", "is_pnl_usdt", "oos_pnl_usdt", "is_sharpe", "oos_sharpe", "is_trades",
@@ -48,8 +49,7 @@ def results_table(scored: dict[str, Any], *, show: int = 20) -> Table:
 
 def heatmap_png(grid: dict[str, tuple[Any, ...]], scored: dict[str, Any]) -> bytes:
     """IS | OOS mean PnL over the first two grid parameters (one row when there is one)."""
-    from app import report_charts  # noqa: F401  # matplotlib with the Agg backend, as the reports draw
-    from app.report_charts import _png
+    from app.report_charts import png_bytes  # matplotlib with the Agg backend, as the reports draw
     from matplotlib.figure import Figure
 
     names = list(grid)
@@ -85,7 +85,7 @@ def heatmap_png(grid: dict[str, tuple[Any, ...]], scored: dict[str, Any]) -> byt
                 ax.text(i, j, f"{v:,.1f}", ha="center", va="center", fontsize="small")
         fig.colorbar(image, ax=ax)
     fig.suptitle("mean over folds" + (f"; each cell also the mean over {', '.join(rest)}" if rest else ""))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_outputs(out_dir: Path, *, meta: dict[str, Any], grid: dict[str, tuple[Any, ...]],
@@ -99,18 +99,17 @@ def write_outputs(out_dir: Path, *, meta: dict[str, Any], grid: dict[str, tuple[
     document = {**meta, "grid": {k: list(v) for k, v in grid.items()}, "configurations": scored["rows"],
                 "walk_forward": scored["walk_forward"],
                 "walk_forward_oos_pnl_usdt": scored["walk_forward_oos_pnl_usdt"], "runs": runs}
-    _write_atomically(paths["json"], (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    tmp_csv = out_dir / ".results.csv.tmp"
-    with tmp_csv.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow((*CSV_COLUMNS[:2], *names, *CSV_COLUMNS[2:]))
-        for r in sorted(scored["rows"], key=lambda r: r["oos_rank"]):
-            writer.writerow([r[c] for c in CSV_COLUMNS[:2]] + [r[n] for n in names]
-                            + ["" if r[c] is None else r[c] for c in CSV_COLUMNS[2:]])
-    tmp_csv.replace(paths["csv"])
+    write_bytes_atomically(paths["json"], (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow((*CSV_COLUMNS[:2], *names, *CSV_COLUMNS[2:]))
+    for r in sorted(scored["rows"], key=lambda r: r["oos_rank"]):
+        writer.writerow([r[c] for c in CSV_COLUMNS[:2]] + [r[n] for n in names]
+                        + ["" if r[c] is None else r[c] for c in CSV_COLUMNS[2:]])
+    write_bytes_atomically(paths["csv"], text.getvalue().encode("utf-8"))
     png = heatmap_png(grid, scored)
-    _write_atomically(paths["png"], png)
-    _write_atomically(paths["html"], build_html(meta, scored, png, table_text).encode("utf-8"))
+    write_bytes_atomically(paths["png"], png)
+    write_bytes_atomically(paths["html"], build_html(meta, scored, png, table_text).encode("utf-8"))
     return paths
 
 

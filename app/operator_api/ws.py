@@ -18,13 +18,11 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from core.events import Event, EventKind
+from core.events import Event
 
 from app.operator_api.context import ApiContext
 from app.operator_api.routes import bearer_matches
 
-STREAMED = {EventKind.SIGNAL, EventKind.ORDER, EventKind.POSITION, EventKind.EXECUTION, EventKind.METRIC,
-            EventKind.ALERT}
 CLIENT_QUEUE_EVENTS = 1000
 
 
@@ -51,7 +49,7 @@ def add_ws_route(app: FastAPI, ctx: ApiContext, *, token: str, hub: WsHub) -> No
             await websocket.send_denial_response(JSONResponse({"error": "missing or wrong token", "status": 401},
                                                               status_code=401))
             return
-        subscription = ctx.events.subscribe(maxsize=CLIENT_QUEUE_EVENTS, kinds=STREAMED)
+        subscription = ctx.events.subscribe(maxsize=CLIENT_QUEUE_EVENTS)  # every kind
         hub.clients += 1
         hub.served += 1
         try:
