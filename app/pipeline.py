@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -275,7 +274,7 @@ class SignalRouter:
                     return False
                 self._held_back.pop(signal.pair_id, None)
                 self._count_signal(signal)  # the cause changed: this is a decision of its own
-            self._apply(gen, result)
+            self._apply(gen, result, signal.ts_ms)
             return result.executed
 
         return on_signal
@@ -288,9 +287,9 @@ class SignalRouter:
         if self.events is not None:
             self.events.publish(EventKind.SIGNAL, signal_event_data(signal), pair_id=signal.pair_id)
 
-    def _apply(self, gen: SignalGenerator, result: ExecutionResult) -> None:
+    def _apply(self, gen: SignalGenerator, result: ExecutionResult, signal_ts_ms: int) -> None:
         if self.events is not None:
-            self._publish_result(result)
+            self._publish_result(result, signal_ts_ms)
         if result.executed:
             self.counters.executed += 1
             self._stats.trades_executed += 1
@@ -316,13 +315,13 @@ class SignalRouter:
         elif result.state_after is PairState.RESOLVING:
             gen.set_state(PairState.RESOLVING)  # no signals until the engine knows what is held
 
-    def _publish_result(self, result: ExecutionResult) -> None:
+    def _publish_result(self, result: ExecutionResult, signal_ts_ms: int) -> None:
         assert self.events is not None
         self.events.publish(EventKind.EXECUTION, {
             "signal_id": result.signal_id, "signal_type": result.signal_type.value, "status": result.status.value,
             "reason": result.reason.value, "detail": result.detail,
             "state_after": None if result.state_after is None else result.state_after.value}, pair_id=result.pair_id)
-        day = int(time.time() // 86_400)
+        day = signal_ts_ms // 86_400_000  # the engine's "today" for the daily loss: the signal's exchange-time UTC day
         if result.reason is Reason.MAX_DAILY_LOSS and self._daily_loss_alert_day != day:  # account-wide: once a day
             self._daily_loss_alert_day = day
             self.events.publish(EventKind.ALERT, {"alert": "daily_loss_stop", "detail": result.detail},

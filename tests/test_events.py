@@ -105,3 +105,28 @@ def test_lifecycle_changes_are_positions_and_halted_is_a_critical_alert(tmp_path
     assert halted.severity is Severity.CRITICAL and halted.pair_id == "P"
     assert halted.data["reason"] == "leg B refused" and halted.data["qty_a"] == "1"
     journal.close()
+
+
+def test_the_daily_loss_alert_is_once_per_exchange_day_of_the_signals() -> None:
+    """The engine's "today" for the daily loss is the signal's exchange-time UTC day, so in a replay
+    (days pass in minutes) each replayed day that hits the limit raises its alert once."""
+    from app.pipeline import SignalRouter
+    from core.stats import SessionStats
+    from core.types import SignalType
+    from execution.results import ExecutionResult, ExecutionStatus, Reason
+
+    async def no_history(*_: object, **__: object) -> dict:
+        return {}
+
+    bus = EventBus()
+    sub = bus.subscribe(kinds={EventKind.ALERT})
+    router = SignalRouter(generators={}, engine=None, stats=SessionStats(mode="DEMO"), history=no_history, events=bus)
+    day_ms = 86_400_000
+    for i, ts in enumerate((5 * day_ms + 1, 5 * day_ms + 3_600_000, 6 * day_ms + 1)):
+        refused = ExecutionResult(f"s{i}", "P", SignalType.ENTER_LONG_SPREAD, ExecutionStatus.REFUSED,
+                                  Reason.MAX_DAILY_LOSS, "realized today -101")
+        router._publish_result(refused, ts)
+    alerts = []
+    while (event := sub.get_nowait()) is not None:
+        alerts.append(event)
+    assert [e.data["alert"] for e in alerts] == ["daily_loss_stop", "daily_loss_stop"]  # day 5 once, day 6 once
