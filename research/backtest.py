@@ -52,7 +52,7 @@ from execution.journal import Journal
 from execution.paper import PaperExchange
 from execution.results import PairSpec
 from market_replay.config import ReplayConfig, demo_replay_config
-from market_replay.datasets import CandleSeries, DatasetError, load_candles
+from market_replay.datasets import CANDLE_SUFFIX, CandleSeries, DatasetError, load_candles
 from market_replay.markets import build_rules, load_exchange_info
 from research.replay_feed import FundingSchedule, OfflineMarkets, ReplayFeed, bar_index, unified_symbol
 from signals.generator import SignalGenerator
@@ -121,9 +121,9 @@ def load_market(request: BacktestRequest, pairs: list[PairConfig]) -> tuple[dict
     legs = sorted({compact_symbol(leg) for p in pairs for leg in (p.leg_a, p.leg_b)})
     for pair in pairs:
         for leg in (pair.leg_a, pair.leg_b):
-            if not (request.data_dir / f"{compact_symbol(leg)}-5m.csv.gz").is_file():
+            if not (request.data_dir / f"{compact_symbol(leg)}{CANDLE_SUFFIX}").is_file():
                 raise UsageError(f"backtest: pair {pair.pair_id}: no candles for {leg} "
-                                 f"({compact_symbol(leg)}-5m.csv.gz) in {request.data_dir}")
+                                 f"({compact_symbol(leg)}{CANDLE_SUFFIX}) in {request.data_dir}")
     try:
         candles = load_candles(request.data_dir, legs)
     except DatasetError as exc:

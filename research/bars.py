@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import KLINE_SECONDS, compact_symbol
 from core.errors import UsageError
 
-TIMEFRAME_SECONDS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-                     "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}
+TIMEFRAME_SECONDS = {timeframe: seconds for seconds, timeframe in KLINE_SECONDS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class Bars:
 
 def normalise_symbol(text: str) -> str:
     """``BTC``, ``BTC/USDT``, ``btcusdt`` and ``BTC/USDT:USDT`` all name ``BTCUSDT``."""
-    compact = text.split(":", 1)[0].replace("/", "").upper().strip()
+    compact = compact_symbol(text).strip()
     return compact if compact.endswith("USDT") else compact + "USDT"
 
 

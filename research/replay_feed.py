@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidOrderError
@@ -185,10 +184,3 @@ def bar_index(series: CandleSeries, ts_ms: int) -> int:
     if ts_ms <= first:
         return 0
     return min(len(series), -(-(ts_ms - first) // series.interval_ms))
-
-
-def data_files(directory: Path, exchange_ids: Iterable[str]) -> dict[str, Path]:
-    """The candle file of each symbol (the simulator's naming)."""
-    from market_replay.datasets import CANDLE_SUFFIX
-
-    return {s: directory / f"{s}{CANDLE_SUFFIX}" for s in exchange_ids}
