@@ -30,7 +30,7 @@ from app.pipeline import SignalRouter
 from core.config import AppConfig, PairConfig, SignalParams, load_app_config, load_pairs_config, signal_params
 from core.errors import ConfigurationError, PairsBotError
 from core.events import EventBus, EventKind, Severity
-from core.types import PairState
+from core.types import IN_POSITION, PairState
 from execution.engine import ExecutionEngine
 from execution.journal_models import JournalError
 from execution.results import PairSpec
@@ -339,7 +339,7 @@ class ConfigReloader:
                 del self._retiring[pair_id]
                 self._flatten_sent.pop(pair_id, None)
                 logger.info("{}: {}: flat, no longer traded", pair_id, reason)
-            elif state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD) and gen.state is state:
+            elif state in IN_POSITION and gen.state is state:
                 now = time.monotonic()
                 if now - self._flatten_sent.get(pair_id, -FLATTEN_RETRY_SECONDS) >= FLATTEN_RETRY_SECONDS \
                         and self._router.flatten(pair_id, reason):

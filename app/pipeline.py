@@ -22,7 +22,7 @@ from core.backoff import jittered_backoff_seconds
 from core.events import EventBus, EventKind, Severity
 from core.config import SignalParams
 from core.stats import SessionStats
-from core.types import PairState, Quote, SignalType, TradingSignal
+from core.types import IN_POSITION, PairState, Quote, SignalType, TradingSignal
 from execution.engine import ExecutionEngine
 from execution.journal import SIGNAL_RECEIVED, Journal
 from execution.results import ExecutionResult, ExecutionStatus, PairSpec, Reason
@@ -146,7 +146,7 @@ class SignalRouter:
             logger.critical("feed lost: on_feed_loss=flatten: closing {} open pair(s) at market: {}", len(sent),
                             ", ".join(sent) or "none open")
         else:
-            held = [p for p, g in self.generators.items() if g.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD)]
+            held = [p for p, g in self.generators.items() if g.state in IN_POSITION]
             logger.critical("feed lost: on_feed_loss=hold: {} open pair(s) keep their positions with no exit or "
                             "stop until quotes return: {}", len(held), ", ".join(held) or "none")
 
@@ -174,7 +174,7 @@ class SignalRouter:
     def remove_generator(self, pair_id: str) -> SignalGenerator:
         """Stop routing a pair (it is flat and idle: the caller checked); its quotes are ignored."""
         gen = self.generators[pair_id]
-        if gen.in_flight or gen.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
+        if gen.in_flight or gen.state in IN_POSITION:
             raise ValueError(f"{pair_id}: not removed while {gen.state.value} or with a signal in flight")
         del self.generators[pair_id]
         for symbol in (gen.symbol_a, gen.symbol_b):

@@ -24,6 +24,10 @@ class PairState(str, Enum):
     BLOCKED = "BLOCKED"  # the exchange holds what the journal cannot explain; no trading
 
 
+#: The states that hold a spread position (both legs open, hedged).
+IN_POSITION = frozenset({PairState.LONG_SPREAD, PairState.SHORT_SPREAD})
+
+
 class SignalType(str, Enum):
     """What a signal asks the engine to do.
 

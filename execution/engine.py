@@ -36,7 +36,7 @@ from core.config import ExecutionConfig, RiskConfig
 from core.errors import AccountSetupError, PairsBotError, PermanentError, RetryableError
 from core.events import EventBus, EventKind, Severity
 from core.log_setup import log_trade_event
-from core.types import PairState, SignalType, TradingSignal
+from core.types import IN_POSITION, PairState, SignalType, TradingSignal
 from execution.exchange import (HEDGE_MODE_REFUSAL, MULTI_ASSETS_ISOLATED_REFUSAL, BalanceInfo, ExchangeAdapter,
                                 FeeRates, offset_text)
 from execution.entry_gate import EntryGate
@@ -486,7 +486,7 @@ class ExecutionEngine:
             if idle:
                 self.disabled.disable(pair_id, idle)
         for pair_id in list(self.disabled.reasons):
-            if self.pair_state(pair_id) in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD) \
+            if self.pair_state(pair_id) in IN_POSITION \
                     and not self._in_flight.get(pair_id) and not self._stopping:
                 reason = self.disabled.reasons[pair_id]
                 if self.flatten_pair is None or not self.flatten_pair(pair_id, reason):
@@ -710,7 +710,7 @@ class ExecutionEngine:
         gate = self.entry_gate.refusal(signal.pair_id) if signal.signal_type.is_entry else None
         if gate is not None:
             return self._refuse(signal, *gate)
-        if not signal.signal_type.is_entry and position.state not in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD):
+        if not signal.signal_type.is_entry and position.state not in IN_POSITION:
             return self._refuse(signal, Reason.NOT_IN_POSITION, position.state.value)
         plan = None
         if signal.signal_type.is_entry:

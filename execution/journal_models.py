@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any, Iterable, Mapping, Protocol
 
 from core.errors import PairsBotError
-from core.types import PairState, SignalType, TradingSignal
+from core.types import IN_POSITION, PairState, SignalType, TradingSignal
 
 # --------------------------------------------------------------------------------------------
 # Errors: each docstring names what the caller should do.
@@ -392,7 +392,7 @@ def validate_position(position: PairPosition) -> None:
         raise InvalidRecordError(f"{where}: FLAT with qty_a={position.qty_a} qty_b={position.qty_b}")
     if position.state in (PairState.HALTED, PairState.BLOCKED, PairState.RESOLVING) and not position.halted_reason:
         raise InvalidRecordError(f"{where}: {position.state.value} needs a reason saying what is open or unknown")
-    if position.state in (PairState.LONG_SPREAD, PairState.SHORT_SPREAD) and position.qty_a == 0 == position.qty_b:
+    if position.state in IN_POSITION and position.qty_a == 0 == position.qty_b:
         raise InvalidRecordError(f"{where}: {position.state.value} with nothing held")
 
 

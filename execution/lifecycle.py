@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 from loguru import logger
 
 from core.errors import PairsBotError
-from core.types import PairState
+from core.types import IN_POSITION, PairState
 from execution.journal import Journal
 from execution.journal_models import PairPosition
 
@@ -46,7 +46,7 @@ class PairEvent(str, Enum):
     OPERATOR_RESUME = "operator_resume"  # an operator cleared HALTED or BLOCKED
 
 
-_HELD = frozenset({P.LONG_SPREAD, P.SHORT_SPREAD})
+_HELD = IN_POSITION
 _DERIVED = frozenset({P.FLAT, P.LONG_SPREAD, P.SHORT_SPREAD})  # what the journal's legs can say
 
 #: (state, event) -> the states it may lead to. A pair state that is missing from a row for an

@@ -17,14 +17,13 @@ from typing import Any
 from loguru import logger
 
 from core.events import EventKind, Severity
-from core.types import PairState
+from core.types import IN_POSITION, PairState
 from execution.journal_models import JournalError, position_event_data
 
 from app.operator_api.context import ApiContext
 
 #: How long ``close`` waits for the FLATTEN's execution before it answers "still in flight".
 CLOSE_WAIT_SECONDS = 30.0
-IN_POSITION = (PairState.LONG_SPREAD, PairState.SHORT_SPREAD)
 
 
 class ApiError(Exception):

@@ -18,13 +18,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from app.report import open_pnl
-from core.types import PairState
+from core.types import IN_POSITION
 
 from app.operator_api.context import ApiContext
 
 __all__ = ["BotMetrics", "CONTENT_TYPE_LATEST"]
 ZERO = Decimal(0)
-IN_POSITION = (PairState.LONG_SPREAD, PairState.SHORT_SPREAD)
 
 
 class BotMetrics:

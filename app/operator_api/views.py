@@ -13,14 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from app.report import display_state, open_pnl, pnl_rows, totals
-from core.types import PairState
+from core.types import IN_POSITION, PairState
 from execution.journal_models import RoundTrip, order_event_data, position_event_data
 
 from app.operator_api.context import ApiContext
 
 _SECRET_KEY = re.compile(r"(api_?key|secret|token|password)", re.IGNORECASE)
 _SAFE_KEYS = frozenset({"token_env"})  # the NAME of the token's variable, not the token
-IN_POSITION = (PairState.LONG_SPREAD, PairState.SHORT_SPREAD)
 
 
 def _num(value: float | None) -> float | None:
