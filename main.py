@@ -54,13 +54,6 @@ class CliOptions:
     resume_halted: bool = False
     resume_pairs: tuple[str, ...] = ()
     command_args: Mapping[str, Any] = field(default_factory=dict)  # a subcommand's own options, as parsed
-    report_session: Path | None = None
-    report_since: str | None = None
-    data_dir: Path | None = None  # backtest
-    date_from: str | None = None
-    date_to: str | None = None
-    out_dir: Path | None = None
-    compare_hedge: bool = False  # backtest --compare-hedge
 
 
 class TradingBot:
@@ -497,13 +490,6 @@ def parse_options(argv: list[str] | None) -> CliOptions:
         resume_halted=bool(args.get("resume_halted", False)),
         resume_pairs=tuple(args.get("resume_pairs", ())),
         command_args=args,
-        report_session=args.get("session"),
-        report_since=args.get("since"),
-        data_dir=args.get("data"),
-        date_from=args.get("date_from"),
-        date_to=args.get("date_to"),
-        out_dir=args.get("out"),
-        compare_hedge=bool(args.get("compare_hedge", False)),
     )
 
 
@@ -511,14 +497,15 @@ def backtest(options: CliOptions, console: Console) -> int:
     """``python main.py backtest``: validate, then replay (research/backtest.py); bad input exits 2."""
     from research.backtest import DEFAULT_DATA_DIR, BacktestRequest, parse_date, run_backtest
 
+    args = options.command_args
     config = load_app_config(options.config_path)
     pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
     request = BacktestRequest(
-        data_dir=options.data_dir or DEFAULT_DATA_DIR,
-        from_ms=None if options.date_from is None else parse_date(options.date_from),
-        to_ms=None if options.date_to is None else parse_date(options.date_to, end=True),
-        out_dir=options.out_dir, progress=sys.stderr.isatty())
-    if options.compare_hedge:
+        data_dir=args.get("data") or DEFAULT_DATA_DIR,
+        from_ms=None if args.get("date_from") is None else parse_date(args["date_from"]),
+        to_ms=None if args.get("date_to") is None else parse_date(args["date_to"], end=True),
+        out_dir=args.get("out"), progress=sys.stderr.isatty())
+    if args.get("compare_hedge", False):
         from research.hedge_compare import run_comparison
         return run_comparison(config=config, pairs=pairs, request=request, console=console)
     return run_backtest(config=config, pairs=pairs, request=request, console=console)
@@ -572,8 +559,8 @@ def session_report(options: CliOptions) -> Path:
         pairs = load_pairs_config(options.pairs_path, config.signal, risk=config.risk)
         return config_scope(config, pairs, storage_dir=base / config.storage.dir)
 
-    return report_command(logs_dir=base / config.logging.dir, session=options.report_session,
-                          since=options.report_since, since_scope=since_scope)
+    return report_command(logs_dir=base / config.logging.dir, session=options.command_args.get("session"),
+                          since=options.command_args.get("since"), since_scope=since_scope)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,11 +576,11 @@ def main(argv: list[str] | None = None) -> int:
             from app.download import download_command
             return download_command(options.command_args, config_path=options.config_path, console=console)
         if options.command == "scan":
-            return scan_command(build_parser().parse_args(argv), console)
+            return scan_command(argparse.Namespace(**options.command_args), console)
         if options.command == "backtest":
             return backtest(options, console)
         if options.command == "sweep":
-            return sweep_command(build_parser().parse_args(argv), console)
+            return sweep_command(argparse.Namespace(**options.command_args), console)
         if options.command == "resume":
             from app.resume import resume_pairs
             for line in resume_pairs(load_app_config(options.config_path), options.config_path,
