@@ -309,7 +309,7 @@ class ConfigReloader:
         gen = self._router.generators[pair_id]
         gen.block_entries(None)
         if self._engine is not None:
-            self._engine.retired.pop(pair_id, None)
+            self._engine.unretire(pair_id)
 
     def _retire_progress(self, pair_id: str) -> str:
         state = self._state(pair_id)

@@ -442,7 +442,7 @@ class ExecutionEngine:
             else:
                 self.pairs[spec.pair_id] = spec
             self._all_symbols = sorted({s for p in self.pairs.values() for s in (p.symbol_a, p.symbol_b)})
-            self.retired.pop(spec.pair_id, None)
+            self.unretire(spec.pair_id)
             stored = self.positions.get(spec.pair_id) or self.journal.get_position(spec.pair_id)
             last = self.journal.last_signal_ts(spec.pair_id)
             if last is not None:
@@ -461,6 +461,10 @@ class ExecutionEngine:
     def retire(self, pair_id: str, reason: str) -> None:
         """A removed pair: no more entries; its exit goes through the usual protocols."""
         self.retired[pair_id] = reason
+
+    def unretire(self, pair_id: str) -> None:
+        """A removed pair put back before it was dropped: entries are allowed again."""
+        self.retired.pop(pair_id, None)
 
     # -- symbol lifecycle and filters (execution/markets_watch.py) ------------------------------
     async def _refresh_markets_periodically(self) -> None:
