@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
+
 from matching.rules import SymbolRules
 from market_replay.config import ReplayConfig
 from market_replay.datasets import CandleSeries, TickSeries
@@ -42,6 +44,37 @@ class Instruments:
             price_fmt=tuple(UnitFormatter(r.tick_size, cache=True) for r in ordered),
             qty_fmt=tuple(UnitFormatter(r.step_size) for r in ordered),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteBlock:
+    """Steps ``[g0, g0 + n)`` of a candle replay as arrays (the backtest reads quotes in bulk).
+
+    Row ``i`` is symbol ``i`` of ``Instruments``; column ``t`` is step ``g0 + t``. ``stamp`` is -1
+    where the symbol has no bar at that step (it emits nothing there). Within one step the stream
+    of ``CandleSource.advance_to`` is ordered by ``(stamp, i)``; its update id is ``_UID_BASE + g``.
+    """
+
+    g0: int
+    stamp: np.ndarray  # int64 [symbols, steps], exchange ms
+    bid: np.ndarray  # int64 ticks
+    ask: np.ndarray  # int64 ticks
+    bid_lots: np.ndarray  # int64 lots
+    ask_lots: np.ndarray  # int64 lots
+
+    @property
+    def steps(self) -> int:
+        return int(self.stamp.shape[1])
+
+    def events(self) -> list[QuoteTick]:
+        """The ``QuoteTick`` stream these arrays stand for, as ``advance_to`` emits it."""
+        out: list[QuoteTick] = []
+        for t in range(self.steps):
+            step = [(int(i), int(self.stamp[i, t]), int(self.bid[i, t]), int(self.ask[i, t]),
+                     int(self.bid_lots[i, t]), int(self.ask_lots[i, t]), _UID_BASE + self.g0 + t)
+                    for i in range(self.stamp.shape[0]) if self.stamp[i, t] >= 0]
+            out.extend(sorted(step, key=lambda e: (e[1], e[0])))
+        return out
 
 
 @dataclass(slots=True)
@@ -169,6 +202,43 @@ class CandleSource:
             self.g += 1
             budget -= 1
         return events
+
+    def quote_block(self, g0: int, g1: int) -> QuoteBlock:
+        """Steps ``[g0, g1)`` as arrays, exactly the quotes ``advance_to`` sends for them; the
+        streaming position (``g``) does not move."""
+        g1 = min(g1, self.total_steps)
+        n_sym, n = len(self.inst.symbols), max(0, g1 - g0)
+        arrays = [np.full((n_sym, n), -1, dtype=np.int64)] + [np.zeros((n_sym, n), dtype=np.int64) for _ in range(4)]
+        stamp, bid, ask, bid_lots, ask_lots = arrays
+        steps, jitter = self.steps, self.cfg.stamp_jitter
+        for i in range(n_sym):
+            bar = -1
+            for t in range(n):
+                g = g0 + t
+                j, k = divmod(g, steps)
+                j -= self.offset[i]
+                if j < 0 or j >= self.n_bars[i]:
+                    continue
+                if j != bar:  # the bar's streams from their start, skipped to step k
+                    rng = bar_rng(self.cfg.seed, self.inst.symbols[i], j)
+                    path = self._path_for(i, j, rng)
+                    for _ in range(2 * k):
+                        rng.random()
+                    stamps = bar_rng(self.cfg.seed, f"{self.inst.symbols[i]}:stamps", j)
+                    for _ in range(k):
+                        stamps.random()
+                    volume_lots = self.inst.qty_fmt[i].to_units(self.series[i].volume[j])
+                    base = max(1, int(volume_lots * self.cfg.top_qty_volume_fraction))
+                    spread = self.spread_of_bar(i, j)
+                    bar = j
+                ts = self.time_of(g)
+                width = self.time_of(g + 1) - ts if jitter else 0
+                b = max(1, path[k] - spread // 2)
+                bid[i, t], ask[i, t] = b, b + spread
+                bid_lots[i, t] = max(1, int(base * (0.5 + rng.random())))
+                ask_lots[i, t] = max(1, int(base * (0.5 + rng.random())))
+                stamp[i, t] = ts + int(stamps.random() * width) if width > 1 else ts
+        return QuoteBlock(g0, stamp, bid, ask, bid_lots, ask_lots)
 
     def seek(self, replay_ms: int) -> list[QuoteTick]:
         """Position after the last step at or before ``replay_ms``; returns that step."""

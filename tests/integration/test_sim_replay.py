@@ -176,3 +176,19 @@ def test_klines_agree_with_the_quoted_mids_when_the_spread_varies(market_data: M
     for n, row in enumerate(rows):
         bid, ask = last_of_bar[n]
         assert Decimal(row[4]) == (bid + ask) * tick / 2  # the close is the mid of the bar's last quote
+
+
+@pytest.mark.parametrize("jitter", [True, False], ids=["jittered", "aligned"])
+def test_quote_block_arrays_are_the_streamed_quotes(market_data: MarketData, jitter: bool) -> None:
+    """The backtest reads steps in bulk (``quote_block``); the simulator streams them (``advance_to``).
+    Both must be the same quotes, from any step (mid-bar too), without moving the stream."""
+    replay = _replay(market_data, steps_per_bar=30, stamp_jitter=jitter, spread_range_fraction=0.01)
+    source = replay.source
+    g0 = source.g + 7  # mid-bar
+    block = source.quote_block(g0, g0 + 75)
+    assert source.g == g0 - 7 and block.steps == 75
+    source.advance_to(source.time_of(g0) - 1)  # up to the block's first step
+    assert source.g == g0
+    streamed = source.advance_to(source._ready_ms(g0 + 74))  # noqa: SLF001 - the block's last step
+    assert len(streamed) == 75 * 3
+    assert block.events() == streamed
