@@ -103,10 +103,24 @@ class SignalRouter:
             if gen.needs_backfill and gen.pair_id not in self._backfill_pending:
                 self._request_backfill(gen)
             if signal is not None:
-                if self._accepting:
-                    self._spawn(gen, signal)
-                else:
-                    gen.complete(signal, False)
+                self.submit(gen, signal)
+
+    def submit(self, gen: SignalGenerator, signal: TradingSignal) -> None:
+        """Execute ``gen``'s in-flight ``signal`` through the engine (``on_quote``'s dispatch; the
+        backtest's replay kernel hands its signals here too); refused once stopping."""
+        if self._accepting:
+            self._spawn(gen, signal)
+        else:
+            gen.complete(signal, False)
+
+    def follow_engine(self, gen: SignalGenerator) -> bool:
+        """Apply the engine's word on ``gen``'s state now (``on_quote`` does it before every quote);
+        True when it moved the generator."""
+        if self.engine is None:
+            return False
+        before = gen.state
+        self._follow_engine(gen, self.engine.pair_state(gen.pair_id))
+        return gen.state is not before
 
     def _follow_engine(self, gen: SignalGenerator, state: PairState) -> None:
         """The generator takes the engine's word where the engine's lifecycle moved on its own.

@@ -75,6 +75,21 @@ class SeriesRecorder:
             if all(math.isfinite(v) for v in sample):  # z is NaN while the window fills
                 self.samples[pair_id].append(sample)
 
+    # -- the backtest's replay kernel samples in bulk (research/fast_replay.py) ------------------
+
+    def symbol_bar_ms(self, symbol: str) -> int:
+        """The bar ``on_quote`` buckets ``symbol``'s quotes by (the finest of its pairs')."""
+        return self._symbol_bar_ms[symbol]
+
+    def last_sampled_bucket(self, pair_id: str) -> int:
+        """The bar the pair's last sample closed (-1: none yet)."""
+        return self._last_bucket[pair_id]
+
+    def add_replayed(self, pair_id: str, rows: list[tuple[int, float, float, float, float]], last_bucket: int) -> None:
+        """Samples the replay kernel took as ``on_quote`` would have, and the bar it took last."""
+        self.samples[pair_id].extend(rows)
+        self._last_bucket[pair_id] = last_bucket
+
     def session_round_trip_ids(self) -> list[int]:
         """Ids of the round trips this session opened or closed (the report's PnL and markers)."""
         return [t.id for t in self._journal.round_trips() if t.id not in self._closed_before]

@@ -54,8 +54,10 @@ from execution.results import PairSpec
 from market_replay.config import ReplayConfig, demo_replay_config
 from market_replay.datasets import CANDLE_SUFFIX, CandleSeries, DatasetError, load_candles
 from market_replay.markets import build_rules, load_exchange_info
+from research.fast_replay import FastReplay
 from research.replay_feed import FundingSchedule, OfflineMarkets, ReplayFeed, bar_index, unified_symbol
 from signals.generator import SignalGenerator
+from signals.spread import ReplayUnsupported
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "binance-usdm-perp-5m-2023-07"
 EXCHANGE_INFO = Path(__file__).resolve().parent.parent / "data" / "exchange-info" / \
@@ -81,6 +83,7 @@ class BacktestRequest:
     progress: bool = True
     seed: int | None = None  # the replay's seed (None: the demo's)
     report_timeout_seconds: float = REPORT_TIMEOUT_SECONDS  # 0: the series file only, no report.html
+    per_quote: bool = False  # the reference loop: every quote through the router (research/fast_replay.py)
 
 
 @dataclass(slots=True)
@@ -250,46 +253,43 @@ class Backtest:
         first_ms = feed.next_ms() or end_ms
         total_bars = max(1, -(-(end_ms - first_ms) // bar_ms))
         next_funding = markets.funding.next_after(first_ms - 1)
-        quotes = 0
-        bars_done = 0
         wall0 = time.perf_counter()
         progress = Progress(TextColumn("backtest"), BarColumn(), TaskProgressColumn(),
                             TextColumn("{task.completed:,.0f}/{task.total:,.0f} bars"),
                             TextColumn("{task.fields[rate]} bars/s"), TimeRemainingColumn(),
                             console=Console(stderr=True), disable=not self.request.progress, transient=True)
+        async def after_signal() -> None:
+            """The replay clock stands still until the execution is done (both loops)."""
+            await router.settle()
+            if self.audit is not None:
+                await self.audit(markets.now_ms, engine, paper)
+            if closed_any[0]:
+                closed_any[0] = False
+                await engine.collect_funding()  # learn the next funding time of a new position
+                await engine.refresh_balance()
+                if engine.balance is not None:
+                    samples.append(EquityPoint(markets.now_ms, engine.balance.total))
+
         with progress:
             task = progress.add_task("replay", total=total_bars, rate="-")
-            current_bar = (first_ms // bar_ms)
-            while True:
-                nxt = feed.next_ms()
-                if nxt is None or nxt >= end_ms:
-                    break
-                for quote in feed.step():
-                    markets.now_ms = quote.ts_ms
-                    router.on_quote(quote)
-                    quotes += 1
-                    if router.in_flight:
-                        await router.settle()
-                        if self.audit is not None:
-                            await self.audit(markets.now_ms, engine, paper)
-                        if closed_any[0]:
-                            closed_any[0] = False
-                            await engine.collect_funding()  # learn the next funding time of a new position
-                            await engine.refresh_balance()
-                            if engine.balance is not None:
-                                samples.append(EquityPoint(markets.now_ms, engine.balance.total))
-                if feed.now_ms >= next_funding:
-                    await engine.collect_funding()
-                    next_funding = markets.funding.next_after(feed.now_ms)
-                bar = feed.now_ms // bar_ms
-                if bar != current_bar:
-                    bars_done += bar - current_bar
-                    current_bar = bar
-                    if bars_done % 64 == 0:
-                        elapsed = time.perf_counter() - wall0
-                        progress.update(task, completed=bars_done, rate=f"{bars_done / max(elapsed, 1e-9):,.0f}")
-            bars_done = total_bars
-            progress.update(task, completed=bars_done)
+
+            def on_progress(now_ms: int) -> None:
+                done = min(total_bars, max(0, now_ms // bar_ms - first_ms // bar_ms))
+                elapsed = time.perf_counter() - wall0
+                progress.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):,.0f}")
+
+            fast = None if self.request.per_quote else self._fast_replay(
+                feed=feed, markets=markets, router=router, paper=paper, recorder=series, generators=generators,
+                after_signal=after_signal, collect_funding=engine.collect_funding)
+            if fast is None:
+                loop = "per_quote"
+                quotes = await _per_quote_loop(feed, markets, router, end_ms, next_funding, after_signal,
+                                               engine.collect_funding, on_progress)
+            else:
+                loop = "kernel"
+                await fast.run(end_ms, next_funding, on_progress)
+                quotes = fast.quotes
+            progress.update(task, completed=total_bars)
         wall = time.perf_counter() - wall0
         flattened = router.flatten_all("backtest end")
         await router.settle()
@@ -312,7 +312,7 @@ class Backtest:
         fills, funding_rows = _journal_cash_flows(journal)
         summary = _summary(perf=perf, fills=fills, funding_rows=funding_rows, trips=trips, stats=stats,
                            config=config, replay=replay, request=self.request, first_ms=first_ms, end_ms=end_ms,
-                           bars=total_bars, quotes=quotes, wall=wall, pairs=[p.pair_id for p in self.pairs],
+                           bars=total_bars, quotes=quotes, wall=wall, loop=loop, pairs=[p.pair_id for p in self.pairs],
                            open_positions=sorted(open_positions), flattened=flattened, signals=len(signals))
         _write_fills(out_dir / "fills.csv", fills, funding_rows)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -320,6 +320,15 @@ class Backtest:
         report = await self._report(snapshot, series, out_dir, summary)
         return BacktestResult(summary=summary, signals=signals, executed=executed, out_dir=out_dir, snapshot=snapshot,
                               report=report)
+
+    @staticmethod
+    def _fast_replay(**parts: Any) -> FastReplay | None:
+        """The kernel loop, or None (one WARNING line) when a pair needs the per-quote loop."""
+        try:
+            return FastReplay(**parts)
+        except ReplayUnsupported as exc:
+            logger.warning("backtest: the per-quote loop replays this run ({}); it is slower, not different", exc)
+            return None
 
     async def _report(self, snapshot: dict[str, Any], series: SeriesRecorder, out_dir: Path,
                       summary: dict[str, Any]) -> Path | None:
@@ -348,6 +357,32 @@ class Backtest:
                                "draws it", highlight=False)
         else:
             self.console.print("backtest report: not written (the ERROR line above says why)", highlight=False)
+
+
+async def _per_quote_loop(feed: ReplayFeed, markets: OfflineMarkets, router: SignalRouter, end_ms: int,
+                          next_funding: int, after_signal: Callable[[], Awaitable[None]],
+                          collect_funding: Callable[[], Awaitable[None]], on_progress: Callable[[int], None]) -> int:
+    """The reference loop (``--per-quote``): every quote through the router, as a session; returns
+    the number of quotes. ``research/fast_replay.py`` must give the same run (tests/test_backtest.py)."""
+    quotes = 0
+    last_bar = feed.now_ms // feed.bar_ms
+    while True:
+        nxt = feed.next_ms()
+        if nxt is None or nxt >= end_ms:
+            return quotes
+        for quote in feed.step():
+            markets.now_ms = quote.ts_ms
+            router.on_quote(quote)
+            quotes += 1
+            if router.in_flight:
+                await after_signal()
+        if feed.now_ms >= next_funding:
+            await collect_funding()
+            next_funding = markets.funding.next_after(feed.now_ms)
+        bar = feed.now_ms // feed.bar_ms
+        if bar - last_bar >= 64:
+            last_bar = bar
+            on_progress(feed.now_ms)
 
 
 def _recorder(signals: list[tuple[str, str, int]], executed: dict[str, bool]) -> Any:
@@ -392,7 +427,7 @@ def _write_fills(path: Path, fills: list[tuple[Any, ...]], funding_rows: list[tu
 
 def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows: list[tuple[Any, ...]],
              trips: list[Any], stats: SessionStats, config: AppConfig, replay: ReplayConfig,
-             request: BacktestRequest, first_ms: int, end_ms: int, bars: int, quotes: int, wall: float,
+             request: BacktestRequest, first_ms: int, end_ms: int, bars: int, quotes: int, wall: float, loop: str,
              pairs: list[str], open_positions: list[str], flattened: list[str], signals: int) -> dict[str, Any]:
     net, notional, fees, funding = cash_pnl(fills, funding_rows)
     session = perf["session"]
@@ -400,6 +435,7 @@ def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows
     unattributed = sum((Decimal(a) for _, pair, _, a in funding_rows if pair is None), ZERO)
     return {
         "pairs": pairs, "from": _iso(first_ms - first_ms % 60_000), "to": _iso(end_ms), "bars": bars, "quotes": quotes,
+        "replay_loop": loop,  # "kernel" (research/fast_replay.py) or "per_quote" (every quote through the router)
         "wall_seconds": wall, "bars_per_second": bars / wall if wall > 0 else None,
         "pnl_usdt": str(net),  # = signed notional - fees + funding over fills.csv (every position closed)
         "signed_notional_usdt": str(notional), "fees_usdt": str(fees), "funding_usdt": str(funding),

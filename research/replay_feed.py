@@ -144,6 +144,15 @@ class ReplayFeed:
             value = cache[lots] = float(self._qty_fmt[i](lots))
         return value
 
+    def quote(self, i: int, ts: int, bid: int, ask: int, bid_lots: int, ask_lots: int) -> Quote:
+        """Symbol ``i``'s quote of these ticks and lots, as the demo's hub parses the simulator's text."""
+        price, qty = self._price, self._qty
+        return Quote(self.symbols[i], price(i, bid), price(i, ask), ts, qty(i, bid_lots), qty(i, ask_lots))
+
+    def step_ready_ms(self, g: int) -> int:
+        """When step ``g`` of the source may be sent (``next_ms`` of that step)."""
+        return self.source._ready_ms(g)  # noqa: SLF001 - the source's own schedule, read-only
+
     @property
     def finished(self) -> bool:
         return self.source.finished
@@ -158,9 +167,8 @@ class ReplayFeed:
         if nxt is None:
             return []
         events = self.source.advance_to(nxt)
-        price, qty, symbols = self._price, self._qty, self.symbols
-        out = [Quote(symbols[i], price(i, bid), price(i, ask), ts, qty(i, bq), qty(i, aq))
-               for i, ts, bid, ask, bq, aq, _ in events]
+        quote = self.quote
+        out = [quote(i, ts, bid, ask, bq, aq) for i, ts, bid, ask, bq, aq, _ in events]
         if out:
             self.now_ms = max(self.now_ms, out[-1].ts_ms, nxt)
         return out

@@ -43,7 +43,8 @@ from loguru import logger
 
 from core.config import SignalParams
 from core.types import PairState, Quote, SignalType, TradingSignal
-from signals.spread import RollingOLSCalculator, SpreadCalculator
+from signals import replay_kernel as rk
+from signals.spread import ReplayUnsupported, RollingOLSCalculator, SpreadCalculator
 
 SignalCallback = Callable[[TradingSignal], Awaitable[bool]]
 
@@ -106,6 +107,9 @@ class Suppression(str, Enum):
 
 
 _R = {reason: i for i, reason in enumerate(RejectReason)}
+#: The replay kernel's codes (signals/replay_kernel.py) of states, kinds and counters.
+_REPLAY_STATES = {_FLAT: rk.S_FLAT, _LONG: rk.S_LONG, _SHORT: rk.S_SHORT, _HALTED: rk.S_PAUSED, _RESOLVING: rk.S_PAUSED}
+_REPLAY_KINDS = (_EL, _ES, _EXIT, _STOP, _TSTOP, _FLATTEN)
 _G = {gate: i for i, gate in enumerate(Gate)}
 _G_NO_QUOTE, _G_IN_FLIGHT, _G_HALTED, _G_NOT_FULL, _G_LOW_STD, _G_WARMING, _G_STALE, _G_BAD_BETA = range(len(Gate))
 
@@ -620,6 +624,57 @@ class SignalGenerator:
         logger.info("{}: warm-up used {} of {} joined bars; {} of {} bars in window", self.pair_id, used,
                     len(rows), calc.bars_in_window, self.params.lookback_bars - 1)
         return used
+
+    # -- the backtest's replay kernel (signals/replay_kernel.py) ----------------------------------
+
+    def export_replay(self) -> rk.ReplayState:
+        """This generator's state for ``replay_kernel.run_pair``: the window arrays shared, the rest
+        copied. Raises ``ReplayUnsupported`` for what the kernel does not model."""
+        code = _REPLAY_STATES.get(self._state)
+        if self._busy is not None or code is None:
+            raise ReplayUnsupported(f"{self.pair_id}: {self._state.value}"
+                                    + (f" with {self._busy.signal_id} in flight" if self._busy else ""))
+        calc = self._calc
+        st = rk.ReplayState.empty(gates=len(Gate), rejects=len(RejectReason), window=calc.window_arrays)
+        f, iv = st.f, st.iv
+        calc.export_replay(f, iv)
+        f[rk.F_MID_A], f[rk.F_MID_B] = self._mid_a, self._mid_b
+        f[rk.F_STOP_UNTIL] = self._stop_until
+        f[rk.F_ENTRY_TS] = _NAN if self._entry_ts is None else self._entry_ts
+        for k, kind in enumerate(_REPLAY_KINDS):
+            f[rk.F_LAST_EMIT + k] = self._last_emit[kind]
+        f[rk.F_ENTRY], f[rk.F_ENTRY_MAX], f[rk.F_EXIT], f[rk.F_STOP] = self._entry, self._entry_max, self._exit, \
+            self._stop
+        f[rk.F_MIN_STD], f[rk.F_DUP_MS], f[rk.F_MAX_HOLD] = self._min_std, self._dup_ms, self._max_hold_ms
+        iv[rk.I_TS_A], iv[rk.I_TS_B], iv[rk.I_CLOCK] = self._ts_a, self._ts_b, self._clock
+        iv[rk.I_STATE], iv[rk.I_NO_ENTRY], iv[rk.I_LIVE] = code, self._no_entry is not None, self._live
+        iv[rk.I_ACCEPTED], iv[rk.I_MAX_AGE] = self._accepted, self._max_age
+        iv[rk.I_FIRE_KIND] = -1
+        st.gated[:] = self._gated
+        st.rejects[:] = self._rejects
+        st.suppressed[:] = (self._suppressed[Suppression.STOP_COOLDOWN], self._suppressed[Suppression.DUPLICATE])
+        return st
+
+    def import_replay(self, st: rk.ReplayState) -> None:
+        """Take back what ``run_pair`` changed: mids, times, counters, the window's scalars."""
+        f, iv = st.f, st.iv
+        self._calc.import_replay(f, iv)
+        self._mid_a, self._mid_b = float(f[rk.F_MID_A]), float(f[rk.F_MID_B])
+        self._ts_a, self._ts_b, self._clock = int(iv[rk.I_TS_A]), int(iv[rk.I_TS_B]), int(iv[rk.I_CLOCK])
+        self._live = bool(iv[rk.I_LIVE])
+        self._accepted = int(iv[rk.I_ACCEPTED])
+        if self._entry_ts is None and math.isfinite(f[rk.F_ENTRY_TS]):  # the holding clock started
+            self._entry_ts = int(f[rk.F_ENTRY_TS])
+        self._gated = [int(n) for n in st.gated]
+        self._rejects = [int(n) for n in st.rejects]
+        self._suppressed[Suppression.STOP_COOLDOWN] = int(st.suppressed[rk.SUP_STOP_COOLDOWN])
+        self._suppressed[Suppression.DUPLICATE] = int(st.suppressed[rk.SUP_DUPLICATE])
+
+    def emit_replayed(self, st: rk.ReplayState) -> TradingSignal:
+        """The signal ``run_pair`` found (after :meth:`import_replay`), emitted as ``update`` would
+        have: now in flight, for the same ``dispatch``/``complete``."""
+        kind = _REPLAY_KINDS[int(st.iv[rk.I_FIRE_KIND])]
+        return self._emit(kind, int(st.iv[rk.I_FIRE_TS]), self._calc.z)
 
     @property
     def needs_backfill(self) -> bool:

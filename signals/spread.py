@@ -39,11 +39,19 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+import numpy as np
+
 from loguru import logger
 
 from signals import kernels as kn
+from signals import replay_kernel as rk
 
 _NAN = math.nan
+
+
+class ReplayUnsupported(ValueError):
+    """The backtest's replay kernel cannot take this pair's state (rolling OLS, a backfill wait,
+    a signal in flight); the message names the pair and why."""
 
 
 class PriceTransform(str, Enum):
@@ -221,6 +229,30 @@ class SpreadCalculator:
         self.z = self.std = self._md = _NAN
         self._sync()
 
+    # -- the backtest's kernel (signals/replay_kernel.py) ----------------------------------------
+
+    def export_replay(self, f: np.ndarray, iv: np.ndarray) -> None:
+        """Write this window's scalars into the kernel's vectors (its arrays it uses in place)."""
+        if self.awaiting_backfill:
+            raise ReplayUnsupported(f"{self.name}: waiting for a backfill")
+        f[rk.F_CUR], f[rk.F_SPREAD], f[rk.F_Z], f[rk.F_STD], f[rk.F_MD] = self._cur, self.spread, self.z, self.std, \
+            self._md
+        f[rk.F_HEDGE], f[rk.F_N], f[rk.F_NM1] = self.hedge_ratio, self._n, self._nm1
+        iv[rk.I_BUCKET], iv[rk.I_BAR_MS], iv[rk.I_BARS_CLOSED] = self._bucket, self.bar_ms, self.bars_closed
+        iv[rk.I_LOG] = 1 if self._log else 0
+
+    def import_replay(self, f: np.ndarray, iv: np.ndarray) -> None:
+        """Take the kernel's scalars back (the window arrays are already current)."""
+        self._cur, self.spread, self.z, self.std, self._md = (float(f[rk.F_CUR]), float(f[rk.F_SPREAD]),
+                                                              float(f[rk.F_Z]), float(f[rk.F_STD]), float(f[rk.F_MD]))
+        self._bucket, self.bars_closed = int(iv[rk.I_BUCKET]), int(iv[rk.I_BARS_CLOSED])
+        self._sync()
+
+    @property
+    def window_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kernel state the replay kernel pushes bars into (buffer, float and int state)."""
+        return self._buf, self._fstate, self._istate
+
     # -- status -------------------------------------------------------------------------------
 
     @property
@@ -336,6 +368,9 @@ class RollingOLSCalculator(SpreadCalculator):
 
     def _push_bar(self) -> None:
         kn.pair_window_push(self._pbuf, self._pfs, self._pis, self._cx, self._cy)
+
+    def export_replay(self, f: np.ndarray, iv: np.ndarray) -> None:
+        raise ReplayUnsupported(f"{self.name}: the replay kernel has no rolling-OLS window")
 
     def _clear_window(self) -> None:
         kn.pair_window_reset(self._pbuf, self._pfs, self._pis)
