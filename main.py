@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--compare-hedge", dest="compare_hedge", action="store_true", default=argparse.SUPPRESS,
                           help="run the range twice, every pair on the static and then on the rolling-OLS hedge "
                                "ratio; both summaries side by side in summary.json, a two-column table printed")
+    backtest.add_argument("--per-quote", dest="per_quote", action="store_true", default=argparse.SUPPRESS,
+                          help="the reference loop: every quote through the router as in a session (same result, "
+                               "about 100x slower than the default replay kernel)")
     return parser
 
 
@@ -504,7 +507,7 @@ def backtest(options: CliOptions, console: Console) -> int:
         data_dir=args.get("data") or DEFAULT_DATA_DIR,
         from_ms=None if args.get("date_from") is None else parse_date(args["date_from"]),
         to_ms=None if args.get("date_to") is None else parse_date(args["date_to"], end=True),
-        out_dir=args.get("out"), progress=sys.stderr.isatty())
+        out_dir=args.get("out"), progress=sys.stderr.isatty(), per_quote=bool(args.get("per_quote", False)))
     if args.get("compare_hedge", False):
         from research.hedge_compare import run_comparison
         return run_comparison(config=config, pairs=pairs, request=request, console=console)

@@ -82,6 +82,32 @@ def short_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     return result, out, config, pairs, window, audit
 
 
+#: What differs between two runs of the same backtest: how long they took and which loop ran.
+RUN_ONLY = {"wall_seconds", "bars_per_second", "replay_loop"}
+
+
+def test_the_replay_kernel_gives_the_per_quote_loops_run(short_run, tmp_path: Path) -> None:
+    """The default loop (research/fast_replay.py) and the reference loop (every quote through the
+    router, as a session) give the same run: signals, every summary figure, every fill, the
+    statistics' signal section (every generator counter) and the report's bar samples."""
+    result, out, config, pairs, window, _ = short_run
+    assert result.summary["replay_loop"] == "kernel"
+    reference_out = tmp_path / "per-quote"
+    reference = asyncio.run(Backtest(config=config, pairs=pairs, console=Console(file=open("/dev/null", "w")),
+                                     request=BacktestRequest(from_ms=window.from_ms, to_ms=window.to_ms,
+                                                             out_dir=reference_out, progress=False,
+                                                             per_quote=True)).run())
+    assert reference.summary["replay_loop"] == "per_quote"
+    assert result.signals == reference.signals and len(result.signals) > 20
+    assert {k: v for k, v in result.summary.items() if k not in RUN_ONLY} == \
+        {k: v for k, v in reference.summary.items() if k not in RUN_ONLY}
+    assert (out / "fills.csv").read_text() == (reference_out / "fills.csv").read_text()
+    assert result.snapshot["sections"]["signals"] == reference.snapshot["sections"]["signals"]
+    series, reference_series = (json.loads((d / "series-backtest.json").read_text())["pairs"]
+                                for d in (out, reference_out))
+    assert series == reference_series and all(len(p["samples"]) > 300 for p in series.values())
+
+
 def test_partial_fills_are_repaired_in_the_partial_run(short_run) -> None:
     result, _, config, *_ = short_run
     protocols = result.snapshot["sections"]["execution"]["protocols"]
