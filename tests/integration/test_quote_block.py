@@ -155,3 +155,14 @@ def test_an_inconsistent_candle_is_refused_at_construction(market_data: MarketDa
     rules = build_rules(market_data.recorded_info, {"BTCUSDT": btc.price_hint()})
     with pytest.raises(DatasetError, match=f"BTCUSDT: candle at open time {btc.open_ms[7]} is inconsistent"):
         CandleSource(Instruments.from_rules(rules), {"BTCUSDT": broken}, ReplayConfig(steps_per_bar=30))
+
+
+def test_a_block_written_into_an_earlier_ones_memory_is_the_same_block(market_data: MarketData) -> None:
+    source = _source(market_data, stamp_jitter=True)
+    out = source.quote_block(0, 300)
+    for g0, g1 in ((400, 700), (650, 660), (source.total_steps - 100, source.total_steps)):
+        fresh, reused = source.quote_block(g0, g1), source.quote_block(g0, g1, out=out)
+        assert np.shares_memory(reused.stamp, out.stamp) and reused.steps == g1 - g0
+        assert reused.events() == fresh.events()
+    with pytest.raises(ValueError, match="out holds"):
+        source.quote_block(0, 301, out=out)
