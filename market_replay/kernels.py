@@ -229,6 +229,10 @@ def fill_quote_block(g0: int, steps: int, t0: int, interval_ms: int, jitter: boo
     of bar ``j``: bid = max(1, path[k] - spread // 2), ask = bid + spread, sizes
     max(1, int(base * (0.5 + u))), stamp ``open + k * interval // steps`` plus ``int(u * width)``
     (width: to the next step's time) when jittered and the width exceeds 1 ms.
+
+    Two passes per symbol: bar by bar the prices (a path per bar), then one flat loop over the
+    block's steps for the draws, which the compiler can vectorise (the draws are pure functions
+    of (bar, step), nothing carries from one step to the next).
     """
     n_sym, n = stamp.shape
     path = np.empty(steps, dtype=np.int64)
@@ -237,47 +241,63 @@ def fill_quote_block(g0: int, steps: int, t0: int, interval_ms: int, jitter: boo
     step_ms = np.empty(steps + 1, dtype=np.int64)  # offset of step k in its bar; [steps] = interval
     for k in range(steps + 1):
         step_ms[k] = (k * interval_ms) // steps
-    first_bar = g0 // steps
-    first_k = g0 - first_bar * steps
+    # per step of the block, shared by every symbol: its global bar, step in the bar, time, width
+    bar_of = np.empty(n, dtype=np.int64)
+    k_of = np.empty(n, dtype=np.int64)
+    ms_of = np.empty(n, dtype=np.int64)
+    width_of = np.empty(n, dtype=np.int64)
+    bar = g0 // steps
+    k = g0 - bar * steps
+    for t in range(n):
+        bar_of[t] = bar
+        k_of[t] = k
+        ms_of[t] = t0 + bar * interval_ms + step_ms[k]
+        width = step_ms[k + 1] - step_ms[k]
+        width_of[t] = width if jitter and width > 1 else 0
+        k += 1
+        if k == steps:
+            k = 0
+            bar += 1
+    base_of = np.empty(n, dtype=np.float64)
     for i in range(n_sym):
         key_path, key_lots, key_stamps = keys[i, 0], keys[i, 1], keys[i, 2]
         st, bd, ak, bl, al = stamp[i], bid[i], ask[i], bid_lots[i], ask_lots[i]
-        bar, k = first_bar, first_k
-        t = 0
-        while t < n:
-            todo = min(steps - k, n - t)  # steps of this bar in the block
-            j = bar - offset[i]
-            if j < 0 or j >= n_bars[i]:
-                for x in range(t, t + todo):
-                    st[x] = -1
-                    bd[x] = ak[x] = bl[x] = al[x] = 0
-            else:
-                r = start[i] + j
-                bar_path(o[r], h[r], lo[r], c[r], random_order, key_path, j, path, work, raw)
-                base = base_lots[r]
-                sp = spread[r]
-                half = sp // 2
-                open_ms = t0 + bar * interval_ms
-                for x in range(t, t + todo):
-                    kk = k + x - t
-                    b = path[kk] - half
-                    if b < 1:
-                        b = 1
-                    bd[x] = b
-                    ak[x] = b + sp
-                    q = int(base * (0.5 + uniform(key_lots, j, 2 * kk)))
-                    bl[x] = q if q > 1 else 1
-                    q = int(base * (0.5 + uniform(key_lots, j, 2 * kk + 1)))
-                    al[x] = q if q > 1 else 1
-                    ts = open_ms + step_ms[kk]
-                    if jitter:
-                        width = step_ms[kk + 1] - step_ms[kk]
-                        if width > 1:
-                            ts += int(uniform(key_stamps, j, kk) * width)
-                    st[x] = ts
+        # the block's steps where symbol i has a bar: [ta, tb)
+        ta = min(n, max(0, offset[i] * steps - g0))
+        tb = max(ta, min(n, (offset[i] + n_bars[i]) * steps - g0))
+        for t in range(0, ta):
+            st[t] = -1
+            bd[t] = ak[t] = bl[t] = al[t] = 0
+        for t in range(tb, n):
+            st[t] = -1
+            bd[t] = ak[t] = bl[t] = al[t] = 0
+        t = ta
+        while t < tb:  # prices, bar by bar
+            j = bar_of[t] - offset[i]
+            todo = min(steps - k_of[t], tb - t)
+            r = start[i] + j
+            bar_path(o[r], h[r], lo[r], c[r], random_order, key_path, j, path, work, raw)
+            sp = spread[r]
+            half = sp // 2
+            base = float(base_lots[r])
+            k0 = k_of[t]
+            for x in range(todo):
+                b = path[k0 + x] - half
+                if b < 1:
+                    b = 1
+                bd[t + x] = b
+                ak[t + x] = b + sp
+                base_of[t + x] = base
             t += todo
-            bar += 1
-            k = 0
+        off = offset[i]
+        for t in range(ta, tb):  # the draws
+            j = bar_of[t] - off
+            kk = k_of[t]
+            q = int(base_of[t] * (0.5 + uniform(key_lots, j, 2 * kk)))
+            bl[t] = q if q > 1 else 1
+            q = int(base_of[t] * (0.5 + uniform(key_lots, j, 2 * kk + 1)))
+            al[t] = q if q > 1 else 1
+            st[t] = ms_of[t] + int(uniform(key_stamps, j, kk) * width_of[t])
 
 
 @njit(**_JIT)
