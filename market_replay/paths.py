@@ -1,11 +1,15 @@
 """Intrabar price paths: how one recorded candle becomes a sequence of quotes.
 
-Pure integer arithmetic on ticks, so a path is exact and identical on every machine.
+Pure integer arithmetic on ticks, so a path is exact and identical on every machine. These are the
+documented Python entry points; the arithmetic itself is the numba kernels of
+``market_replay/kernels.py``, the same code the candle source runs in bulk.
 """
 
 from __future__ import annotations
 
-import random
+import numpy as np
+
+from market_replay import kernels
 
 
 def intrabar_path(o: int, h: int, lo: int, c: int, steps: int, low_first: bool) -> list[int]:
@@ -26,61 +30,43 @@ def intrabar_path(o: int, h: int, lo: int, c: int, steps: int, low_first: bool) 
         raise ValueError("steps must be >= 1")
     if not lo <= min(o, c) <= max(o, c) <= h:
         raise ValueError(f"inconsistent candle o={o} h={h} l={lo} c={c}")
-    if steps == 1:
-        return [o]
-    x1, x2 = (lo, h) if low_first else (h, lo)
-    if steps == 2:
-        return [o, c]
-    if steps == 3:
-        return [o, x1, c]
-    anchors = (o, x1, x2, c)
-    lengths = [abs(x1 - o), abs(x2 - x1), abs(c - x2)]
-    if sum(lengths) == 0:
-        return [o] * steps
-    path = [o]
-    for leg, count in enumerate(allocate_steps(steps - 1, lengths)):
-        a, b = anchors[leg], anchors[leg + 1]
-        for m in range(1, count + 1):
-            path.append(a + round_div((b - a) * m, count))
-    return path
+    out = np.empty(steps, dtype=np.int64)
+    kernels.fill_path(o, h, lo, c, low_first, out, np.empty((3, 3), dtype=np.int64), np.empty(3, dtype=np.float64))
+    return out.tolist()
 
 
-def choose_low_first(o: int, h: int, lo: int, order: str, rng: random.Random) -> bool:
-    """Whether the path visits the low before the high.
+def choose_low_first(o: int, h: int, lo: int, order: str, coin: float) -> bool:
+    """Whether the path visits the low before the high, given the bar's draw ``coin`` in [0, 1).
 
-    ``order`` "nearest": the extreme nearer to the open comes first (ties: the coin);
-    "random": the coin. The coin is tossed in every case so the stream stays aligned.
+    ``order`` "nearest": the extreme nearer to the open comes first (ties: ``coin < 0.5``);
+    "random": the coin alone.
+
+    >>> choose_low_first(10, 14, 8, "nearest", 0.9), choose_low_first(10, 14, 8, "random", 0.9)
+    (True, False)
+    >>> choose_low_first(10, 12, 8, "nearest", 0.9), choose_low_first(10, 12, 8, "random", 0.1)
+    (False, True)
     """
-    coin = rng.random() < 0.5
-    if order == "random":
-        return coin
-    down, up = o - lo, h - o
-    if down == up:
-        return coin
-    return down < up
+    return bool(kernels.low_first(o, h, lo, order == "random", coin))
 
 
 def allocate_steps(segments: int, lengths: list[int]) -> list[int]:
     """Split ``segments`` over the legs by length (largest remainder); see ``intrabar_path``.
+
+    Each leg gets ``segments * length / total`` rounded down, at least one for a non-empty leg
+    when ``segments`` covers them all; the rest goes to the largest remainders, the first leg
+    winning a tie (and surplus is taken back from the most over-served leg).
 
     >>> allocate_steps(6, [2, 6, 2])
     [1, 4, 1]
     >>> allocate_steps(3, [1, 10, 1])
     [1, 1, 1]
     """
-    total = sum(lengths)
-    raw = [segments * length / total for length in lengths]
-    nonzero = sum(1 for length in lengths if length > 0)
-    floor = [1 if length > 0 and segments >= nonzero else 0 for length in lengths]
-    alloc = [max(int(x), m) for x, m in zip(raw, floor)]
-    while sum(alloc) > segments:
-        k = max((j for j in range(len(alloc)) if alloc[j] > floor[j]),
-                key=lambda j: alloc[j] - raw[j])
-        alloc[k] -= 1
-    while sum(alloc) < segments:
-        k = max((j for j in range(len(alloc)) if lengths[j] > 0), key=lambda j: raw[j] - alloc[j])
-        alloc[k] += 1
-    return alloc
+    if not lengths or min(lengths) < 0 or sum(lengths) <= 0:
+        raise ValueError(f"lengths must be >= 0 with a positive sum, got {lengths}")
+    work = np.zeros((3, len(lengths)), dtype=np.int64)
+    work[0] = lengths
+    kernels.allocate_steps(segments, work, np.empty(len(lengths), dtype=np.float64))
+    return work[1].tolist()
 
 
 def round_div(numerator: int, denominator: int) -> int:
@@ -89,12 +75,6 @@ def round_div(numerator: int, denominator: int) -> int:
     >>> round_div(5, 2), round_div(-5, 2), round_div(4, 3)
     (3, -3, 1)
     """
-    q, r = divmod(abs(numerator), denominator)
-    if 2 * r >= denominator:
-        q += 1
-    return q if numerator >= 0 else -q
-
-
-def bar_rng(seed: int, symbol: str, bar: int) -> random.Random:
-    """The random stream of one symbol's bar: the same across runs, speeds and batching."""
-    return random.Random(f"{seed}:{symbol}:{bar}")
+    if denominator <= 0:
+        raise ValueError("denominator must be > 0")
+    return int(kernels.round_div(numerator, denominator))

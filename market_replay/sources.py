@@ -17,13 +17,15 @@ import numpy as np
 from matching.rules import SymbolRules
 from market_replay.config import ReplayConfig
 from market_replay.datasets import CandleSeries, TickSeries
+from market_replay import kernels
+from market_replay.candle_arrays import CandleArrays
 from market_replay.formats import UnitFormatter
-from market_replay.paths import bar_rng, choose_low_first, intrabar_path
 
 # (symbol index, event time ms, bid ticks, ask ticks, bid lots, ask lots, update id)
 QuoteTick = tuple[int, int, int, int, int, int, int]
 DAY_MS = 86_400_000
 _UID_BASE = 3_000_000_000
+_WINDOW_STEPS = 256  # steps advance_to makes ahead at once (one kernel call, then list slices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +69,11 @@ class QuoteBlock:
         return int(self.stamp.shape[1])
 
     def events(self) -> list[QuoteTick]:
-        """The ``QuoteTick`` stream these arrays stand for, as ``advance_to`` emits it."""
-        out: list[QuoteTick] = []
-        for t in range(self.steps):
-            step = [(int(i), int(self.stamp[i, t]), int(self.bid[i, t]), int(self.ask[i, t]),
-                     int(self.bid_lots[i, t]), int(self.ask_lots[i, t]), _UID_BASE + self.g0 + t)
-                    for i in range(self.stamp.shape[0]) if self.stamp[i, t] >= 0]
-            out.extend(sorted(step, key=lambda e: (e[1], e[0])))
-        return out
+        """The ``QuoteTick`` stream these arrays stand for, as ``advance_to`` emits it (Python
+        tuples, about half a microsecond each: for a window of steps, not for a year of them)."""
+        rows = kernels.block_events(self.g0, _UID_BASE, self.stamp, self.bid, self.ask, self.bid_lots,
+                                    self.ask_lots)
+        return list(zip(*rows.T.tolist()))  # 7 lists, then tuples: far fewer objects than rows.tolist()
 
 
 @dataclass(slots=True)
@@ -111,7 +110,13 @@ class _BarView:
 
 
 class CandleSource:
-    """Quotes along intrabar paths of recorded candles (see ``simulator/replay.py``)."""
+    """Quotes along intrabar paths of recorded candles (see ``simulator/replay.py``).
+
+    The candles become integer arrays once (``CandleArrays``); every quote, streamed
+    (``advance_to``) or in bulk (``quote_block``), and every kline's path comes from the kernels of
+    ``market_replay/kernels.py``, whose draws are pure functions of (seed, symbol, bar, step): the
+    stream is the same whatever the batching, and a seek starts mid-bar without replaying it.
+    """
 
     def __init__(self, inst: Instruments, candles: Mapping[str, CandleSeries], cfg: ReplayConfig):
         self.inst = inst
@@ -122,21 +127,17 @@ class CandleSource:
         self.offset = [(s.open_ms[0] - self.t0) // self.base_interval_ms for s in series]
         self.n_bars = [len(s) for s in series]
         self.series = series
-        # OHLC in ticks, converted lazily (a bar at a time): startup stays fast.
-        self._ohlc: list[list[tuple[int, int, int, int] | None]] = [[None] * len(s) for s in series]
+        self.bars = CandleArrays.build(inst.symbols, series, inst.price_fmt, inst.qty_fmt, self.offset, cfg)
         total_bars = max(off + n for off, n in zip(self.offset, self.n_bars))
         self.steps = cfg.steps_per_bar
         self.total_steps = total_bars * self.steps
         start_bar = min(cfg.warmup_bars, total_bars - 1)
         self.g = start_bar * self.steps
         self.start_ms = self.time_of(self.g)
-        n = len(series)
-        self._path_bar = [-1] * n
-        self._path: list[list[int]] = [[] for _ in range(n)]
-        self._rng = [bar_rng(cfg.seed, s, 0) for s in inst.symbols]
-        self._base_lots = [1] * n
-        self._spread = [cfg.spread_ticks] * n  # of the bar each symbol is in
-        self._stamp_rng = [bar_rng(cfg.seed, f"{s}:stamps", 0) for s in inst.symbols]
+        # advance_to's window: the events of steps [_window_g0, ...), step s from _window_bounds[s - g0]
+        self._window: list[QuoteTick] = []
+        self._window_g0 = 0
+        self._window_bounds: list[int] = [0]
         # Klines are served at the MID of the quotes along the path (path - spread // 2 +
         # spread / 2 ticks), so history and the bot's live bars share one price definition. An
         # odd spread puts the mid half a tick off the grid: those klines carry one more decimal.
@@ -162,82 +163,71 @@ class CandleSource:
         return None if self.finished else self._ready_ms(self.g)
 
     def spread_of_bar(self, i: int, j: int) -> int:
-        """Bid-ask spread in ticks of symbol ``i`` during bar ``j`` (follows the bar's range)."""
-        fraction = self.cfg.spread_range_fraction
-        if fraction <= 0:
-            return self.cfg.spread_ticks
-        _, h, lo, _ = self.ohlc(i, j)
-        return max(self.cfg.spread_ticks, round((h - lo) * fraction))
+        """Bid-ask spread in ticks of symbol ``i`` during bar ``j``: ``spread_ticks``, or with
+        ``spread_range_fraction`` > 0 the larger of that and round(range * fraction)."""
+        return int(self.bars.spread[self.bars.start[i] + j])
 
     def advance_to(self, target_ms: float) -> list[QuoteTick]:
-        events: list[QuoteTick] = []
-        budget = self.cfg.max_steps_per_advance
-        steps = self.steps
-        jitter = self.cfg.stamp_jitter
-        symbols = range(len(self.inst.symbols))
-        while self.g < self.total_steps and budget > 0:
-            if self._ready_ms(self.g) > target_ms:
-                break
-            ts = self.time_of(self.g)
-            width = self.time_of(self.g + 1) - ts if jitter else 0
-            bar, k = divmod(self.g, steps)
-            uid = _UID_BASE + self.g
-            batch_start = len(events)
-            for i in symbols:
-                j = bar - self.offset[i]
-                if j < 0 or j >= self.n_bars[i]:
-                    continue
-                if self._path_bar[i] != j:
-                    self._enter_bar(i, j, k)
-                rng = self._rng[i]
-                base = self._base_lots[i]
-                spread = self._spread[i]
-                bid = max(1, self._path[i][k] - spread // 2)
-                bid_lots = max(1, int(base * (0.5 + rng.random())))
-                ask_lots = max(1, int(base * (0.5 + rng.random())))
-                stamp = ts + int(self._stamp_rng[i].random() * width) if width > 1 else ts
-                events.append((i, stamp, bid, bid + spread, bid_lots, ask_lots, uid))
-            if jitter:  # time order across symbols within the step
-                events[batch_start:] = sorted(events[batch_start:], key=lambda e: e[1])
-            self.g += 1
-            budget -= 1
-        return events
+        """The steps whose time has come by ``target_ms`` (at most ``max_steps_per_advance``),
+        in stream order: ``quote_block``'s quotes for them, read from a window of steps made
+        ahead (the draws depend only on the step, so the window stays valid across a seek)."""
+        g0, g1 = self.g, self._ready_end(target_ms)
+        if g1 <= g0:
+            return []
+        w0, bounds = self._window_g0, self._window_bounds
+        if not (w0 <= g0 and g1 - w0 < len(bounds)):
+            self._fill_window(g0, max(_WINDOW_STEPS, g1 - g0))
+            w0, bounds = self._window_g0, self._window_bounds
+        self.g = g1
+        return self._window[bounds[g0 - w0]:bounds[g1 - w0]]
 
-    def quote_block(self, g0: int, g1: int) -> QuoteBlock:
+    def _fill_window(self, g0: int, steps: int) -> None:
+        block = self.quote_block(g0, g0 + steps)
+        self._window = block.events()
+        self._window_g0 = g0
+        self._window_bounds = [0, *np.cumsum((block.stamp >= 0).sum(axis=0)).tolist()]
+
+    def _ready_end(self, target_ms: float) -> int:
+        """The first step after ``g`` not yet due at ``target_ms`` (bounded by the budget and the
+        data); step times never decrease, so a bisection finds it."""
+        lo, hi = self.g, min(self.total_steps, self.g + self.cfg.max_steps_per_advance)
+        if lo >= hi or self._ready_ms(lo) > target_ms:
+            return lo
+        lo += 1
+        if lo == hi or self._ready_ms(lo) > target_ms:  # one step, the usual case
+            return lo
+        lo += 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._ready_ms(mid) <= target_ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def quote_block(self, g0: int, g1: int, *, out: QuoteBlock | None = None) -> QuoteBlock:
         """Steps ``[g0, g1)`` as arrays, exactly the quotes ``advance_to`` sends for them; the
-        streaming position (``g``) does not move."""
+        streaming position (``g``) does not move.
+
+        ``out``: an earlier block with at least as many steps whose memory is reused (and
+        overwritten), so a reader walking the replay in blocks allocates nothing per block;
+        fresh memory costs more than the quotes themselves (each page is faulted in on first use).
+        """
+        g0 = max(0, g0)
         g1 = min(g1, self.total_steps)
         n_sym, n = len(self.inst.symbols), max(0, g1 - g0)
-        arrays = [np.full((n_sym, n), -1, dtype=np.int64)] + [np.zeros((n_sym, n), dtype=np.int64) for _ in range(4)]
+        if out is None:
+            arrays = [np.empty((n_sym, n), dtype=np.int64) for _ in range(5)]
+        elif out.stamp.size < n_sym * n:
+            raise ValueError(f"out holds {out.stamp.size} cells, steps [{g0}, {g1}) of {n_sym} symbols need {n_sym * n}")
+        else:
+            arrays = [a.reshape(-1)[: n_sym * n].reshape(n_sym, n)
+                      for a in (out.stamp, out.bid, out.ask, out.bid_lots, out.ask_lots)]
         stamp, bid, ask, bid_lots, ask_lots = arrays
-        steps, jitter = self.steps, self.cfg.stamp_jitter
-        for i in range(n_sym):
-            bar = -1
-            for t in range(n):
-                g = g0 + t
-                j, k = divmod(g, steps)
-                j -= self.offset[i]
-                if j < 0 or j >= self.n_bars[i]:
-                    continue
-                if j != bar:  # the bar's streams from their start, skipped to step k
-                    rng = bar_rng(self.cfg.seed, self.inst.symbols[i], j)
-                    path = self._path_for(i, j, rng)
-                    for _ in range(2 * k):
-                        rng.random()
-                    stamps = bar_rng(self.cfg.seed, f"{self.inst.symbols[i]}:stamps", j)
-                    for _ in range(k):
-                        stamps.random()
-                    volume_lots = self.inst.qty_fmt[i].to_units(self.series[i].volume[j])
-                    base = max(1, int(volume_lots * self.cfg.top_qty_volume_fraction))
-                    spread = self.spread_of_bar(i, j)
-                    bar = j
-                ts = self.time_of(g)
-                width = self.time_of(g + 1) - ts if jitter else 0
-                b = max(1, path[k] - spread // 2)
-                bid[i, t], ask[i, t] = b, b + spread
-                bid_lots[i, t] = max(1, int(base * (0.5 + rng.random())))
-                ask_lots[i, t] = max(1, int(base * (0.5 + rng.random())))
-                stamp[i, t] = ts + int(stamps.random() * width) if width > 1 else ts
+        b, cfg = self.bars, self.cfg
+        kernels.fill_quote_block(g0, self.steps, self.t0, self.base_interval_ms, cfg.stamp_jitter,
+                                 cfg.path_order == "random", b.start, b.n_bars, b.offset, b.o, b.h, b.lo, b.c,
+                                 b.base_lots, b.spread, b.keys, stamp, bid, ask, bid_lots, ask_lots)
         return QuoteBlock(g0, stamp, bid, ask, bid_lots, ask_lots)
 
     def seek(self, replay_ms: int) -> list[QuoteTick]:
@@ -248,42 +238,22 @@ class CandleSource:
         while g + 1 < self.total_steps and self.time_of(g + 1) <= replay_ms:
             g += 1
         self.g = min(g, self.total_steps - 1)
-        self._path_bar = [-1] * len(self._path_bar)
         return self.advance_to(self._ready_ms(self.g)) if self.time_of(self.g) <= replay_ms else []
-
-    def _enter_bar(self, i: int, j: int, k: int) -> None:
-        rng = bar_rng(self.cfg.seed, self.inst.symbols[i], j)
-        self._path[i] = self._path_for(i, j, rng)
-        volume_lots = self.inst.qty_fmt[i].to_units(self.series[i].volume[j])
-        self._base_lots[i] = max(1, int(volume_lots * self.cfg.top_qty_volume_fraction))
-        for _ in range(2 * k):  # keep the stream aligned when entering mid-bar (seek)
-            rng.random()
-        self._rng[i] = rng
-        self._spread[i] = self.spread_of_bar(i, j)
-        stamps = bar_rng(self.cfg.seed, f"{self.inst.symbols[i]}:stamps", j)
-        for _ in range(k):
-            stamps.random()
-        self._stamp_rng[i] = stamps
-        self._path_bar[i] = j
 
     def ohlc(self, i: int, j: int) -> tuple[int, int, int, int]:
         """Bar ``j`` of symbol ``i`` in ticks."""
-        cached = self._ohlc[i][j]
-        if cached is None:
-            s, fmt = self.series[i], self.inst.price_fmt[i]
-            cached = (fmt.to_units(s.open[j]), fmt.to_units(s.high[j]), fmt.to_units(s.low[j]),
-                      fmt.to_units(s.close[j]))
-            self._ohlc[i][j] = cached
-        return cached
+        b = self.bars
+        r = b.start[i] + j
+        return int(b.o[r]), int(b.h[r]), int(b.lo[r]), int(b.c[r])
 
-    def _path_for(self, i: int, j: int, rng: object | None = None) -> list[int]:
-        if rng is None:
-            if self._path_bar[i] == j:
-                return self._path[i]
-            rng = bar_rng(self.cfg.seed, self.inst.symbols[i], j)
-        o, h, lo, c = self.ohlc(i, j)
-        low_first = choose_low_first(o, h, lo, self.cfg.path_order, rng)  # type: ignore[arg-type]
-        return intrabar_path(o, h, lo, c, self.steps, low_first)
+    def _path_for(self, i: int, j: int) -> list[int]:
+        """The path of bar ``j`` of symbol ``i`` in ticks, the one its quotes follow."""
+        b = self.bars
+        r = b.start[i] + j
+        out = np.empty(self.steps, dtype=np.int64)
+        kernels.bar_path(b.o[r], b.h[r], b.lo[r], b.c[r], self.cfg.path_order == "random", b.keys[i, 0], j, out,
+                         np.empty((3, 3), dtype=np.int64), np.empty(3, dtype=np.float64))
+        return out.tolist()
 
     def bar_view(self, i: int, now_ms: int) -> _BarView:
         """Closed bars of symbol ``i`` plus the one in progress at ``now_ms``."""

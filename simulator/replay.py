@@ -18,8 +18,9 @@ Two sources (``ReplayConfig.source``):
   Gaps longer than ``max_gap_ms`` (the captures are days apart) are skipped by jumping the
   clock (``gap_jump_target``).
 
-Determinism: every random draw comes from ``random.Random(f"{seed}:{symbol}:{bar}")``, so the
-stream is a pure function of (data, config), whatever the speed or the batching.
+Determinism: every random draw is a counter-based draw of (seed, symbol, stream, bar, step)
+(``market_replay/kernels.py``), so the stream is a pure function of (data, config), whatever the
+speed, the batching or a seek.
 
 Two clocks: the replay clock maps wall time to exchange time, ``start + elapsed * speed``
 (speed 0 = as fast as the consumer loop runs). Quotes, klines, order times and user-stream
