@@ -10,11 +10,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEMO_SPREAD_RANGE_FRACTION", "DEMO_STEPS_PER_BAR", "ReplayConfig", "demo_replay_config"]
+__all__ = ["DEMO_QUOTE_SECONDS", "DEMO_SPREAD_RANGE_FRACTION", "DEMO_STEPS_PER_BAR", "ReplayConfig", "demo_replay_config"]
 
-# The demo's book (``app/demo.py``): 30 quotes per 5m candle, a spread that widens with the bar's
-# range (1 % of it, never below one tick), each symbol stamping its own quotes as live feeds do.
-DEMO_STEPS_PER_BAR = 30
+# The demo's book (``app/demo.py``): a quote per symbol every 10 s of exchange time (30 per 5m
+# candle, 6 per 1m candle), a spread that widens with the bar's range (1 % of it, never below one
+# tick), each symbol stamping its own quotes as live feeds do.
+DEMO_QUOTE_SECONDS = 10
+DEMO_STEPS_PER_BAR = 300 // DEMO_QUOTE_SECONDS  # of the bundled 5m candles
 DEMO_SPREAD_RANGE_FRACTION = 0.01
 
 
@@ -68,7 +70,10 @@ class ReplayConfig:
 
 
 
-def demo_replay_config(*, speed: float = 0.0, warmup_bars: int = 1000, seed: int = 7) -> ReplayConfig:
-    """The replay of ``python main.py demo``; the backtest uses the same by default."""
-    return ReplayConfig(source="candles", speed=speed, steps_per_bar=DEMO_STEPS_PER_BAR, warmup_bars=warmup_bars,
+def demo_replay_config(*, speed: float = 0.0, warmup_bars: int = 1000, seed: int = 7,
+                       bar_seconds: int = 300) -> ReplayConfig:
+    """The replay of ``python main.py demo``; the backtest uses the same by default, on candles of
+    ``bar_seconds`` (the same quote rate: a quote per symbol every ``DEMO_QUOTE_SECONDS``)."""
+    steps = max(1, bar_seconds // DEMO_QUOTE_SECONDS)
+    return ReplayConfig(source="candles", speed=speed, steps_per_bar=steps, warmup_bars=warmup_bars,
                         spread_range_fraction=DEMO_SPREAD_RANGE_FRACTION, stamp_jitter=True, seed=seed)

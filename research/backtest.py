@@ -158,10 +158,13 @@ class Backtest:
     """One run; ``await run()`` replays, then writes ``fills.csv`` and ``summary.json``."""
 
     def __init__(self, *, config: AppConfig, pairs: list[PairConfig], request: BacktestRequest,
-                 console: Console | None = None, audit: Audit | None = None) -> None:
+                 console: Console | None = None, audit: Audit | None = None,
+                 market: tuple[dict[str, CandleSeries], dict[str, Any]] | None = None) -> None:
         """``audit(ts_ms, engine, paper)`` is awaited after every execution (tests check the
-        portfolio at that moment, not only at the end)."""
+        portfolio at that moment, not only at the end). ``market``: candles and rules already
+        loaded (``load_market``'s), instead of reading ``request.data_dir``."""
         self.audit = audit
+        self.market = market
         self.config = config
         self.pairs = [p for p in pairs if p.enabled]
         self.request = request
@@ -169,18 +172,19 @@ class Backtest:
         if not self.pairs:
             raise UsageError("backtest: no enabled pair")
 
-    def replay_config(self, start_bar: int) -> ReplayConfig:
-        """The demo's replay from ``start_bar`` (its seed unless the request names one)."""
+    def replay_config(self, start_bar: int, bar_seconds: int = 300) -> ReplayConfig:
+        """The demo's replay from ``start_bar`` (its seed unless the request names one) on
+        candles of ``bar_seconds``."""
         if self.request.seed is None:
-            return demo_replay_config(warmup_bars=start_bar)
-        return demo_replay_config(warmup_bars=start_bar, seed=self.request.seed)
+            return demo_replay_config(warmup_bars=start_bar, bar_seconds=bar_seconds)
+        return demo_replay_config(warmup_bars=start_bar, seed=self.request.seed, bar_seconds=bar_seconds)
 
     async def run(self) -> BacktestResult:
-        candles, rules = load_market(self.request, self.pairs)
+        candles, rules = self.market or load_market(self.request, self.pairs)
         params = {p.pair_id: signal_params(self.config.signal, p) for p in self.pairs}
         history_bars = max(sp.lookback_bars for sp in params.values()) + 5  # SignalRouter's warm-up fetch
         start_bar, end_ms = replay_window(self.request, candles, history_bars)
-        replay = self.replay_config(start_bar)
+        replay = self.replay_config(start_bar, next(iter(candles.values())).interval_ms // 1000)
         feed = ReplayFeed(rules=rules, candles=candles, config=replay)
         demo = self.config.demo
         funding = FundingSchedule(Decimal(repr(demo.funding_rate)), int(demo.funding_interval_hours * 3_600_000))

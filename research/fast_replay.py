@@ -22,6 +22,7 @@ import numpy as np
 
 from app.pipeline import SignalRouter
 from app.series import SeriesRecorder
+from core.types import PairState
 from execution.paper import PaperExchange
 from market_replay.formats import UnitFormatter
 from market_replay.sources import QuoteBlock
@@ -136,7 +137,7 @@ class FastReplay:
         self.feed, self.markets, self.router, self.paper = feed, markets, router, paper
         self.after_signal, self.collect_funding = after_signal, collect_funding
         self.block_steps = block_steps
-        index = {s: i for i, s in enumerate(feed.symbols)}
+        index = self._index = {s: i for i, s in enumerate(feed.symbols)}
         for gen in generators.values():
             if recorder.symbol_bar_ms(gen.symbol_a) != gen.calculator.bar_ms or \
                     recorder.symbol_bar_ms(gen.symbol_b) != gen.calculator.bar_ms:
@@ -208,7 +209,7 @@ class FastReplay:
     async def _execute(self, fb: FloatBlock, fired: list[PairCursor], key: tuple[int, int, int]) -> None:
         """The signals found at quote ``key``: books to that quote, every signal submitted in the
         router's order (as ``on_quote`` spawns them), then one settle."""
-        self._books(fb, key)
+        self._books(fb, key, self._execution_symbols(fired))
         self.markets.now_ms = key[1]
         for cursor in fired:
             cursor.store()
@@ -231,11 +232,23 @@ class FastReplay:
                 return t
         return n
 
-    def _books(self, fb: FloatBlock, key: tuple[int, int, int]) -> None:
-        """Every symbol's latest quote at or before ``key`` into the router's and the paper's books."""
+    def _execution_symbols(self, fired: list[PairCursor]) -> list[int]:
+        """The symbols an execution of ``fired`` reads a book of: their legs (sizing, fills) and
+        the legs of every pair the engine holds (exposure, the account's marks). The rest are
+        brought up to date at each funding time and at each block's end."""
+        engine = self.router.engine
+        held = [(p.symbol_a, p.symbol_b) for p in engine.positions.values()
+                if p.state is not PairState.FLAT] if engine is not None else []
+        legs = {s for c in fired for s in (c.gen.symbol_a, c.gen.symbol_b)} | {s for pair in held for s in pair}
+        return sorted(self._index[s] for s in legs if s in self._index)
+
+    def _books(self, fb: FloatBlock, key: tuple[int, int, int], symbols: list[int] | None = None) -> None:
+        """The latest quote at or before ``key`` of each of ``symbols`` (default: every one) into
+        the router's and the paper's books."""
         t_key, ts_key, sym_key = key
         b = fb.block
-        for i, symbol in enumerate(self.feed.symbols):
+        for i in range(len(self.feed.symbols)) if symbols is None else symbols:
+            symbol = self.feed.symbols[i]
             t = t_key
             if b.stamp[i, t] < 0 or (int(b.stamp[i, t]), i) > (ts_key, sym_key):
                 t -= 1
