@@ -315,8 +315,13 @@ class TradingEngine:
     def user_trades(self, account: Account, symbol: str, *, order_id: int | None = None,
                     limit: int = 500, lag_ms: int = 0) -> list[dict[str, Any]]:
         """``GET /fapi/v1/userTrades``; with ``lag_ms``, trades younger than that are hidden."""
-        rows = [row for o in self.all_orders(account, symbol, limit=10**9)
-                if order_id is None or o.order_id == order_id for row in o.trade_payloads()]
+        if order_id is not None:  # one order's trades: a lookup, not a scan of every order ever placed
+            self._rules(symbol)
+            order = self.orders.get(order_id)
+            mine = order is not None and order.account == account.name and order.symbol == symbol
+            rows = order.trade_payloads() if mine else []  # type: ignore[union-attr]
+        else:
+            rows = [row for o in self.all_orders(account, symbol, limit=10**9) for row in o.trade_payloads()]
         if lag_ms > 0:
             cutoff = self.wall_clock() - lag_ms
             rows = [r for r in rows if self._trade_wall_ms.get(r["id"], cutoff) <= cutoff]
