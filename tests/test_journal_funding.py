@@ -61,7 +61,8 @@ def test_a_v3_file_migrates_to_v4_and_its_fills_are_usdt_fees(tmp_path: Path) ->
     finally:
         raw.close()
     with Journal.open(path, mode="demo") as j:
-        assert j.schema_version == SCHEMA_VERSION == 4
+        assert j.schema_version == SCHEMA_VERSION == 5
+        assert j.net_filled("EOSUSDT") == D("1")  # v5 counted the order filled before it
         (fill,) = j.fills_for_order("c1")
         assert (fill.fee, fill.fee_asset, fill.fee_native) == (D("0.01"), "USDT", None)
         assert j.funding_since(0) == []
