@@ -285,6 +285,7 @@ class Backtest:
             fast = None if self.request.per_quote else self._fast_replay(
                 feed=feed, markets=markets, router=router, paper=paper, recorder=series, generators=generators,
                 after_signal=after_signal, collect_funding=engine.collect_funding)
+            split: dict[str, float] = {}
             if fast is None:
                 loop = "per_quote"
                 quotes = await _per_quote_loop(feed, markets, router, end_ms, next_funding, after_signal,
@@ -293,6 +294,7 @@ class Backtest:
                 loop = "kernel"
                 await fast.run(end_ms, next_funding, on_progress)
                 quotes = fast.quotes
+                split = dict(fast.seconds)
             progress.update(task, completed=total_bars)
         wall = time.perf_counter() - wall0
         flattened = router.flatten_all("backtest end")
@@ -316,7 +318,7 @@ class Backtest:
         fills, funding_rows = _journal_cash_flows(journal)
         summary = _summary(perf=perf, fills=fills, funding_rows=funding_rows, trips=trips, stats=stats,
                            config=config, replay=replay, request=self.request, first_ms=first_ms, end_ms=end_ms,
-                           bars=total_bars, quotes=quotes, wall=wall, loop=loop, pairs=[p.pair_id for p in self.pairs],
+                           bars=total_bars, quotes=quotes, wall=wall, loop=loop, split=split, pairs=[p.pair_id for p in self.pairs],
                            open_positions=sorted(open_positions), flattened=flattened, signals=len(signals))
         _write_fills(out_dir / "fills.csv", fills, funding_rows)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -432,6 +434,7 @@ def _write_fills(path: Path, fills: list[tuple[Any, ...]], funding_rows: list[tu
 def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows: list[tuple[Any, ...]],
              trips: list[Any], stats: SessionStats, config: AppConfig, replay: ReplayConfig,
              request: BacktestRequest, first_ms: int, end_ms: int, bars: int, quotes: int, wall: float, loop: str,
+             split: dict[str, float],
              pairs: list[str], open_positions: list[str], flattened: list[str], signals: int) -> dict[str, Any]:
     net, notional, fees, funding = cash_pnl(fills, funding_rows)
     session = perf["session"]
@@ -440,6 +443,9 @@ def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows
     return {
         "pairs": pairs, "from": _iso(first_ms - first_ms % 60_000), "to": _iso(end_ms), "bars": bars, "quotes": quotes,
         "replay_loop": loop,  # "kernel" (research/fast_replay.py) or "per_quote" (every quote through the router)
+        # the kernel loop's wall split; "signal_pass" is the rest (quote blocks and the kernel)
+        "replay_seconds": {**{k: round(v, 3) for k, v in split.items()},
+                           "signal_pass": round(wall - sum(split.values()), 3)} if split else None,
         "wall_seconds": wall, "bars_per_second": bars / wall if wall > 0 else None,
         "pnl_usdt": str(net),  # = signed notional - fees + funding over fills.csv (every position closed)
         "signed_notional_usdt": str(notional), "fees_usdt": str(fees), "funding_usdt": str(funding),

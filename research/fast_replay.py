@@ -15,6 +15,7 @@ the run with ``ReplayDiverged`` instead of guessing; ``--per-quote`` runs the re
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -147,6 +148,10 @@ class FastReplay:
                         for g in generators.values()]
         self._scales = [PriceScale.of(fmt) for fmt in feed.inst.price_fmt]
         self.quotes = 0
+        # Where the replay's time goes (summary.json "replay_seconds"): executions (the engine, from
+        # the signal to its settle), funding collections, and books brought up to date; the rest of
+        # the loop is the signal pass (quote blocks and the kernel).
+        self.seconds = {"executions": 0.0, "funding": 0.0, "books": 0.0}
 
     def end_step(self, end_ms: int) -> int:
         """The first step the per-quote loop would not send (ready at or after ``end_ms``)."""
@@ -197,7 +202,9 @@ class FastReplay:
             else:
                 self._books(fb, (funding_t, 2**62, 2**62))
                 self.markets.now_ms = int(fb.block.stamp[:, funding_t].max())
+                started = time.perf_counter()
                 await self.collect_funding()
+                self.seconds["funding"] += time.perf_counter() - started
                 next_funding = self.markets.funding.next_after(self.feed.step_ready_ms(fb.block.g0 + funding_t))
                 funding_t = self._funding_step(fb, next_funding, after=funding_t + 1)
         for cursor in self.cursors:
@@ -214,7 +221,9 @@ class FastReplay:
         for cursor in fired:
             cursor.store()
             self.router.submit(cursor.gen, cursor.gen.emit_replayed(cursor.state))  # type: ignore[arg-type]
+        started = time.perf_counter()
         await self.after_signal()
+        self.seconds["executions"] += time.perf_counter() - started
         for other in self.cursors:
             if other not in fired and self.router.follow_engine(other.gen):
                 raise ReplayDiverged(f"{other.gen.pair_id}: the engine moved it to {other.gen.state.value} while "
@@ -245,6 +254,11 @@ class FastReplay:
     def _books(self, fb: FloatBlock, key: tuple[int, int, int], symbols: list[int] | None = None) -> None:
         """The latest quote at or before ``key`` of each of ``symbols`` (default: every one) into
         the router's and the paper's books."""
+        started = time.perf_counter()
+        self._push_books(fb, key, symbols)
+        self.seconds["books"] += time.perf_counter() - started
+
+    def _push_books(self, fb: FloatBlock, key: tuple[int, int, int], symbols: list[int] | None) -> None:
         t_key, ts_key, sym_key = key
         b = fb.block
         for i in range(len(self.feed.symbols)) if symbols is None else symbols:

@@ -83,7 +83,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
 
 
 #: What differs between two runs of the same backtest: how long they took and which loop ran.
-RUN_ONLY = {"wall_seconds", "bars_per_second", "replay_loop"}
+RUN_ONLY = {"wall_seconds", "bars_per_second", "replay_loop", "replay_seconds"}
 
 
 def test_the_replay_kernel_gives_the_per_quote_loops_run(short_run, tmp_path: Path) -> None:
