@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
 from core.config import SignalParams
@@ -635,8 +636,8 @@ class SignalGenerator:
             raise ReplayUnsupported(f"{self.pair_id}: {self._state.value}"
                                     + (f" with {self._busy.signal_id} in flight" if self._busy else ""))
         calc = self._calc
-        st = rk.ReplayState.empty(gates=len(Gate), rejects=len(RejectReason), window=calc.window_arrays)
-        f, iv = st.f, st.iv
+        f = [0.0] * rk.F_SIZE  # Python lists, one array each at the end: item writes into numpy cost 10x
+        iv = [0] * rk.I_SIZE
         calc.export_replay(f, iv)
         f[rk.F_MID_A], f[rk.F_MID_B] = self._mid_a, self._mid_b
         f[rk.F_STOP_UNTIL] = self._stop_until
@@ -647,28 +648,29 @@ class SignalGenerator:
             self._stop
         f[rk.F_MIN_STD], f[rk.F_DUP_MS], f[rk.F_MAX_HOLD] = self._min_std, self._dup_ms, self._max_hold_ms
         iv[rk.I_TS_A], iv[rk.I_TS_B], iv[rk.I_CLOCK] = self._ts_a, self._ts_b, self._clock
-        iv[rk.I_STATE], iv[rk.I_NO_ENTRY], iv[rk.I_LIVE] = code, self._no_entry is not None, self._live
+        iv[rk.I_STATE], iv[rk.I_NO_ENTRY], iv[rk.I_LIVE] = code, int(self._no_entry is not None), int(self._live)
         iv[rk.I_ACCEPTED], iv[rk.I_MAX_AGE] = self._accepted, self._max_age
         iv[rk.I_FIRE_KIND] = -1
-        st.gated[:] = self._gated
-        st.rejects[:] = self._rejects
-        st.suppressed[:] = (self._suppressed[Suppression.STOP_COOLDOWN], self._suppressed[Suppression.DUPLICATE])
-        return st
+        suppressed = (self._suppressed[Suppression.STOP_COOLDOWN], self._suppressed[Suppression.DUPLICATE])
+        return rk.ReplayState(np.array(f), np.array(iv, dtype=np.int64), np.array(self._gated, dtype=np.int64),
+                              np.array(self._rejects, dtype=np.int64), np.array(suppressed, dtype=np.int64),
+                              *calc.window_arrays)
 
     def import_replay(self, st: rk.ReplayState) -> None:
         """Take back what ``run_pair`` changed: mids, times, counters, the window's scalars."""
-        f, iv = st.f, st.iv
+        f, iv = st.f.tolist(), st.iv.tolist()
         self._calc.import_replay(f, iv)
-        self._mid_a, self._mid_b = float(f[rk.F_MID_A]), float(f[rk.F_MID_B])
-        self._ts_a, self._ts_b, self._clock = int(iv[rk.I_TS_A]), int(iv[rk.I_TS_B]), int(iv[rk.I_CLOCK])
+        self._mid_a, self._mid_b = f[rk.F_MID_A], f[rk.F_MID_B]
+        self._ts_a, self._ts_b, self._clock = iv[rk.I_TS_A], iv[rk.I_TS_B], iv[rk.I_CLOCK]
         self._live = bool(iv[rk.I_LIVE])
-        self._accepted = int(iv[rk.I_ACCEPTED])
+        self._accepted = iv[rk.I_ACCEPTED]
         if self._entry_ts is None and math.isfinite(f[rk.F_ENTRY_TS]):  # the holding clock started
             self._entry_ts = int(f[rk.F_ENTRY_TS])
-        self._gated = [int(n) for n in st.gated]
-        self._rejects = [int(n) for n in st.rejects]
-        self._suppressed[Suppression.STOP_COOLDOWN] = int(st.suppressed[rk.SUP_STOP_COOLDOWN])
-        self._suppressed[Suppression.DUPLICATE] = int(st.suppressed[rk.SUP_DUPLICATE])
+        self._gated = st.gated.tolist()
+        self._rejects = st.rejects.tolist()
+        stop_cd, dup = st.suppressed.tolist()
+        self._suppressed[Suppression.STOP_COOLDOWN] = stop_cd
+        self._suppressed[Suppression.DUPLICATE] = dup
 
     def emit_replayed(self, st: rk.ReplayState) -> TradingSignal:
         """The signal ``run_pair`` found (after :meth:`import_replay`), emitted as ``update`` would

@@ -277,8 +277,3 @@ class ReplayState:
     buf: np.ndarray
     fstate: np.ndarray
     istate: np.ndarray
-
-    @classmethod
-    def empty(cls, *, gates: int, rejects: int, window: tuple[np.ndarray, np.ndarray, np.ndarray]) -> ReplayState:
-        return cls(np.zeros(F_SIZE), np.zeros(I_SIZE, dtype=np.int64), np.zeros(gates, dtype=np.int64),
-                   np.zeros(rejects, dtype=np.int64), np.zeros(2, dtype=np.int64), *window)

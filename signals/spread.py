@@ -231,8 +231,8 @@ class SpreadCalculator:
 
     # -- the backtest's kernel (signals/replay_kernel.py) ----------------------------------------
 
-    def export_replay(self, f: np.ndarray, iv: np.ndarray) -> None:
-        """Write this window's scalars into the kernel's vectors (its arrays it uses in place)."""
+    def export_replay(self, f: list[float], iv: list[int]) -> None:
+        """Write this window's scalars into the kernel's vectors (as lists; its arrays it uses in place)."""
         if self.awaiting_backfill:
             raise ReplayUnsupported(f"{self.name}: waiting for a backfill")
         f[rk.F_CUR], f[rk.F_SPREAD], f[rk.F_Z], f[rk.F_STD], f[rk.F_MD] = self._cur, self.spread, self.z, self.std, \
@@ -241,11 +241,11 @@ class SpreadCalculator:
         iv[rk.I_BUCKET], iv[rk.I_BAR_MS], iv[rk.I_BARS_CLOSED] = self._bucket, self.bar_ms, self.bars_closed
         iv[rk.I_LOG] = 1 if self._log else 0
 
-    def import_replay(self, f: np.ndarray, iv: np.ndarray) -> None:
+    def import_replay(self, f: list[float], iv: list[int]) -> None:
         """Take the kernel's scalars back (the window arrays are already current)."""
-        self._cur, self.spread, self.z, self.std, self._md = (float(f[rk.F_CUR]), float(f[rk.F_SPREAD]),
-                                                              float(f[rk.F_Z]), float(f[rk.F_STD]), float(f[rk.F_MD]))
-        self._bucket, self.bars_closed = int(iv[rk.I_BUCKET]), int(iv[rk.I_BARS_CLOSED])
+        self._cur, self.spread, self.z, self.std, self._md = (f[rk.F_CUR], f[rk.F_SPREAD], f[rk.F_Z], f[rk.F_STD],
+                                                              f[rk.F_MD])
+        self._bucket, self.bars_closed = iv[rk.I_BUCKET], iv[rk.I_BARS_CLOSED]
         self._sync()
 
     @property
@@ -369,7 +369,7 @@ class RollingOLSCalculator(SpreadCalculator):
     def _push_bar(self) -> None:
         kn.pair_window_push(self._pbuf, self._pfs, self._pis, self._cx, self._cy)
 
-    def export_replay(self, f: np.ndarray, iv: np.ndarray) -> None:
+    def export_replay(self, f: list[float], iv: list[int]) -> None:
         raise ReplayUnsupported(f"{self.name}: the replay kernel has no rolling-OLS window")
 
     def _clear_window(self) -> None:

@@ -253,7 +253,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, capsys
 #: Research modules that run the bot's own engine on replayed data (the issue's point: the very code
 #: that trades live); every other research module is statistics and files only. None imports ccxt or
 #: the simulator (the test exchange).
-RUNS_THE_ENGINE = {"backtest.py", "replay_feed.py", "sweep.py"}  # replay_feed: the engine's offline markets
+RUNS_THE_ENGINE = {"backtest.py", "fast_replay.py", "replay_feed.py", "sweep.py"}  # replay_feed: the engine's offline markets; fast_replay: the backtest loop that feeds it
 
 
 def test_research_code_never_imports_ccxt_or_the_simulator() -> None:
