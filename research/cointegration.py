@@ -35,10 +35,13 @@ statistic is invariant to it) so that centring the Gram cancels nothing.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from signals import kernels
+from signals.kernel_cache import flush_if_dependencies_changed
 from signals.kernels import half_life, ols_hedge_ratio
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -353,3 +356,7 @@ def scan_pairs(logp: np.ndarray, ia: np.ndarray, ib: np.ndarray, split: int) -> 
     for k in range(ia.shape[0]):
         scan_pair(logp[ia[k]], logp[ib[k]], split, out[k])
     return out
+
+
+# The kernels above call signals.kernels (OLS, half-life): a new kernels.py needs a new compile.
+flush_if_dependencies_changed(globals(), (Path(kernels.__file__),), name=__name__)

@@ -201,7 +201,7 @@ class FastReplay:
                         heapq.heappush(heap, (cursor.fire_key(fb), self.cursors.index(cursor)))
             else:
                 self._books(fb, (funding_t, 2**62, 2**62))
-                self.markets.now_ms = int(fb.block.stamp[:, funding_t].max())
+                self.markets.now_ms = max(self.markets.now_ms, int(fb.block.stamp[:, funding_t].max()))
                 started = time.perf_counter()
                 await self.collect_funding()
                 self.seconds["funding"] += time.perf_counter() - started
@@ -210,7 +210,7 @@ class FastReplay:
         for cursor in self.cursors:
             cursor.store()
         self._books(fb, (n - 1, 2**62, 2**62))
-        self.markets.now_ms = int(fb.block.stamp[:, n - 1].max())
+        self.markets.now_ms = max(self.markets.now_ms, int(fb.block.stamp[:, n - 1].max()))
         return next_funding
 
     async def _execute(self, fb: FloatBlock, fired: list[PairCursor], key: tuple[int, int, int]) -> None:

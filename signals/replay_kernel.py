@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 from signals import kernels as kn
+from signals.kernel_cache import flush_if_dependencies_changed
 
 # float state
 F_MID_A, F_MID_B, F_CUR, F_SPREAD, F_Z, F_STD, F_MD, F_STOP_UNTIL, F_ENTRY_TS = range(9)
@@ -277,3 +279,7 @@ class ReplayState:
     buf: np.ndarray
     fstate: np.ndarray
     istate: np.ndarray
+
+
+# run_pair calls kernels.window_push and reads its constants: a new kernels.py needs a new compile.
+flush_if_dependencies_changed(globals(), (Path(kn.__file__),), name=__name__)

@@ -108,6 +108,38 @@ def test_the_replay_kernel_gives_the_per_quote_loops_run(short_run, tmp_path: Pa
     assert series == reference_series and all(len(p["samples"]) > 300 for p in series.values())
 
 
+def _journal_rows(out: Path) -> dict[str, list[tuple]]:
+    """Every table the run journaled, in order; ``horizon_ms`` is a wall-clock figure, left out."""
+    with sqlite3.connect(out / "journal-backtest.sqlite") as conn:
+        tables = {}
+        for table in ("signals", "orders", "order_events", "fills", "round_trips", "funding", "symbol_net"):
+            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] != "horizon_ms"]
+            tables[table] = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid").fetchall()
+    return tables
+
+
+def test_the_kernel_equals_the_per_quote_loop_where_the_risk_limits_bind(tmp_path: Path) -> None:
+    """Exposure and open-pair limits decide on the books of every pair held, not only of the pair
+    that fired: the kernel must bring those up to date too. Whole journals are compared."""
+    config, pairs = _inputs()
+    config = config.model_copy(update={"risk": config.risk.model_copy(
+        update={"max_open_pairs": 3, "max_gross_exposure_usdt": 2_500.0})})
+    runs = {}
+    for per_quote in (False, True):
+        out = tmp_path / str(per_quote)
+        request = BacktestRequest(from_ms=parse_date("2023-07-05"), to_ms=parse_date("2023-07-05T20:00"),
+                                  out_dir=out, progress=False, per_quote=per_quote, report_timeout_seconds=0)
+        runs[per_quote] = (asyncio.run(Backtest(config=config, pairs=pairs, request=request,
+                                                console=Console(file=open("/dev/null", "w"))).run()), out)
+    (fast, fast_out), (ref, ref_out) = runs[False], runs[True]
+    refused = ref.summary["signals_refused"]
+    assert refused.get("max_gross_exposure", 0) > 5, refused  # decided on the held pairs' books
+    assert {k: v for k, v in fast.summary.items() if k not in RUN_ONLY} == \
+        {k: v for k, v in ref.summary.items() if k not in RUN_ONLY}
+    assert _journal_rows(fast_out) == _journal_rows(ref_out)
+    assert fast.snapshot["sections"]["performance"] == ref.snapshot["sections"]["performance"]
+
+
 def test_partial_fills_are_repaired_in_the_partial_run(short_run) -> None:
     result, _, config, *_ = short_run
     protocols = result.snapshot["sections"]["execution"]["protocols"]
