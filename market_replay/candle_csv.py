@@ -214,47 +214,35 @@ def parse_rows(buf: np.ndarray, pos: int, open_ms: np.ndarray, mantissa: np.ndar
         pos += 1
         for col in range(5):
             start = pos
+            # the usual field, in one pass: [0-9]+ (. [0-9]+)? up to a delimiter, <= 18 digits
             m = 0
-            digits = 0  # significant digits in m
-            int_digits = 0
-            first_int = -1
-            w = 0
-            seen_dot = False
-            canonical = True
             while pos < size:
-                ch = buf[pos]
-                if ch == 44 or ch == 10 or ch == 13:
+                d = np.int64(buf[pos]) - 48
+                if d < 0 or d > 9:
                     break
+                m = m * 10 + d
                 pos += 1
-                if 48 <= ch <= 57:
-                    d = ch - 48
-                    if seen_dot:
-                        w += 1
-                    else:
-                        int_digits += 1
-                        if int_digits == 1:
-                            first_int = d
-                        elif first_int == 0:
-                            canonical = False  # a leading zero
-                    if m > 0 or d != 0:
-                        digits += 1
-                        if digits > 18:
-                            canonical = False
-                    if canonical:
-                        m = m * 10 + d
-                elif ch == 46 and not seen_dot:
-                    seen_dot = True
-                    if int_digits == 0:
-                        canonical = False
-                elif ch == 46 or ch == 43 or ch == 45 or ch == 69 or ch == 101:  # . + - E e
-                    canonical = False
-                else:
+            int_len = pos - start
+            w = 0
+            dotted = pos < size and buf[pos] == 46
+            if dotted:
+                pos += 1
+                f0 = pos
+                while pos < size:
+                    d = np.int64(buf[pos]) - 48
+                    if d < 0 or d > 9:
+                        break
+                    m = m * 10 + d
+                    pos += 1
+                w = pos - f0
+            at_end = pos >= size or buf[pos] == 44 or buf[pos] == 10 or buf[pos] == 13
+            canonical = (at_end and int_len >= 1 and (int_len == 1 or buf[start] != 48)
+                         and (w >= 1 or not dotted) and int_len + w <= 18)
+            if not canonical:  # anything else: the careful scan (m may have overflowed above)
+                pos, m, w, canonical, fail = scan_field(buf, start)
+                if fail:
                     return rows, n_exotic, _FAIL_LAYOUT
             end = pos
-            if end == start:  # an empty field
-                return rows, n_exotic, _FAIL_LAYOUT
-            if int_digits == 0 or (seen_dot and w == 0) or w >= 255:
-                canonical = False
             # the delimiter: ',' after the first four, the line's end after the volume
             if col < 4:
                 if pos >= size or buf[pos] != 44:
@@ -284,6 +272,55 @@ def parse_rows(buf: np.ndarray, pos: int, open_ms: np.ndarray, mantissa: np.ndar
         open_ms[rows] = t
         rows += 1
     return rows, n_exotic, 0
+
+
+@njit(**_JIT)
+def scan_field(buf: np.ndarray, pos: int) -> tuple[int, int, int, bool, bool]:
+    """One field from ``pos`` to its delimiter, any spelling: ``(end, mantissa, places,
+    canonical, fail)``; ``fail`` for an empty field or a byte outside ``0-9 . + - e E``."""
+    size = buf.shape[0]
+    start = pos
+    m = 0
+    digits = 0  # significant digits in m
+    int_digits = 0
+    first_int = -1
+    w = 0
+    seen_dot = False
+    canonical = True
+    while pos < size:
+        ch = buf[pos]
+        if ch == 44 or ch == 10 or ch == 13:
+            break
+        pos += 1
+        if 48 <= ch <= 57:
+            d = np.int64(ch) - 48
+            if seen_dot:
+                w += 1
+            else:
+                int_digits += 1
+                if int_digits == 1:
+                    first_int = d
+                elif first_int == 0:
+                    canonical = False  # a leading zero
+            if m > 0 or d != 0:
+                digits += 1
+                if digits > 18:
+                    canonical = False
+            if canonical:
+                m = m * 10 + d
+        elif ch == 46 and not seen_dot:
+            seen_dot = True
+            if int_digits == 0:
+                canonical = False
+        elif ch == 46 or ch == 43 or ch == 45 or ch == 69 or ch == 101:  # . + - E e
+            canonical = False
+        else:
+            return pos, 0, 0, False, True
+    if pos == start:
+        return pos, 0, 0, False, True
+    if int_digits == 0 or (seen_dot and w == 0) or w >= 255:
+        canonical = False
+    return pos, m, w, canonical, False
 
 
 @njit(**_JIT)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from market_replay.candle_arrays import CandleArrays, text_to_units
-from market_replay.candle_csv import DecimalColumn, parse_candle_bytes
+from market_replay import kernels
+from market_replay.candle_csv import EXOTIC, DecimalColumn, parse_candle_bytes
 from market_replay.config import ReplayConfig, demo_replay_config
 from market_replay.datasets import (CandleSeries, DatasetError, _read_rows, load_candles, parse_candle_file,
                                     read_candle_file, read_candle_text)
@@ -150,6 +151,22 @@ def test_odd_spellings_keep_their_text_and_convert_as_to_units(tmp_path: Path) -
                 continue
             assert text_to_units(fast.volume[j:j + 1], fmt).tolist() == [want], (unit, spelled)
             assert text_to_units((spelled,), fmt).tolist() == [want], (unit, spelled)
+    canonical = [j for j, w in enumerate(fast.volume.places.tolist()) if w != EXOTIC]
+    column = fast.volume
+    digits = DecimalColumn(column.mantissa[canonical], column.places[canonical], {})
+    raw = np.frombuffer("\n".join(ODD[j] for j in canonical).encode(), dtype=np.uint8)
+    for decimals in range(0, 10):  # the same refusals and values as the text parse, field by field
+        got = np.empty(len(canonical), np.int64), np.empty(len(canonical), np.bool_)
+        want = np.empty(len(canonical), np.int64), np.empty(len(canonical), np.bool_)
+        digits.scaled(decimals, *got)
+        kernels.parse_scaled(raw, decimals, *want)
+        assert got[1].tolist() == want[1].tolist() and got[0].tolist() == want[0].tolist(), decimals
+
+
+def test_price_decimals_ignore_trailing_zeros(tmp_path: Path) -> None:
+    path = _write(tmp_path / "Z-1m.csv.gz", "\n".join([HEADER, "1000,10.50,11.0,10,10.5,1.250", "61000,10,11,10,10,2"]))
+    fast, text = read_candle_file(path, "Z"), read_candle_text(path, "Z")
+    assert fast.price_decimals == text.price_decimals == 1
 
 
 def test_a_file_the_parse_does_not_take_is_read_with_csv(tmp_path: Path) -> None:
