@@ -130,7 +130,7 @@ class ParsedCandles:
     volume: DecimalColumn
 
 
-def parse_candle_bytes(data: bytes, *, columns: int = 6) -> ParsedCandles | None:
+def parse_candle_bytes(data: bytes) -> ParsedCandles | None:
     """Parse a decompressed candle CSV (``timestamp_ms,open,high,low,close,volume``); ``None``
     when the file is not plain enough for the fast path (the caller then reads it with ``csv``).
 
@@ -144,7 +144,7 @@ def parse_candle_bytes(data: bytes, *, columns: int = 6) -> ParsedCandles | None
     """
     first = data.find(b"\n")
     header = data[: first if first >= 0 else len(data)].rstrip(b"\r")
-    if columns != 6 or b'"' in header or b"\r" in header or header.count(b",") != columns - 1:
+    if b'"' in header or b"\r" in header or header.count(b",") != _COLUMNS:
         return None
     try:
         header.decode("ascii")
@@ -152,13 +152,13 @@ def parse_candle_bytes(data: bytes, *, columns: int = 6) -> ParsedCandles | None
         return None
     if first < 0:
         return _columns(np.empty(0, np.int64), np.empty((_COLUMNS, 0), np.int64),
-                        np.empty((_COLUMNS, 0), np.uint8), {})
+                        np.empty((_COLUMNS, 0), np.uint8), [])
     buf = np.frombuffer(data, dtype=np.uint8)
     lines = data.count(b"\n") + 1
     open_ms = np.empty(lines, dtype=np.int64)
     mantissa = np.empty((_COLUMNS, lines), dtype=np.int64)
     places = np.empty((_COLUMNS, lines), dtype=np.uint8)
-    spans = np.empty((min(lines * _COLUMNS, 4096 + lines // 16), 4), dtype=np.int64)
+    spans = np.empty((4096 + lines, 4), dtype=np.int64)  # an exotic field a row; untouched pages cost nothing
     rows, n_exotic, status = parse_rows(buf, first + 1, open_ms, mantissa, places, spans)
     if status != 0:
         return None
@@ -168,7 +168,8 @@ def parse_candle_bytes(data: bytes, *, columns: int = 6) -> ParsedCandles | None
     return _columns(open_ms[:rows], mantissa[:, :rows], places[:, :rows], exotic)
 
 
-def _columns(open_ms: np.ndarray, mantissa: np.ndarray, places: np.ndarray, exotic) -> ParsedCandles:
+def _columns(open_ms: np.ndarray, mantissa: np.ndarray, places: np.ndarray,
+             exotic: list[dict[int, str]]) -> ParsedCandles:
     cols = [DecimalColumn(mantissa[k], places[k], exotic[k] if exotic else {}) for k in range(_COLUMNS)]
     return ParsedCandles(open_ms, *cols)
 
