@@ -5,6 +5,9 @@ bar (``UnitFormatter.to_units``) costs minutes, the arrays a few seconds. The co
 the text is parsed as an integer of the unit's decimals (``kernels.parse_scaled``), never through
 a float, and any field that parse cannot take (a price finer than the tick, an exponent) goes
 through ``to_units`` itself, so every value is what ``to_units`` returns (half-even onto the grid).
+Columns the loader parsed from the file's bytes (``candle_csv.DecimalColumn``) hold the digits
+already: they are rescaled (``DecimalColumn.scaled``, the same values and refusals as
+``parse_scaled``), a few milliseconds a column instead of joining and re-parsing text.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from market_replay import kernels
+from market_replay.candle_csv import DecimalColumn
 from market_replay.config import ReplayConfig
 from market_replay.datasets import CandleSeries, DatasetError
 from market_replay.formats import UnitFormatter
@@ -46,43 +50,52 @@ class CandleArrays:
     @classmethod
     def build(cls, symbols: Sequence[str], series: Sequence[CandleSeries], price_fmt: Sequence[UnitFormatter],
               qty_fmt: Sequence[UnitFormatter], offset: Sequence[int], cfg: ReplayConfig) -> CandleArrays:
-        """Raises ``DatasetError`` for a candle whose low/high do not bound its open and close."""
-        columns: list[list[np.ndarray]] = [[], [], [], [], [], []]
-        for s, pf, qf in zip(series, price_fmt, qty_fmt):
-            o, h, lo, c = (text_to_units(col, pf) for col in (s.open, s.high, s.low, s.close))
-            _check_consistent(s, o, h, lo, c)
-            volume_lots = text_to_units(s.volume, qf)
-            base = np.maximum(1, (volume_lots * cfg.top_qty_volume_fraction).astype(np.int64))
-            for column, values in zip(columns, (o, h, lo, c, base, _spreads(h, lo, cfg))):
-                column.append(values)
+        """Raises ``DatasetError`` for a candle whose low/high do not bound its open and close.
+
+        Each symbol's values are written straight into the concatenated arrays: fresh memory is
+        paid once (page faults cost more than the conversion itself for a year of bars)."""
         n_bars = np.array([len(s) for s in series], dtype=np.int64)
         start = np.concatenate(([0], np.cumsum(n_bars)[:-1])).astype(np.int64)
+        total = int(n_bars.sum())
+        o, h, lo, c, base, spread = (np.empty(total, dtype=np.int64) for _ in range(6))
+        for s, pf, qf, a, n in zip(series, price_fmt, qty_fmt, start.tolist(), n_bars.tolist()):
+            b = a + n
+            for column, out in zip((s.open, s.high, s.low, s.close), (o, h, lo, c)):
+                text_to_units(column, pf, out=out[a:b])
+            _check_consistent(s, o[a:b], h[a:b], lo[a:b], c[a:b])
+            volume_lots = text_to_units(s.volume, qf, out=base[a:b])
+            base[a:b] = np.maximum(1, (volume_lots * cfg.top_qty_volume_fraction).astype(np.int64))
+            spread[a:b] = _spreads(h[a:b], lo[a:b], cfg)
         keys = np.array([[kernels.stream_key(cfg.seed, sym, stream) for stream in kernels.STREAMS]
                          for sym in symbols], dtype=np.uint64).reshape(len(symbols), len(kernels.STREAMS))
-        o, h, lo, c, base, spread = (np.concatenate(col) if col else np.zeros(0, np.int64) for col in columns)
         return cls(start=start, n_bars=n_bars, offset=np.asarray(offset, dtype=np.int64), o=o, h=h, lo=lo, c=c,
                    base_lots=base, spread=spread, keys=keys)
 
 
-def text_to_units(texts: Sequence[str], fmt: UnitFormatter) -> np.ndarray:
+def text_to_units(texts: Sequence[str], fmt: UnitFormatter, *, out: np.ndarray | None = None) -> np.ndarray:
     """``[fmt.to_units(t) for t in texts]`` as int64, fast and exactly equal (``ValueError`` for a
-    value beyond int64).
+    value beyond int64); written into ``out`` (int64, ``len(texts)``) when given, and returned.
 
     >>> text_to_units(("31031.7", "0.05", "12"), UnitFormatter(__import__("decimal").Decimal("0.1"))).tolist()
     [310317, 0, 120]
     """
     n = len(texts)
-    values = np.empty(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.int64) if out is None else out
+    if values.shape != (n,) or values.dtype != np.int64:
+        raise ValueError(f"out must be int64 of shape ({n},), not {values.dtype} {values.shape}")
     bad = np.empty(n, dtype=np.bool_)
     if n == 0:
         return values
-    raw = np.frombuffer("\n".join(texts).encode("ascii", "replace"), dtype=np.uint8)
-    kernels.parse_scaled(raw, fmt.decimals, values, bad)
+    if isinstance(texts, DecimalColumn):  # the loader's digits: no text to join and parse
+        texts.scaled(fmt.decimals, values, bad)
+    else:
+        raw = np.frombuffer("\n".join(texts).encode("ascii", "replace"), dtype=np.uint8)
+        kernels.parse_scaled(raw, fmt.decimals, values, bad)
     grid = int(fmt.unit.scaleb(fmt.decimals))  # the unit in 10**-decimals: 1 for 0.01, 5 for 0.05
     if grid != 1:  # onto the unit's grid, half-even
         q, r = np.divmod(values, grid)
         q += (2 * r > grid) | ((2 * r == grid) & (q % 2 == 1))
-        values = q
+        values[:] = q
     for idx in np.flatnonzero(bad):
         exact = fmt.to_units(texts[idx])
         if not -(1 << 63) <= exact < 1 << 63:

@@ -50,6 +50,7 @@ DOCTEST_MODULES = (
     "signals.kernels",
     "signals.spread",
     "market_replay.candle_arrays",
+    "market_replay.candle_csv",
     "market_replay.formats",
     "market_replay.kernels",
     "market_replay.paths",
