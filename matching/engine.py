@@ -42,6 +42,8 @@ Semantics worth knowing (and where they differ from Binance, why):
 
 from __future__ import annotations
 
+import bisect
+
 import random
 import time
 from collections import deque
@@ -197,6 +199,9 @@ class TradingEngine:
         self._next_trade_id = 1
         # GET /fapi/v1/income rows (funding payments), oldest first, all accounts
         self.income: list[dict[str, Any]] = []
+        # The same rows per (account, symbol), in time order: a symbol's funding read is a bisect,
+        # not a scan of every payment of every symbol (the bot reads it after every execution).
+        self._income_by: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._next_tran_id = 1
         # Wall time each trade was made, and (wall ms, position copy) changes per
         # (account, symbol): only for the reporting-lag faults. Not persisted: after a restore
@@ -395,7 +400,7 @@ class TradingEngine:
                    "info": "FUNDING_FEE", "time": funding_time_ms, "tranId": self._next_tran_id, "tradeId": "",
                    "account": account.name}
             self._next_tran_id += 1
-            self.income.append(row)
+            self._add_income(row)
             rows.append(row)
             self._emit(account, account_update_event(account, symbol, mark, funding_time_ms,
                                                      reason="FUNDING_FEE"))
@@ -406,7 +411,13 @@ class TradingEngine:
                        limit: int = 100) -> list[dict[str, Any]]:
         """``GET /fapi/v1/income`` rows of ``account``, oldest first; from ``start_ms`` the first
         ``limit``, otherwise the latest ``limit`` (as Binance pages them)."""
-        rows = [{k: v for k, v in r.items() if k != "account"} for r in self.income
+        if symbol is not None:
+            source = self._income_by.get((account.name, symbol), [])
+            if start_ms is not None:
+                source = source[bisect.bisect_left(source, start_ms, key=_income_time):]
+        else:
+            source = self.income
+        rows = [{k: v for k, v in r.items() if k != "account"} for r in source
                 if r["account"] == account.name and (symbol is None or r["symbol"] == symbol)
                 and (income_type is None or r["incomeType"] == income_type)
                 and (start_ms is None or r["time"] >= start_ms) and (end_ms is None or r["time"] <= end_ms)]
@@ -569,10 +580,18 @@ class TradingEngine:
                 self._open[order.symbol][order.order_id] = order
         self._next_order_id = int(state["next_order_id"])
         self._next_trade_id = int(state["next_trade_id"])
-        self.income = [dict(r) for r in state.get("income", []) if r.get("account") in self.accounts]
+        self.income = []
+        self._income_by = {}
+        for r in state.get("income", []):
+            if r.get("account") in self.accounts:
+                self._add_income(dict(r))
         self._next_tran_id = int(state.get("next_tran_id", 1))
 
     # --- internals -------------------------------------------------------------------------
+
+    def _add_income(self, row: dict[str, Any]) -> None:
+        self.income.append(row)
+        bisect.insort(self._income_by.setdefault((row["account"], row["symbol"]), []), row, key=_income_time)
 
     def _rules(self, symbol: str) -> SymbolRules:
         rules = self.rules.get(symbol)
@@ -772,3 +791,7 @@ def _only(account: Account, symbol: str) -> Account:
     if symbol in account.positions:
         view.positions[symbol] = account.positions[symbol]
     return view
+
+
+def _income_time(row: dict[str, Any]) -> int:
+    return int(row["time"])
