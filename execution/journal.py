@@ -821,7 +821,9 @@ class Journal:
                 raise UnknownRecordError(f"round trip {round_trip_id} is not in the journal")
             if not trip.is_open:
                 raise RoundTripStateError(f"round trip {round_trip_id} was already closed")
-            conn.execute("UPDATE orders SET round_trip_id = ? WHERE pair_id = ? AND round_trip_id IS NULL"
+            # The two signals' orders by orders_by_signal (the planner's own pick scans every order of the pair)
+            conn.execute("UPDATE orders INDEXED BY orders_by_signal SET round_trip_id = ? WHERE pair_id = ?"
+                         " AND round_trip_id IS NULL"
                          " AND signal_id IN (?, ?)", (round_trip_id, trip.pair_id, trip.entry_signal_id,
                                                       exit_signal_id or trip.entry_signal_id))
             orders = [order_from_row(row) for row in conn.execute(
