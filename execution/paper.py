@@ -357,7 +357,7 @@ class PaperExchange:
     def _funding_settled(self, exchange_id: str, funding_ms: int) -> bool:
         """True if the paper account was already charged the funding of ``funding_ms`` (the
         income rows are part of the saved account, so this holds across restarts)."""
-        return any(r["symbol"] == exchange_id and r["time"] == funding_ms for r in self._engine.income)
+        return self._engine.has_income(self._account, exchange_id, funding_ms)
 
     async def fetch_fee_rates(self, symbol: str) -> FeeRates:
         """The configured paper rates (``paper.maker_fee_rate`` / ``paper.taker_fee_rate``)."""

@@ -589,6 +589,13 @@ class TradingEngine:
 
     # --- internals -------------------------------------------------------------------------
 
+    def has_income(self, account: Account, symbol: str, time_ms: int) -> bool:
+        """True if ``account`` has an income row of ``symbol`` stamped ``time_ms`` (a funding time
+        already charged). A bisect of the symbol's rows."""
+        rows = self._income_by.get((account.name, symbol), [])
+        i = bisect.bisect_left(rows, time_ms, key=_income_time)
+        return i < len(rows) and _income_time(rows[i]) == time_ms
+
     def _add_income(self, row: dict[str, Any]) -> None:
         self.income.append(row)
         bisect.insort(self._income_by.setdefault((row["account"], row["symbol"]), []), row, key=_income_time)
