@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "ratio; both summaries side by side in summary.json, a two-column table printed")
     backtest.add_argument("--per-quote", dest="per_quote", action="store_true", default=argparse.SUPPRESS,
                           help="the reference loop: every quote through the router as in a session (same result, "
-                               "about 100x slower than the default replay kernel)")
+                               "slower than the default replay kernel)")
     return parser
 
 
