@@ -216,25 +216,14 @@ def parse_rows(buf: np.ndarray, pos: int, open_ms: np.ndarray, mantissa: np.ndar
         for col in range(5):
             start = pos
             # the usual field, in one pass: [0-9]+ (. [0-9]+)? up to a delimiter, <= 18 digits
-            m = 0
-            while pos < size:
-                d = np.int64(buf[pos]) - 48
-                if d < 0 or d > 9:
-                    break
-                m = m * 10 + d
-                pos += 1
+            pos, m = _run_of_digits(buf, pos, size, np.int64(0))
             int_len = pos - start
             w = 0
             dotted = pos < size and buf[pos] == 46
             if dotted:
                 pos += 1
                 f0 = pos
-                while pos < size:
-                    d = np.int64(buf[pos]) - 48
-                    if d < 0 or d > 9:
-                        break
-                    m = m * 10 + d
-                    pos += 1
+                pos, m = _run_of_digits(buf, pos, size, m)
                 w = pos - f0
             at_end = pos >= size or buf[pos] == 44 or buf[pos] == 10 or buf[pos] == 13
             canonical = (at_end and int_len >= 1 and (int_len == 1 or buf[start] != 48)
@@ -273,6 +262,18 @@ def parse_rows(buf: np.ndarray, pos: int, open_ms: np.ndarray, mantissa: np.ndar
         open_ms[rows] = t
         rows += 1
     return rows, n_exotic, 0
+
+
+@njit(**_JIT)
+def _run_of_digits(buf: np.ndarray, pos: int, size: int, m: np.int64) -> tuple[int, np.int64]:
+    """Append the ASCII digits from ``pos`` to ``m`` (base 10); the position after them and ``m``."""
+    while pos < size:
+        d = np.int64(buf[pos]) - 48
+        if d < 0 or d > 9:
+            break
+        m = m * 10 + d
+        pos += 1
+    return pos, m
 
 
 @njit(**_JIT)
