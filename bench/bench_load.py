@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from market_replay.candle_arrays import CandleArrays  # noqa: E402
 from market_replay.candle_csv import parse_candle_bytes  # noqa: E402
 from market_replay.config import demo_replay_config  # noqa: E402
-from market_replay.datasets import CandleSeries, candle_symbols, load_candles, read_candle_text  # noqa: E402
+from market_replay.datasets import CandleSeries, load_candles, read_candle_text  # noqa: E402
 from market_replay.markets import build_rules, load_exchange_info  # noqa: E402
 from market_replay.sources import Instruments  # noqa: E402
 from research import store  # noqa: E402

@@ -151,7 +151,7 @@ class CandleSource:
         bar, k = divmod(g, self.steps)
         return self.t0 + bar * self.base_interval_ms + (k * self.base_interval_ms) // self.steps
 
-    def _ready_ms(self, g: int) -> int:
+    def ready_ms(self, g: int) -> int:
         """When step ``g`` may be sent: its time, or with jittered stamps (which fall anywhere in
         ``[step g, step g + 1)``) the last millisecond before the next step, so a quote never
         carries a time later than the replay clock."""
@@ -160,7 +160,7 @@ class CandleSource:
         return self.time_of(g + 1) - 1
 
     def next_event_ms(self) -> int | None:
-        return None if self.finished else self._ready_ms(self.g)
+        return None if self.finished else self.ready_ms(self.g)
 
     def spread_of_bar(self, i: int, j: int) -> int:
         """Bid-ask spread in ticks of symbol ``i`` during bar ``j``: ``spread_ticks``, or with
@@ -188,18 +188,21 @@ class CandleSource:
         self._window_bounds = [0, *np.cumsum((block.stamp >= 0).sum(axis=0)).tolist()]
 
     def _ready_end(self, target_ms: float) -> int:
-        """The first step after ``g`` not yet due at ``target_ms`` (bounded by the budget and the
-        data); step times never decrease, so a bisection finds it."""
-        lo, hi = self.g, min(self.total_steps, self.g + self.cfg.max_steps_per_advance)
-        if lo >= hi or self._ready_ms(lo) > target_ms:
+        """The first step after ``g`` not yet due at ``target_ms`` (bounded by the budget and the data)."""
+        return self.first_step_after(target_ms, self.g, min(self.total_steps, self.g + self.cfg.max_steps_per_advance))
+
+    def first_step_after(self, target_ms: float, lo: int, hi: int) -> int:
+        """The first step of ``[lo, hi)`` not due at ``target_ms`` (``hi`` if all are); step times
+        never decrease, so a bisection finds it, after a look at the next step or two (the usual case)."""
+        if lo >= hi or self.ready_ms(lo) > target_ms:
             return lo
         lo += 1
-        if lo == hi or self._ready_ms(lo) > target_ms:  # one step, the usual case
+        if lo == hi or self.ready_ms(lo) > target_ms:
             return lo
         lo += 1
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._ready_ms(mid) <= target_ms:
+            if self.ready_ms(mid) <= target_ms:
                 lo = mid + 1
             else:
                 hi = mid
@@ -238,7 +241,7 @@ class CandleSource:
         while g + 1 < self.total_steps and self.time_of(g + 1) <= replay_ms:
             g += 1
         self.g = min(g, self.total_steps - 1)
-        return self.advance_to(self._ready_ms(self.g)) if self.time_of(self.g) <= replay_ms else []
+        return self.advance_to(self.ready_ms(self.g)) if self.time_of(self.g) <= replay_ms else []
 
     def ohlc(self, i: int, j: int) -> tuple[int, int, int, int]:
         """Bar ``j`` of symbol ``i`` in ticks."""

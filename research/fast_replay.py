@@ -156,14 +156,7 @@ class FastReplay:
     def end_step(self, end_ms: int) -> int:
         """The first step the per-quote loop would not send (ready at or after ``end_ms``)."""
         src = self.feed.source
-        lo, hi = src.g, src.total_steps
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.feed.step_ready_ms(mid) >= end_ms:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        return src.first_step_after(end_ms - 1, src.g, src.total_steps)
 
     async def run(self, end_ms: int, next_funding: int, on_block: Callable[[int], None]) -> int:
         """Replay every step before ``end_ms``; returns the next funding time still to come."""
@@ -235,11 +228,8 @@ class FastReplay:
 
     def _funding_step(self, fb: FloatBlock, next_funding: int, after: int = 0) -> int:
         """The block step after which funding is due (the per-quote loop's check), or the block's length."""
-        g0, n = fb.block.g0, fb.block.steps
-        for t in range(after, n):
-            if self.feed.step_ready_ms(g0 + t) >= next_funding:
-                return t
-        return n
+        g0 = fb.block.g0
+        return self.feed.source.first_step_after(next_funding - 1, g0 + after, g0 + fb.block.steps) - g0
 
     def _execution_symbols(self, fired: list[PairCursor]) -> list[int]:
         """The symbols an execution of ``fired`` reads a book of: their legs (sizing, fills) and

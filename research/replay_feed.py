@@ -151,7 +151,7 @@ class ReplayFeed:
 
     def step_ready_ms(self, g: int) -> int:
         """When step ``g`` of the source may be sent (``next_ms`` of that step)."""
-        return self.source._ready_ms(g)  # noqa: SLF001 - the source's own schedule, read-only
+        return self.source.ready_ms(g)
 
     @property
     def finished(self) -> bool:

@@ -244,7 +244,7 @@ def test_a_big_synthetic_file_round_trips(tmp_path: Path) -> None:
 
     texts = [[spell(m, w) for m, w in zip(ms, ws)] for ms, ws in zip(mantissas, places)]
     body = "\n".join(",".join((str(t0 + k * step), *(col[k] for col in texts))) for k in range(n))
-    path = _write(tmp_path / "BIG-1m.csv.gz", f"{HEADER}\n{body}\n")
+    _write(tmp_path / "BIG-1m.csv.gz", f"{HEADER}\n{body}\n")
     series = load_candles(tmp_path, suffix="-1m.csv.gz")["BIG"]
     assert series.open_ms == range(t0, t0 + n * step, step) and series.interval_ms == step
     for field, col, ms, ws in zip(FIELDS, texts, mantissas, places):

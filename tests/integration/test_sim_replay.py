@@ -189,6 +189,6 @@ def test_quote_block_arrays_are_the_streamed_quotes(market_data: MarketData, jit
     assert source.g == g0 - 7 and block.steps == 75
     source.advance_to(source.time_of(g0) - 1)  # up to the block's first step
     assert source.g == g0
-    streamed = source.advance_to(source._ready_ms(g0 + 74))  # noqa: SLF001 - the block's last step
+    streamed = source.advance_to(source.ready_ms(g0 + 74))  # the block's last step
     assert len(streamed) == 75 * 3
     assert block.events() == streamed
