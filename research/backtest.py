@@ -158,13 +158,10 @@ class Backtest:
     """One run; ``await run()`` replays, then writes ``fills.csv`` and ``summary.json``."""
 
     def __init__(self, *, config: AppConfig, pairs: list[PairConfig], request: BacktestRequest,
-                 console: Console | None = None, audit: Audit | None = None,
-                 market: tuple[dict[str, CandleSeries], dict[str, Any]] | None = None) -> None:
+                 console: Console | None = None, audit: Audit | None = None) -> None:
         """``audit(ts_ms, engine, paper)`` is awaited after every execution (tests check the
-        portfolio at that moment, not only at the end). ``market``: candles and rules already
-        loaded (``load_market``'s), instead of reading ``request.data_dir``."""
+        portfolio at that moment, not only at the end)."""
         self.audit = audit
-        self.market = market
         self.config = config
         self.pairs = [p for p in pairs if p.enabled]
         self.request = request
@@ -180,7 +177,7 @@ class Backtest:
         return demo_replay_config(warmup_bars=start_bar, seed=self.request.seed, bar_seconds=bar_seconds)
 
     async def run(self) -> BacktestResult:
-        candles, rules = self.market or load_market(self.request, self.pairs)
+        candles, rules = load_market(self.request, self.pairs)
         params = {p.pair_id: signal_params(self.config.signal, p) for p in self.pairs}
         history_bars = max(sp.lookback_bars for sp in params.values()) + 5  # SignalRouter's warm-up fetch
         start_bar, end_ms = replay_window(self.request, candles, history_bars)

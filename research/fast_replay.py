@@ -158,8 +158,8 @@ class FastReplay:
         src = self.feed.source
         return src.first_step_after(end_ms - 1, src.g, src.total_steps)
 
-    async def run(self, end_ms: int, next_funding: int, on_block: Callable[[int], None]) -> int:
-        """Replay every step before ``end_ms``; returns the next funding time still to come."""
+    async def run(self, end_ms: int, next_funding: int, on_block: Callable[[int], None]) -> None:
+        """Replay every step before ``end_ms``, collecting funding from ``next_funding`` on."""
         src = self.feed.source
         g, g_end = src.g, self.end_step(end_ms)
         while g < g_end:
@@ -170,7 +170,6 @@ class FastReplay:
             src.g = g = g1
             self.feed.now_ms = max(self.feed.now_ms, self.feed.step_ready_ms(g1 - 1))
             on_block(self.feed.now_ms)
-        return next_funding
 
     async def _block(self, fb: FloatBlock, next_funding: int) -> int:
         n = fb.block.steps

@@ -12,9 +12,9 @@ after the first quote that fires. The generator then emits that signal through i
 The arithmetic is the Python path's, operation for operation, in IEEE doubles without fast-math
 (``math.log`` is the C library's in both), so the floats are bit-identical; the tests compare the
 whole signal sequence, the counters and the samples with the per-quote path
-(tests/test_replay_kernel.py, tests/test_backtest.py). Anything the kernel does not model (a
-gap of empty bars, a state it does not know) returns ``UNSUPPORTED`` and the caller stops with
-an error, never a guess.
+(tests/test_replay_kernel.py, tests/test_backtest.py). Anything the kernel does not model is
+refused, never guessed: a state it does not know by ``SignalGenerator.export_replay``
+(``ReplayUnsupported``), a gap of empty bars by ``run_pair`` returning ``UNSUPPORTED``.
 
 State travels in two vectors (layouts below): floats ``f`` and ints ``iv``; counters in
 ``gated``, ``rejects`` and ``suppressed``, indexed as the generator's enums.
@@ -39,9 +39,9 @@ F_HEDGE, F_ENTRY, F_ENTRY_MAX, F_EXIT, F_STOP, F_MIN_STD, F_DUP_MS, F_MAX_HOLD, 
 F_SIZE = 25
 # int state
 (I_TS_A, I_TS_B, I_CLOCK, I_BUCKET, I_BAR_MS, I_STATE, I_NO_ENTRY, I_LIVE, I_ACCEPTED, I_BARS_CLOSED, I_MAX_AGE,
- I_LOG, I_FIRE_KIND, I_FIRE_TS, I_LAST_SAMPLE, I_SAMPLES, I_WHY) = range(17)
-I_SIZE = 17
-# states the kernel decides in (anything else is UNSUPPORTED before the first quote)
+ I_LOG, I_FIRE_KIND, I_FIRE_TS, I_LAST_SAMPLE, I_SAMPLES) = range(16)
+I_SIZE = 16
+# states the kernel decides in (export_replay refuses any other)
 S_FLAT, S_LONG, S_SHORT, S_PAUSED = 0, 1, 2, 3  # PAUSED: HALTED or RESOLVING (gated, no decision)
 # signal kinds, in this order: ENTER_LONG_SPREAD, ENTER_SHORT_SPREAD, EXIT, STOP_LOSS, TIME_STOP, FLATTEN
 K_EL, K_ES, K_EXIT, K_STOP, K_TSTOP = 0, 1, 2, 3, 4
@@ -51,7 +51,6 @@ G_NO_QUOTE, G_IN_FLIGHT, G_HALTED, G_NOT_FULL, G_LOW_STD, G_WARMING, G_STALE, G_
 SUP_STOP_COOLDOWN, SUP_DUPLICATE = 0, 1
 # outcomes
 END, FIRED, UNSUPPORTED = 0, 1, 2
-WHY_GAP = 1  # empty bars between two quotes: the live path would wait for a backfill
 SAMPLE_COLUMNS = 5  # bar close ms, spread, z, mean, std (app/series.py)
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -254,7 +253,6 @@ def run_pair(stamp_a: np.ndarray, bid_a: np.ndarray, ask_a: np.ndarray, sym_a: i
             if ts < 0:
                 continue
             if iv[I_BUCKET] >= 0 and ts // iv[I_BAR_MS] > iv[I_BUCKET] + 1:  # empty bars before it
-                iv[I_WHY] = WHY_GAP
                 return UNSUPPORTED, t, q
             kind = _on_quote(leg, ts, bid, ask, f, iv, buf, fstate, istate, gated, rejects, suppressed, samples)
             if kind >= 0:
