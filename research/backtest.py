@@ -54,7 +54,7 @@ from execution.results import PairSpec
 from market_replay.config import ReplayConfig, demo_replay_config
 from market_replay.datasets import CANDLE_SUFFIX, CandleSeries, DatasetError, load_candles
 from market_replay.markets import build_rules, load_exchange_info
-from research.fast_replay import FastReplay
+from research.fast_replay import FastReplay, ReplayDiverged
 from research.replay_feed import FundingSchedule, OfflineMarkets, ReplayFeed, bar_index, unified_symbol
 from signals.generator import SignalGenerator
 from signals.spread import ReplayUnsupported
@@ -473,13 +473,18 @@ def _summary(*, perf: dict[str, Any], fills: list[tuple[Any, ...]], funding_rows
 
 def run_backtest(*, config: AppConfig, pairs: list[PairConfig], request: BacktestRequest,
                  console: Console) -> int:
-    """The CLI's entry: quiet logs (WARNING+ on stderr), replay, write, print. Exit code 0."""
+    """The CLI's entry: quiet logs (WARNING+ on stderr), replay, write, print. Exit code 0; 1 (one
+    ERROR line, the run's journal kept in ``--out``) when the replay kernel meets what it cannot replay."""
     import asyncio
     import sys
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{time:HH:mm:ss} {level} {message}")
     bt = Backtest(config=config, pairs=pairs, request=request, console=console)
-    result = asyncio.run(bt.run())
+    try:
+        result = asyncio.run(bt.run())
+    except ReplayDiverged as exc:
+        logger.error("backtest stopped: {}", exc)
+        return 1
     bt.print_statistics(result)
     return 0

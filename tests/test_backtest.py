@@ -379,3 +379,21 @@ def _assert_backtest_report(out: Path, summary: dict) -> None:
         samples = series["pairs"][pair]["samples"]
         assert len(samples) >= summary["bars"] - 1, (pair, len(samples))
         assert all(start < s[0] <= end for s in samples), pair
+
+
+def test_a_replay_the_kernel_cannot_reproduce_is_one_error_line_and_exit_1(tmp_path: Path, monkeypatch,
+                                                                         capsys) -> None:
+    from research import backtest as bt_module
+    from research.fast_replay import FastReplay, ReplayDiverged
+
+    async def diverge(self, *args, **kwargs):
+        raise ReplayDiverged("EOS_AXS: bars without a quote before step 7; run with --per-quote")
+
+    monkeypatch.setattr(FastReplay, "run", diverge)
+    config, pairs = _inputs()
+    request = BacktestRequest(from_ms=parse_date("2023-07-05"), to_ms=parse_date("2023-07-05T02:00"),
+                              out_dir=tmp_path / "out", progress=False, report_timeout_seconds=0)
+    code = bt_module.run_backtest(config=config, pairs=pairs, request=request, console=Console(file=open("/dev/null", "w")))
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert code == 1 and len(errors) == 1 and "run with --per-quote" in errors[0]
+    assert (tmp_path / "out" / "journal-backtest.sqlite").is_file()  # what ran is kept
