@@ -43,9 +43,11 @@ RUN_ONLY = {"wall_seconds", "bars_per_second", "replay_loop", "replay_seconds"}
 
 
 def write_year(cache: Path, bars: int) -> Path:
-    """``bars`` 1m candles per bundled symbol in ``cache`` (kept between runs)."""
+    """``bars`` 1m candles per bundled symbol in ``cache``/1m-``bars`` (kept between runs; one
+    folder per length, so a shorter run never leaves its files where a longer one looks)."""
+    cache = cache / f"1m-{bars}"
     cache.mkdir(parents=True, exist_ok=True)
-    stamp = cache / f"complete-{bars}"
+    stamp = cache / "complete"
     if stamp.is_file():
         return cache
     month = load_candles(DEFAULT_DATA_DIR, candle_symbols(DEFAULT_DATA_DIR))
@@ -74,12 +76,14 @@ def run(config, pairs, request: BacktestRequest) -> tuple[dict, float]:
     return result.summary, time.perf_counter() - t0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=float, default=365.0, help="days of 1m bars replayed (default a year)")
     parser.add_argument("--slice-days", type=float, default=2.0, help="days of the baseline comparison")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/pairs-bot-bench-year"))
-    args = parser.parse_args()
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The year's run and the same-run baseline on its first ``--slice-days``, as one JSON-able dict."""
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
     config = load_app_config(ROOT / "config.json")
@@ -103,7 +107,7 @@ def main() -> int:
                                                                          if k not in RUN_ONLY}
     year, year_total = run(config, pairs, request(args.days, "year"))
     rate = year["bars"] / year["wall_seconds"]
-    print(json.dumps({
+    return {
         "data": f"the bundled 5m month as 1m candles, repeated forward/backward to {bars + warmup:,} bars "
                 f"({warmup} of them warm-up)", "pairs": len(pairs), "bar_seconds": 60,
         "steps_per_bar": year["settings"]["steps_per_bar"],
@@ -123,7 +127,13 @@ def main() -> int:
                            "identical": identical},
         "data_prepare_seconds": round(prepare_s, 1),
         "note": "one process, one core for the replay; the machine is shared (2 cores), so times are indicative",
-    }, indent=2))
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    print(json.dumps(measure(parser.parse_args()), indent=2))
     return 0
 
 

@@ -2,8 +2,9 @@
 
 Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_research.py [--only scan] [--quick]``.
 Each section measures its baseline in the same run, so the ratios mean something on any machine.
-The process is pinned to one CPU (``os.sched_setaffinity``) and numba runs without threads, so
-"one core" is literal. Sections: ``scan`` (more, e.g. backtest and sweep, register in SECTIONS).
+Sections ``scan`` and ``backtest`` run pinned to one CPU (``os.sched_setaffinity``) with numba
+without threads, so "one core" is literal; ``sweep`` runs on every CPU, because its point is the
+2-worker cluster against the serial run.
 
 ``scan``: the whole ``research.scan.run_scan`` (kernels, MacKinnon p-values, the family
 correction, checks, ranking) over the 30 bundled 1h symbols: 435 pairs x 5,482 bars, 70 %
@@ -14,6 +15,13 @@ and the traded direction on the tail, 3 per pair -- timed over every pair (``--q
 10th pair, scaled up to all, and said so). The baseline's statistics and p-values are compared
 with the scan's, so this is also the accuracy check over all pairs that the unit test samples.
 Targets (issue 13): <= 1 s, >= 20 x the baseline.
+
+``backtest``: ``bench/bench_backtest.py`` (its docstring says how the year of 1m bars is built from
+the bundled month): 10 pairs x 525,600 bars, with the per-quote reference loop against the kernel
+loop on the first ``--slice-days`` as the same-run baseline. Target: <= 30 s, bars/s printed.
+
+``sweep``: ``bench/bench_sweep.py``: 27 configurations x 2 blocks on a LocalCluster of
+``--workers`` 2 against the same sweep run serially in this process; identical results required.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import bench.bench_backtest as bench_backtest  # noqa: E402
+import bench.bench_sweep as bench_sweep  # noqa: E402
 from research.bars import load_bars  # noqa: E402
 from research.scan import ScanSettings, run_scan  # noqa: E402
 
@@ -93,7 +103,9 @@ def bench_scan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"scan": bench_scan}
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "scan": bench_scan, "backtest": bench_backtest.measure, "sweep": bench_sweep.measure}
+ONE_CORE = {"scan", "backtest"}
 
 
 def main() -> None:
@@ -101,16 +113,22 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {list(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="time baselines on a sample and scale up")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs after warm-up (median reported)")
+    bench_backtest.add_arguments(parser)
+    bench_sweep.add_arguments(parser)
     args = parser.parse_args()
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {unknown}; known: {list(SECTIONS)}")
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    result: dict[str, Any] = {"cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    pinning = hasattr(os, "sched_setaffinity")
+    every_cpu = os.sched_getaffinity(0) if pinning else set()
+    result: dict[str, Any] = {}
     for name in wanted:
-        result[name] = SECTIONS[name](args)
+        if pinning:
+            os.sched_setaffinity(0, {min(every_cpu)} if name in ONE_CORE else every_cpu)
+        section = SECTIONS[name](args)
+        section["cpus"] = sorted(os.sched_getaffinity(0)) if pinning else None
+        result[name] = section
     print(json.dumps(result, indent=2))
 
 

@@ -32,13 +32,15 @@ PAIRS = ("EOS_AXS", "SAND_EOS", "ADA_CELO", "SXP_CELO")
 COMPARED = ("config_index", "block_index", "pnl_usdt", "round_trips", "trades", "sharpe", "max_drawdown_usdt", "bars")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="date_from", default="2023-07-05")
     parser.add_argument("--to", dest="date_to", default="2023-07-05T12:00")
     parser.add_argument("--folds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The serial sweep and the same sweep on a LocalCluster, as one JSON-able dict."""
     config = load_app_config(ROOT / "config.json")
     pairs = [p for p in load_pairs_config(ROOT / "tests" / "backtest_pairs.json", config.signal, risk=config.risk)
              if p.pair_id in PAIRS]
@@ -57,7 +59,7 @@ def main() -> None:
     dask_s = time.perf_counter() - t0
     task_s = sum(r["wall_seconds"] for r in serial)
     identical = [{k: r[k] for k in COMPARED} for r in serial] == [{k: r[k] for k in COMPARED} for r in parallel]
-    print(json.dumps({
+    return {
         "grid": GRID, "configurations": len(configs), "folds": args.folds, "blocks": len(blocks),
         "backtests": len(tasks), "pairs": list(PAIRS), "range": [args.date_from, args.date_to],
         "bars_per_backtest": sorted({r["bars"] for r in serial}), "cores": os.cpu_count(),
@@ -68,7 +70,13 @@ def main() -> None:
         "serial_over_dask_ratio": round(serial_s / dask_s, 3),
         "serial_replay_seconds_sum": round(task_s, 2),
         "identical_results": identical,
-    }, indent=2))
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    print(json.dumps(measure(parser.parse_args()), indent=2))
 
 
 if __name__ == "__main__":
