@@ -4,11 +4,11 @@ two gave identical per-run figures).
 
 Grid ``lookback=30,60,90 entry=1.5,2,2.5 stop=3.5,4,5`` (27 configurations), ``--folds 1`` (two
 blocks: 54 backtests), the backtest tests' four pairs (tests/backtest_pairs.json: EOS_AXS,
-SAND_EOS, ADA_CELO, SXP_CELO), default range 2023-07-05T00:00 to 2023-07-05T12:00 (two blocks of
-6 hours of 5m bars), on the bundled data. The Dask time includes starting and closing the cluster
+SAND_EOS, ADA_CELO, SXP_CELO), default range 2023-07-05 to 2023-07-08 inclusive (two blocks of two
+days, 576 5m bars each; a shorter range measures mostly the cluster's start), on the bundled data. The Dask time includes starting and closing the cluster
 (``dask_wall_seconds``); ``dask_first_result_after_seconds`` shows how much of it is the start-up.
 
-    python bench/bench_sweep.py [--from 2023-07-05] [--to 2023-07-05T12:00] [--folds 1] [--workers 2]
+    python bench/bench_sweep.py [--from 2023-07-05] [--to 2023-07-08] [--folds 1] [--workers 2]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ COMPARED = ("config_index", "block_index", "pnl_usdt", "round_trips", "trades", 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="date_from", default="2023-07-05")
-    parser.add_argument("--to", dest="date_to", default="2023-07-05T12:00")
+    parser.add_argument("--to", dest="date_to", default="2023-07-08")
     parser.add_argument("--folds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
 
