@@ -5,8 +5,9 @@ two gave identical per-run figures).
 Grid ``lookback=30,60,90 entry=1.5,2,2.5 stop=3.5,4,5`` (27 configurations), ``--folds 1`` (two
 blocks: 54 backtests), the backtest tests' four pairs (tests/backtest_pairs.json: EOS_AXS,
 SAND_EOS, ADA_CELO, SXP_CELO), default range 2023-07-05 to 2023-07-08 inclusive (two blocks of two
-days, 576 5m bars each; a shorter range measures mostly the cluster's start), on the bundled data. The Dask time includes starting and closing the cluster
-(``dask_wall_seconds``); ``dask_first_result_after_seconds`` shows how much of it is the start-up.
+days, 576 5m bars each; a shorter range measures mostly the cluster's start), on the bundled data.
+The Dask time includes starting and closing the cluster (``dask_wall_seconds``);
+``dask_first_result_after_seconds`` shows how much of it is the start-up.
 
     python bench/bench_sweep.py [--from 2023-07-05] [--to 2023-07-08] [--folds 1] [--workers 2]
 """
